@@ -1,0 +1,45 @@
+//! Weir's storage layer: PostgreSQL as tier one (series, points partitioned by month, batch
+//! receipts, key metadata) and Redis as the cache of each key's latest value.
+//!
+//! The ingest host uses it like this: [`Storage::connect`] and [`Storage::migrate`] at start;
+//! per device batch, [`Storage::store_batch`] (exactly-once, acknowledged only after it returns
+//! `Ok`), then [`LatestCache::update`] with the accepted points, marking the device in
+//! [`LatestRepair`] if Redis fails; on timers, [`Storage::maintain`] and
+//! [`LatestRepair::repair_pending`]. Metadata goes through [`Storage::put_metadata`] and
+//! [`Storage::device_metadata`], and every host follows changes with
+//! [`listen_metadata_changes`].
+//!
+//! Code map: `schema` is the one place that defines tables (migrations, partition DDL);
+//! `batches` is the write path; `partitions`, `series` and `values` serve it; `metadata` and
+//! `notify` handle key metadata; `reads` and `maintenance` hold the remaining PostgreSQL
+//! operations; `latest` and `repair` are the Redis side; `error` classifies every failure.
+//! Every SQL statement is static text with bind parameters, prepared once per connection
+//! (`prepare_cached`); the only exception is partition DDL, built from integers (see `schema`).
+
+mod batches;
+mod error;
+mod latest;
+mod maintenance;
+mod metadata;
+mod model;
+mod notify;
+mod partitions;
+mod postgres;
+mod reads;
+mod repair;
+mod schema;
+mod series;
+mod timestamp;
+mod values;
+
+pub use error::{Result, StorageError};
+pub use latest::LatestCache;
+pub use maintenance::MaintenanceReport;
+pub use model::{
+    BatchOutcome, BatchWrite, Conflict, DeviceRef, KeyMetadataRecord, LatestValue, NewPoint,
+    StoredValue,
+};
+pub use notify::{MetadataChange, MetadataListener, listen_metadata_changes};
+pub use postgres::{PoolStatus, Storage};
+pub use repair::{LatestRepair, RepairReport};
+pub use timestamp::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, timestamp_in_range};

@@ -1,0 +1,173 @@
+//! The PostgreSQL schema: the one place that defines tables, as numbered migrations, and the DDL
+//! of monthly `points` partitions.
+//!
+//! Migrations are append-only: a released migration is never edited; a change is a new entry at
+//! the end of [`MIGRATIONS`]. Each runs once, in its own transaction, recorded in
+//! `schema_migrations`. A transaction-scoped advisory lock serialises hosts that start together,
+//! so the second one finds the work done and applies nothing.
+//!
+//! Tables:
+//! - `series`: one row per `(org, device, key)`, with the key's metadata (`data_type` NULL until
+//!   the device declares it);
+//! - `points`: `(series_id, ts)` → one value column set, partitioned by month of `ts` into
+//!   `points_yYYYYmMM`;
+//! - `batches`: every batch id a device sent, with the receipt returned for it, so that a re-sent
+//!   batch is answered with the same receipt and stored once.
+
+use deadpool_postgres::Client;
+use tracing::info;
+
+use crate::error::Result;
+use crate::timestamp::Month;
+
+/// Advisory lock key held while migrating ("WEIR" and 1).
+const MIGRATION_LOCK: i64 = 0x5745_4952_0001;
+/// Advisory lock key held while creating partitions ("WEIR" and 2).
+pub(crate) const PARTITION_LOCK: i64 = 0x5745_4952_0002;
+
+/// One schema change.
+struct Migration {
+    version: i32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, in order.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "series, points partitioned by month, batches",
+    sql: r#"
+CREATE TABLE series (
+    id                  bigserial PRIMARY KEY,
+    org                 text NOT NULL,
+    device              text NOT NULL,
+    key                 text NOT NULL,
+    data_type           text,
+    name                text,
+    unit                text,
+    description         text,
+    value_map           jsonb,
+    min                 float8,
+    max                 float8,
+    metadata_updated_at timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org, device, key)
+);
+
+-- Exactly one value column is set: float8 for floats, int8 for integers up to i64::MAX,
+-- numeric for unsigned integers above it, bool, text.
+-- series_id has no FOREIGN KEY on purpose: it would lock the series row (FOR KEY SHARE) for
+-- every inserted point, on the hottest path. Ids reach points only from committed series rows,
+-- and series rows are never deleted.
+CREATE TABLE points (
+    series_id bigint NOT NULL,
+    ts        timestamptz NOT NULL,
+    v_float   float8,
+    v_int     int8,
+    v_numeric numeric,
+    v_bool    bool,
+    v_text    text,
+    PRIMARY KEY (series_id, ts),
+    CHECK (num_nonnulls(v_float, v_int, v_numeric, v_bool, v_text) = 1)
+) PARTITION BY RANGE (ts);
+
+-- receipt is written in the transaction that inserts the row, before it commits.
+CREATE TABLE batches (
+    org         text NOT NULL,
+    device      text NOT NULL,
+    batch_id    text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    receipt     jsonb,
+    PRIMARY KEY (org, device, batch_id)
+);
+CREATE INDEX batches_received_at ON batches (received_at);
+"#,
+}];
+
+/// Applies the migrations this database lacks; returns how many ran.
+pub(crate) async fn migrate(client: &mut Client) -> Result<usize> {
+    let mut applied = 0;
+    for migration in MIGRATIONS {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    int PRIMARY KEY,
+                 name       text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[&migration.version],
+            )
+            .await?
+            .is_some();
+        if done {
+            tx.rollback().await?;
+            continue;
+        }
+        tx.batch_execute(migration.sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&migration.version, &migration.name],
+        )
+        .await?;
+        tx.commit().await?;
+        info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// The name of the partition holding `month`: `points_yYYYYmMM`.
+pub(crate) fn partition_name(month: Month) -> String {
+    format!("points_y{:04}m{:02}", month.year(), month.month())
+}
+
+/// `CREATE TABLE IF NOT EXISTS` for the partition of `month`.
+///
+/// DDL takes no bind parameters, so this statement is text. It is built only from the two
+/// integers of `month` (computed by this crate from `i64` timestamps), never from input text.
+pub(crate) fn partition_ddl(month: Month) -> String {
+    let next = month.plus(1);
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} PARTITION OF points \
+         FOR VALUES FROM ('{:04}-{:02}-01 00:00:00+00') TO ('{:04}-{:02}-01 00:00:00+00')",
+        month.year(),
+        month.month(),
+        next.year(),
+        next.month(),
+        name = partition_name(month),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_ddl_covers_one_month() {
+        let december = Month::of_ms(1_733_011_200_000); // 2024-12-01
+        assert_eq!(partition_name(december), "points_y2024m12");
+        assert_eq!(
+            partition_ddl(december),
+            "CREATE TABLE IF NOT EXISTS points_y2024m12 PARTITION OF points FOR VALUES FROM \
+             ('2024-12-01 00:00:00+00') TO ('2025-01-01 00:00:00+00')"
+        );
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (position, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version as usize, position + 1);
+        }
+    }
+}

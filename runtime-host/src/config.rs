@@ -1,0 +1,258 @@
+//! The host's one configuration type: defaults, then an optional TOML file, then `WEIR_*`
+//! environment variables, each layer overriding the one before.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+use crate::functions::Limits;
+use crate::functions::validator::{Policy, UnknownKeyPolicy};
+
+/// Everything `weir serve` can be told.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Region this host serves (`WEIR_REGION`).
+    pub region: String,
+    /// Directory holding the function components, e.g. `validate.wasm` (`WEIR_FUNCTIONS_DIR`).
+    pub functions_dir: PathBuf,
+    /// Directory for the host's own state, such as compiled artifacts (`WEIR_STATE_DIR`).
+    pub state_dir: PathBuf,
+    /// Sandbox limits of function calls.
+    pub functions: FunctionsConfig,
+    /// Rules the default validator applies.
+    pub validation: ValidationConfig,
+}
+
+/// Sandbox limits of function calls.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FunctionsConfig {
+    /// Deadline of one call in milliseconds (`WEIR_FUNCTION_DEADLINE_MS`).
+    pub deadline_ms: u64,
+    /// Memory cap of one instance in MiB (`WEIR_FUNCTION_MEMORY_MB`).
+    pub memory_mb: u64,
+    /// Most instances alive at once (`WEIR_FUNCTION_INSTANCES`).
+    pub max_instances: u32,
+}
+
+/// Validation policy handed to the validator with every batch.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// How far ahead of the server clock a timestamp may be (`WEIR_MAX_CLOCK_SKEW_MS`).
+    pub max_clock_skew_ms: i64,
+    /// How old a point may be, in days (`WEIR_MAX_POINT_AGE_DAYS`).
+    pub max_point_age_days: i64,
+    /// `accept` stores points of keys without metadata untyped; `reject` refuses them
+    /// (`WEIR_UNKNOWN_KEYS`).
+    pub unknown_keys: UnknownKeys,
+    /// Longest text value in characters (`WEIR_MAX_TEXT_LENGTH`).
+    pub max_text_length: u32,
+}
+
+/// Policy for points whose key has no metadata.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownKeys {
+    Accept,
+    Reject,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            region: "local".into(),
+            functions_dir: PathBuf::from("target/functions"),
+            state_dir: PathBuf::from(".weir"),
+            functions: FunctionsConfig::default(),
+            validation: ValidationConfig::default(),
+        }
+    }
+}
+
+impl Default for FunctionsConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        FunctionsConfig {
+            deadline_ms: limits.deadline.as_millis() as u64,
+            memory_mb: (limits.memory_bytes >> 20) as u64,
+            max_instances: limits.max_instances,
+        }
+    }
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            max_clock_skew_ms: 5 * 60 * 1000,
+            max_point_age_days: 3650,
+            unknown_keys: UnknownKeys::Accept,
+            max_text_length: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("in config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Overrides fields from `WEIR_*` variables, read through `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = var("WEIR_REGION") {
+            self.region = v;
+        }
+        if let Some(v) = var("WEIR_FUNCTIONS_DIR") {
+            self.functions_dir = v.into();
+        }
+        if let Some(v) = var("WEIR_STATE_DIR") {
+            self.state_dir = v.into();
+        }
+        parse_env(
+            &var,
+            "WEIR_FUNCTION_DEADLINE_MS",
+            &mut self.functions.deadline_ms,
+        )?;
+        parse_env(
+            &var,
+            "WEIR_FUNCTION_MEMORY_MB",
+            &mut self.functions.memory_mb,
+        )?;
+        parse_env(
+            &var,
+            "WEIR_FUNCTION_INSTANCES",
+            &mut self.functions.max_instances,
+        )?;
+        parse_env(
+            &var,
+            "WEIR_MAX_CLOCK_SKEW_MS",
+            &mut self.validation.max_clock_skew_ms,
+        )?;
+        parse_env(
+            &var,
+            "WEIR_MAX_POINT_AGE_DAYS",
+            &mut self.validation.max_point_age_days,
+        )?;
+        parse_env(
+            &var,
+            "WEIR_MAX_TEXT_LENGTH",
+            &mut self.validation.max_text_length,
+        )?;
+        if let Some(v) = var("WEIR_UNKNOWN_KEYS") {
+            self.validation.unknown_keys = match v.as_str() {
+                "accept" => UnknownKeys::Accept,
+                "reject" => UnknownKeys::Reject,
+                other => bail!("WEIR_UNKNOWN_KEYS must be `accept` or `reject`, not `{other}`"),
+            };
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.functions.deadline_ms == 0 {
+            bail!("functions.deadline_ms must be at least 1");
+        }
+        if self.functions.memory_mb < 2 {
+            bail!("functions.memory_mb must be at least 2 (a Rust component starts with ~1 MiB)");
+        }
+        if self.functions.max_instances == 0 {
+            bail!("functions.max_instances must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The sandbox limits for the function engine.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            deadline: Duration::from_millis(self.functions.deadline_ms),
+            memory_bytes: (self.functions.memory_mb as usize) << 20,
+            max_instances: self.functions.max_instances,
+        }
+    }
+
+    /// The validation policy at time `now_ms` (unix milliseconds).
+    pub fn policy(&self, now_ms: i64) -> Policy {
+        let v = &self.validation;
+        Policy {
+            now: now_ms,
+            max_future_skew_ms: v.max_clock_skew_ms,
+            max_age_ms: v.max_point_age_days.saturating_mul(24 * 3600 * 1000),
+            unknown_keys: match v.unknown_keys {
+                UnknownKeys::Accept => UnknownKeyPolicy::AcceptUntyped,
+                UnknownKeys::Reject => UnknownKeyPolicy::Reject,
+            },
+            max_text_length: v.max_text_length,
+        }
+    }
+
+    /// Where compiled component artifacts are cached.
+    pub fn artifact_dir(&self) -> PathBuf {
+        self.state_dir.join("artifacts")
+    }
+}
+
+fn parse_env<T: std::str::FromStr>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    field: &mut T,
+) -> anyhow::Result<()>
+where
+    T::Err: std::fmt::Display,
+{
+    if let Some(text) = var(name) {
+        *field = text
+            .parse()
+            .map_err(|error| anyhow::anyhow!("{name}=`{text}` is not valid: {error}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut config: Config =
+            toml::from_str("region = \"eu-north\"\n[functions]\ndeadline_ms = 50\n").unwrap();
+        config
+            .apply_env(|name| (name == "WEIR_FUNCTION_DEADLINE_MS").then(|| "75".to_string()))
+            .unwrap();
+        assert_eq!(config.region, "eu-north");
+        assert_eq!(config.functions.deadline_ms, 75);
+        assert_eq!(config.functions.memory_mb, 64);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let error = toml::from_str::<Config>("regoin = \"x\"").unwrap_err();
+        assert!(error.to_string().contains("regoin"), "{error}");
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable() {
+        let mut config = Config::default();
+        let error = config
+            .apply_env(|name| (name == "WEIR_FUNCTION_MEMORY_MB").then(|| "lots".to_string()))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("WEIR_FUNCTION_MEMORY_MB"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! The one wasmtime `Engine` of a process and everything shared by its function calls: the
+//! pooling allocator, the epoch ticker behind call deadlines, the artifact cache, the linker
+//! with the host capabilities, and the semaphore that bounds live instances.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use super::artifacts::{ArtifactCache, CacheOutcome};
+use super::error::{CallError, LoadError};
+use super::instance::InstanceState;
+use super::limits::Limits;
+
+/// Granularity of call deadlines: the epoch advances this often.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Shared runtime for every function of the host; cheap to clone.
+#[derive(Clone)]
+pub struct FunctionEngine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    limits: Limits,
+    instances: Arc<Semaphore>,
+    artifacts: Option<ArtifactCache>,
+    _ticker: EpochTicker,
+}
+
+impl FunctionEngine {
+    /// Builds the engine. With `artifact_dir`, compiled components are cached there.
+    pub fn new(limits: Limits, artifact_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(&limits))
+            .map_err(anyhow::Error::from)
+            .context("configuring wasmtime")?;
+        let mut linker = Linker::new(&engine);
+        // Rust guests import wasi:cli and wasi:io through std even when they never print; the
+        // context they get grants no files, sockets or environment.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
+        let artifacts = artifact_dir
+            .map(|dir| {
+                ArtifactCache::open(dir, &engine)
+                    .with_context(|| format!("opening artifact cache {}", dir.display()))
+            })
+            .transpose()?;
+        Ok(FunctionEngine {
+            inner: Arc::new(EngineInner {
+                _ticker: EpochTicker::start(engine.clone()),
+                engine,
+                linker,
+                limits,
+                instances: Arc::new(Semaphore::new(limits.max_instances as usize)),
+                artifacts,
+            }),
+        })
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    /// Compiles `bytes` (through the artifact cache) and links it with the host capabilities.
+    /// Export checks are left to the caller, which knows the world.
+    pub(crate) fn prepare(
+        &self,
+        function: &str,
+        bytes: &[u8],
+    ) -> Result<PreparedComponent, LoadError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let started = Instant::now();
+        let (component, outcome) = match &self.inner.artifacts {
+            Some(cache) => cache.load_or_compile(&self.inner.engine, bytes, &digest),
+            None => Component::new(&self.inner.engine, bytes).map(|c| (c, CacheOutcome::Compiled)),
+        }
+        .map_err(|error| LoadError::Invalid {
+            function: function.to_string(),
+            reason: format!("{error:#}"),
+        })?;
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|error| LoadError::WorldMismatch {
+                function: function.to_string(),
+                world: "host capabilities",
+                reason: format!("{error:#}"),
+            })?;
+        tracing::info!(
+            function,
+            digest = %&digest[..12],
+            cached = outcome == CacheOutcome::Hit,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "component prepared"
+        );
+        Ok(PreparedComponent {
+            digest,
+            from_cache: outcome == CacheOutcome::Hit,
+            instance_pre,
+        })
+    }
+
+    /// Reserves an instance slot and a fresh store for one call. Waits at most one deadline
+    /// for a slot, then gives up with [`CallError::Busy`] so overload pushes back instead of
+    /// queueing without bound.
+    pub(crate) async fn begin_call(&self) -> Result<Call, CallError> {
+        let limits = self.inner.limits;
+        let permit = tokio::time::timeout(
+            limits.deadline,
+            self.inner.instances.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| CallError::Busy {
+            capacity: limits.max_instances,
+            waited: limits.deadline,
+        })?
+        .expect("the instance semaphore is never closed");
+        let mut store = Store::new(&self.inner.engine, InstanceState::new(limits.memory_bytes));
+        store.limiter(|state| &mut state.memory);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        Ok(Call {
+            store,
+            limits,
+            _permit: permit,
+        })
+    }
+}
+
+/// A compiled, linked component, not yet checked against a world's exports.
+pub(crate) struct PreparedComponent {
+    /// SHA-256 of the component bytes, hex.
+    pub(crate) digest: String,
+    /// Whether the compiled artifact came from the cache.
+    pub(crate) from_cache: bool,
+    pub(crate) instance_pre: InstancePre<InstanceState>,
+}
+
+/// One call in progress: its store and its instance slot.
+pub(crate) struct Call {
+    pub(crate) store: Store<InstanceState>,
+    limits: Limits,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Call {
+    /// Turns the outcome of running the guest into the call's result, naming why it failed.
+    pub(crate) fn finish<R>(
+        self,
+        function: &str,
+        outcome: wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let error = match outcome {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let function = function.to_string();
+        let state = self.store.data();
+        if state.memory.exceeded() {
+            return Err(CallError::MemoryExhausted {
+                function,
+                limit_bytes: self.limits.memory_bytes,
+            });
+        }
+        if matches!(
+            error.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) {
+            return Err(CallError::DeadlineExceeded {
+                function,
+                deadline: self.limits.deadline,
+            });
+        }
+        let stderr = state.stderr_text();
+        let message = if stderr.is_empty() {
+            format!("{error:#}")
+        } else {
+            format!("{error:#}; guest stderr: {stderr}")
+        };
+        Err(CallError::Trapped { function, message })
+    }
+}
+
+fn engine_config(limits: &Limits) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    let instances = limits.max_instances.max(1);
+    pool.total_component_instances(instances);
+    // A Rust component holds a handful of core instances (the program and small shims).
+    pool.total_core_instances(instances * 8);
+    pool.total_memories(instances * 2);
+    pool.total_tables(instances * 4);
+    pool.total_stacks(instances);
+    pool.max_memory_size(limits.memory_bytes);
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+fn deadline_ticks(deadline: Duration) -> u64 {
+    deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1) as u64
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own; stops on drop.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        EpochTicker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

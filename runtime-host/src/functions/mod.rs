@@ -1,0 +1,22 @@
+//! The function runtime: runs Weir's WASM components (validators now; alerters and query
+//! handlers later) in a sandbox.
+//!
+//! One [`FunctionEngine`] per process owns the wasmtime `Engine`, the pooling allocator, the
+//! epoch ticker that enforces deadlines, the on-disk cache of compiled artifacts and the
+//! linker with the host capabilities. A loaded function version is an `InstancePre` (compiled,
+//! type-checked and linked once); every call gets a fresh `Store` and instance, so a call that
+//! traps, loops or exhausts memory fails alone. [`FunctionSlot`] swaps versions atomically.
+
+mod artifacts;
+mod engine;
+mod error;
+mod instance;
+mod limits;
+mod slot;
+pub mod validator;
+
+pub use engine::FunctionEngine;
+pub use error::{CallError, LoadError};
+pub use limits::Limits;
+pub use slot::FunctionSlot;
+pub use validator::ValidatorFunction;

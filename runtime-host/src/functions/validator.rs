@@ -1,0 +1,127 @@
+//! Validator functions: components of the `weir:functions/validator` world, which judge every
+//! point of an uploaded batch.
+
+use std::path::Path;
+
+use super::engine::FunctionEngine;
+use super::error::{CallError, LoadError};
+use super::instance::InstanceState;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "validator",
+        path: "../wit",
+        exports: { default: async },
+        additional_derives: [PartialEq],
+    });
+}
+
+pub use bindings::exports::weir::functions::validate::{
+    Policy, Reason, Rejection, UnknownKeyPolicy, Verdict,
+};
+pub use bindings::weir::functions::types::{DataType, KeyMetadata, Point, Value};
+
+/// The WIT world a validator must implement.
+pub const WORLD: &str = "weir:functions/validator@0.1.0";
+
+/// One loaded version of a validator, ready to be called concurrently.
+pub struct ValidatorFunction {
+    name: String,
+    digest: String,
+    from_cache: bool,
+    engine: FunctionEngine,
+    pre: bindings::ValidatorPre<InstanceState>,
+}
+
+impl ValidatorFunction {
+    /// Compiles and links `bytes` as the validator `name`, checking it against the world.
+    pub fn load(engine: &FunctionEngine, name: &str, bytes: &[u8]) -> Result<Self, LoadError> {
+        let prepared = engine.prepare(name, bytes)?;
+        let pre = bindings::ValidatorPre::new(prepared.instance_pre).map_err(|error| {
+            LoadError::WorldMismatch {
+                function: name.to_string(),
+                world: WORLD,
+                reason: format!("{error:#}"),
+            }
+        })?;
+        Ok(ValidatorFunction {
+            name: name.to_string(),
+            digest: prepared.digest,
+            from_cache: prepared.from_cache,
+            engine: engine.clone(),
+            pre,
+        })
+    }
+
+    /// Reads and loads a component file; the validator is named after the file.
+    pub fn load_file(engine: &FunctionEngine, path: &Path) -> Result<Self, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let name = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "validator".to_string());
+        Self::load(engine, &name, &bytes)
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// SHA-256 of the component, hex: the version's identity.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Whether the compiled artifact came from the on-disk cache rather than Cranelift.
+    pub fn was_cached(&self) -> bool {
+        self.from_cache
+    }
+
+    /// Judges a batch in one call of a fresh instance; one verdict per point, in order.
+    pub async fn validate(
+        &self,
+        points: &[Point],
+        metadata: &[KeyMetadata],
+        policy: Policy,
+    ) -> Result<Vec<Verdict>, CallError> {
+        let mut call = self.engine.begin_call().await?;
+        let outcome = async {
+            let instance = self.pre.instantiate_async(&mut call.store).await?;
+            instance
+                .weir_functions_validate()
+                .call_validate(&mut call.store, points, metadata, policy)
+                .await
+        }
+        .await;
+        let verdicts = call.finish(&self.name, outcome)?;
+        if verdicts.len() != points.len() {
+            return Err(CallError::InvalidAnswer {
+                function: self.name.clone(),
+                message: format!("{} verdicts for {} points", verdicts.len(), points.len()),
+            });
+        }
+        Ok(verdicts)
+    }
+}
+
+impl Reason {
+    /// Stable snake_case code of the reason, as the device API reports it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::InvalidKey => "invalid_key",
+            Reason::ReservedKey => "reserved_key",
+            Reason::UnknownKey => "unknown_key",
+            Reason::TypeMismatch => "type_mismatch",
+            Reason::OutOfRange => "out_of_range",
+            Reason::NotFinite => "not_finite",
+            Reason::TextTooLong => "text_too_long",
+            Reason::UnknownEnumValue => "unknown_enum_value",
+            Reason::FutureTimestamp => "future_timestamp",
+            Reason::AncientTimestamp => "ancient_timestamp",
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Weir's runtime host: terminates device connections, runs the function components in a
+//! sandbox, and stores what they accept. The `weir` binary is a thin shell over this library;
+//! see `docs/ARCHITECTURE.md` for the map.
+
+pub mod cli;
+pub mod config;
+pub mod functions;
+pub mod serve;
+pub mod telemetry;
+
+pub use config::Config;

@@ -1,0 +1,11 @@
+//! Weir's integration tests, gathered in one binary so that a 2-core machine links wasmtime
+//! once. Every test uses the real compiled components and real servers; run them all with
+//! `cargo xtask test`, which builds the components first.
+
+mod support;
+
+mod function_loading;
+mod function_sandbox;
+mod hot_swap;
+mod services;
+mod validator_component;
