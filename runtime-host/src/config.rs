@@ -20,10 +20,61 @@ pub struct Config {
     pub functions_dir: PathBuf,
     /// Directory for the host's own state, such as compiled artifacts (`WEIR_STATE_DIR`).
     pub state_dir: PathBuf,
+    /// PostgreSQL connection URL (`WEIR_DATABASE_URL`).
+    pub database_url: String,
+    /// Redis connection URL (`WEIR_REDIS_URL`).
+    pub redis_url: String,
+    /// Address of the device listener, mutual TLS always (`WEIR_DEVICE_LISTEN`).
+    pub device_listen: String,
+    /// Address of the API listener: health, readiness, metrics (`WEIR_API_LISTEN`).
+    pub api_listen: String,
+    /// Device TLS: certificates and keys.
+    pub tls: TlsConfig,
     /// Sandbox limits of function calls.
     pub functions: FunctionsConfig,
     /// Rules the default validator applies.
     pub validation: ValidationConfig,
+    /// Limits of the device surface.
+    pub ingest: IngestConfig,
+}
+
+/// Device TLS files. With `pki_dir` set, unset paths default to that directory's files.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A directory made by `weir pki init` (`WEIR_PKI_DIR`); needed for certificate renewal.
+    pub pki_dir: Option<PathBuf>,
+    /// Server certificate chain, PEM (`WEIR_TLS_CERT`).
+    pub cert: Option<PathBuf>,
+    /// Server private key, PEM (`WEIR_TLS_KEY`).
+    pub key: Option<PathBuf>,
+    /// CA bundle device certificates must chain to, PEM (`WEIR_DEVICE_CA`).
+    pub device_ca: Option<PathBuf>,
+    /// Certificate revocation list, PEM (`WEIR_DEVICE_CRL`); re-read when it changes.
+    pub device_crl: Option<PathBuf>,
+    /// Validity of renewed device certificates in days (`WEIR_RENEW_DAYS`).
+    pub renew_days: u32,
+}
+
+/// Limits of the device surface.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest request body, after gzip decoding, in bytes (`WEIR_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// Most points in one batch (`WEIR_MAX_BATCH_POINTS`).
+    pub max_batch_points: usize,
+    /// Requests per second a device may make on average (`WEIR_DEVICE_RATE`).
+    pub device_rate_per_second: f64,
+    /// Requests a device may make in a burst (`WEIR_DEVICE_BURST`).
+    pub device_burst: f64,
+    /// PostgreSQL connections of this host (`WEIR_DATABASE_POOL`).
+    pub database_pool: usize,
+    /// Batches processed at once; more wait briefly, then get 503 (`WEIR_MAX_INFLIGHT`).
+    pub max_inflight_batches: usize,
+    /// How long a batch id is remembered for duplicate detection, in hours
+    /// (`WEIR_BATCH_RETENTION_HOURS`).
+    pub batch_retention_hours: u64,
 }
 
 /// Sandbox limits of function calls.
@@ -67,8 +118,41 @@ impl Default for Config {
             region: "local".into(),
             functions_dir: PathBuf::from("target/functions"),
             state_dir: PathBuf::from(".weir"),
+            database_url: "postgres://postgres@127.0.0.1:5432/weir".into(),
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            device_listen: "0.0.0.0:7443".into(),
+            api_listen: "127.0.0.1:7080".into(),
+            tls: TlsConfig::default(),
             functions: FunctionsConfig::default(),
             validation: ValidationConfig::default(),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            pki_dir: None,
+            cert: None,
+            key: None,
+            device_ca: None,
+            device_crl: None,
+            renew_days: 7,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_body_bytes: 1 << 20,
+            max_batch_points: 1000,
+            device_rate_per_second: 20.0,
+            device_burst: 40.0,
+            database_pool: 16,
+            max_inflight_batches: 64,
+            batch_retention_hours: 24 * 7,
         }
     }
 }
@@ -123,6 +207,43 @@ impl Config {
         if let Some(v) = var("WEIR_STATE_DIR") {
             self.state_dir = v.into();
         }
+        if let Some(v) = var("WEIR_DATABASE_URL") {
+            self.database_url = v;
+        }
+        if let Some(v) = var("WEIR_REDIS_URL") {
+            self.redis_url = v;
+        }
+        if let Some(v) = var("WEIR_DEVICE_LISTEN") {
+            self.device_listen = v;
+        }
+        if let Some(v) = var("WEIR_API_LISTEN") {
+            self.api_listen = v;
+        }
+        let tls = &mut self.tls;
+        for (name, field) in [
+            ("WEIR_PKI_DIR", &mut tls.pki_dir),
+            ("WEIR_TLS_CERT", &mut tls.cert),
+            ("WEIR_TLS_KEY", &mut tls.key),
+            ("WEIR_DEVICE_CA", &mut tls.device_ca),
+            ("WEIR_DEVICE_CRL", &mut tls.device_crl),
+        ] {
+            if let Some(v) = var(name) {
+                *field = Some(v.into());
+            }
+        }
+        parse_env(&var, "WEIR_RENEW_DAYS", &mut self.tls.renew_days)?;
+        let ingest = &mut self.ingest;
+        parse_env(&var, "WEIR_MAX_BODY_BYTES", &mut ingest.max_body_bytes)?;
+        parse_env(&var, "WEIR_MAX_BATCH_POINTS", &mut ingest.max_batch_points)?;
+        parse_env(&var, "WEIR_DEVICE_RATE", &mut ingest.device_rate_per_second)?;
+        parse_env(&var, "WEIR_DEVICE_BURST", &mut ingest.device_burst)?;
+        parse_env(&var, "WEIR_DATABASE_POOL", &mut ingest.database_pool)?;
+        parse_env(&var, "WEIR_MAX_INFLIGHT", &mut ingest.max_inflight_batches)?;
+        parse_env(
+            &var,
+            "WEIR_BATCH_RETENTION_HOURS",
+            &mut ingest.batch_retention_hours,
+        )?;
         parse_env(
             &var,
             "WEIR_FUNCTION_DEADLINE_MS",
@@ -173,7 +294,52 @@ impl Config {
         if self.functions.max_instances == 0 {
             bail!("functions.max_instances must be at least 1");
         }
+        if self.ingest.device_rate_per_second <= 0.0 || self.ingest.device_burst < 1.0 {
+            bail!("ingest.device_rate_per_second must be > 0 and ingest.device_burst >= 1");
+        }
+        if self.ingest.database_pool == 0 || self.ingest.max_inflight_batches == 0 {
+            bail!("ingest.database_pool and ingest.max_inflight_batches must be at least 1");
+        }
         Ok(())
+    }
+
+    /// The device TLS files: explicit paths, else the PKI directory's standard files.
+    pub fn device_tls_files(&self) -> anyhow::Result<weir_pki::DeviceTlsFiles> {
+        let defaults = self
+            .tls
+            .pki_dir
+            .as_deref()
+            .map(weir_pki::DeviceTlsFiles::in_pki_dir);
+        let pick = |explicit: &Option<PathBuf>,
+                    default: Option<PathBuf>,
+                    what: &str|
+         -> anyhow::Result<PathBuf> {
+            explicit.clone().or(default).with_context(|| {
+                format!("no {what}: set WEIR_PKI_DIR (see `weir pki init`) or the explicit path")
+            })
+        };
+        Ok(weir_pki::DeviceTlsFiles {
+            server_cert: pick(
+                &self.tls.cert,
+                defaults.as_ref().map(|d| d.server_cert.clone()),
+                "server certificate (WEIR_TLS_CERT)",
+            )?,
+            server_key: pick(
+                &self.tls.key,
+                defaults.as_ref().map(|d| d.server_key.clone()),
+                "server key (WEIR_TLS_KEY)",
+            )?,
+            client_ca: pick(
+                &self.tls.device_ca,
+                defaults.as_ref().map(|d| d.client_ca.clone()),
+                "device CA bundle (WEIR_DEVICE_CA)",
+            )?,
+            crl: self
+                .tls
+                .device_crl
+                .clone()
+                .or_else(|| defaults.and_then(|d| d.crl)),
+        })
     }
 
     /// The sandbox limits for the function engine.

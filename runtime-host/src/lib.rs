@@ -2,9 +2,15 @@
 //! sandbox, and stores what they accept. The `weir` binary is a thin shell over this library;
 //! see `docs/ARCHITECTURE.md` for the map.
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod device_api;
 pub mod functions;
+pub mod host;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
 pub mod serve;
 pub mod telemetry;
 

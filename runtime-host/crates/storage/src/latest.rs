@@ -146,6 +146,14 @@ impl LatestCache {
         Ok(latest)
     }
 
+    /// Checks that Redis answers (for readiness probes).
+    pub async fn ping(&self) -> Result<()> {
+        self.retrying(|mut connection| async move {
+            redis::cmd("PING").query_async::<()>(&mut connection).await
+        })
+        .await
+    }
+
     /// Runs `call`, once more if the connection had dropped (the first failure after an outage
     /// only triggers reconnection). Both commands are idempotent.
     async fn retrying<T, F, Fut>(&self, call: F) -> Result<T>

@@ -12,7 +12,8 @@
 //! Code map: `schema` is the one place that defines tables (migrations, partition DDL);
 //! `batches` is the write path; `partitions`, `series` and `values` serve it; `metadata` and
 //! `notify` handle key metadata; `reads` and `maintenance` hold the remaining PostgreSQL
-//! operations; `latest` and `repair` are the Redis side; `error` classifies every failure.
+//! operations; `latest` and `repair` are the Redis side; `model` holds the plain data types,
+//! `timestamp` the accepted time range and month arithmetic, `error` classifies every failure.
 //! Every SQL statement is static text with bind parameters, prepared once per connection
 //! (`prepare_cached`); the only exception is partition DDL, built from integers (see `schema`).
 

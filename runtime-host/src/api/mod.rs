@@ -1,0 +1,70 @@
+//! The API listener (plain HTTP/1.1 and h2c; it normally sits behind the ingress): health,
+//! readiness and Prometheus metrics. The query API joins it in a later step.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, StatusCode};
+use serde_json::json;
+
+use crate::http::{ApiError, Response, json_response};
+use crate::ingest::Ingest;
+
+/// The API listener's shared state.
+pub struct Api {
+    /// The ingest pipeline (its storage and caches answer readiness and metrics).
+    pub ingest: Arc<Ingest>,
+}
+
+impl Api {
+    /// Answers one request.
+    pub async fn handle(self: Arc<Self>, request: hyper::Request<Incoming>) -> Response {
+        let path = request.uri().path().to_string();
+        match (request.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+            (&Method::GET, "/readyz") => self.ready().await,
+            (&Method::GET, "/metrics") => self.metrics(),
+            (method, "/healthz" | "/readyz" | "/metrics") => {
+                ApiError::method_not_allowed(method, &path).into_response()
+            }
+            _ => ApiError::not_found(&path).into_response(),
+        }
+    }
+
+    /// 200 when PostgreSQL and Redis both answer, 503 naming what does not.
+    async fn ready(&self) -> Response {
+        let postgres = self.ingest.storage.ping().await;
+        let redis = self.ingest.latest.ping().await;
+        let status = |r: &Result<(), weir_storage::StorageError>| match r {
+            Ok(()) => json!("ok"),
+            Err(error) => json!(error.to_string()),
+        };
+        let body = json!({"postgres": status(&postgres), "redis": status(&redis)});
+        if postgres.is_ok() && redis.is_ok() {
+            json_response(StatusCode::OK, &body)
+        } else {
+            let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(2u64));
+            response
+        }
+    }
+
+    fn metrics(&self) -> Response {
+        let metrics = &self.ingest.metrics;
+        let pool = self.ingest.storage.pool_status();
+        metrics.pool_size.set(pool.size as i64);
+        metrics.pool_available.set(pool.available as i64);
+        metrics.pool_waiting.set(pool.waiting as i64);
+        let mut response = hyper::Response::new(Full::new(Bytes::from(metrics.encode())));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        response
+    }
+}

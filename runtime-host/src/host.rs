@@ -1,0 +1,280 @@
+//! A running Weir host: builds every part from the configuration, binds the listeners, and
+//! runs the background duties (metadata invalidation, Redis repair, partition and batch
+//! maintenance, CRL reloads). `weir serve` and the integration tests start it the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use weir_pki::ReloadingServerConfig;
+use weir_storage::{LatestCache, MetadataChange, Storage};
+
+use crate::api::Api;
+use crate::config::Config;
+use crate::device_api::{DeviceApi, Renewal};
+use crate::functions::{FunctionEngine, FunctionSlot, ValidatorFunction};
+use crate::http::server::{serve_devices, serve_plain};
+use crate::ingest::Ingest;
+use crate::ingest::rate_limit::RateLimiter;
+use crate::metrics::Metrics;
+
+/// File name of the default validator inside the functions directory.
+pub const VALIDATOR_FILE: &str = "validate.wasm";
+
+/// How often the host re-reads the CRL and certificates, and retries Redis repairs.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// How often partitions are created ahead and old batch records deleted.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How long a request waits for a PostgreSQL connection before the device gets a 503.
+const POOL_WAIT: Duration = Duration::from_secs(2);
+
+/// A host that is up and serving.
+pub struct Host {
+    device_addr: SocketAddr,
+    api_addr: SocketAddr,
+    engine: FunctionEngine,
+    ingest: Arc<Ingest>,
+    config: Arc<Config>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Host {
+    /// Starts everything the configuration describes; fails with a message naming the part
+    /// that could not start.
+    pub async fn start(config: Config) -> anyhow::Result<Host> {
+        let config = Arc::new(config);
+        let engine = FunctionEngine::new(config.limits(), Some(&config.artifact_dir()))?;
+        let validator_path = config.functions_dir.join(VALIDATOR_FILE);
+        let validator =
+            ValidatorFunction::load_file(&engine, &validator_path).with_context(|| {
+                format!(
+                    "loading the default validator (build it with `cargo xtask components`, or set \
+                 WEIR_FUNCTIONS_DIR to the directory holding {VALIDATOR_FILE})"
+                )
+            })?;
+        crate::serve::self_check(&validator, &config).await?;
+        let validator = Arc::new(FunctionSlot::new(validator));
+
+        let storage =
+            Storage::connect(&config.database_url, config.ingest.database_pool, POOL_WAIT)
+                .await
+                .with_context(|| {
+                    format!(
+                        "connecting to PostgreSQL at {}",
+                        redact(&config.database_url)
+                    )
+                })?;
+        let applied = storage.migrate().await.context("migrating the database")?;
+        tracing::info!(applied, "database schema up to date");
+        let latest = LatestCache::connect(&config.redis_url)
+            .await
+            .with_context(|| format!("connecting to Redis at {}", config.redis_url))?;
+        let metrics = Arc::new(Metrics::new());
+        let ingest = Arc::new(Ingest::new(
+            config.clone(),
+            validator,
+            storage,
+            latest,
+            metrics.clone(),
+        ));
+
+        let tls_files = config.device_tls_files()?;
+        let tls = Arc::new(
+            ReloadingServerConfig::new(tls_files).context("building the device TLS config")?,
+        );
+        let renewal = match &config.tls.pki_dir {
+            Some(dir) => Some(Renewal::load(dir.clone(), config.tls.renew_days)?),
+            None => None,
+        };
+        let device_api = Arc::new(DeviceApi {
+            ingest: ingest.clone(),
+            limiter: RateLimiter::new(
+                config.ingest.device_rate_per_second,
+                config.ingest.device_burst,
+            ),
+            renewal,
+            max_body_bytes: config.ingest.max_body_bytes,
+        });
+        let api = Arc::new(Api {
+            ingest: ingest.clone(),
+        });
+
+        let device_listener = TcpListener::bind(&config.device_listen)
+            .await
+            .with_context(|| format!("binding the device listener to {}", config.device_listen))?;
+        let api_listener = TcpListener::bind(&config.api_listen)
+            .await
+            .with_context(|| format!("binding the API listener to {}", config.api_listen))?;
+        let device_addr = device_listener.local_addr()?;
+        let api_addr = api_listener.local_addr()?;
+
+        let (shutdown, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(serve_devices(
+            device_listener,
+            tls.clone(),
+            metrics.clone(),
+            move |identity, request| device_api.clone().handle(identity, request),
+            shutdown.subscribe(),
+        ));
+        tasks.spawn(serve_plain(
+            api_listener,
+            move |request| api.clone().handle(request),
+            shutdown.subscribe(),
+        ));
+        tasks.spawn(watch_files_and_repair(
+            tls,
+            ingest.clone(),
+            shutdown.subscribe(),
+        ));
+        tasks.spawn(maintain(
+            ingest.clone(),
+            config.clone(),
+            shutdown.subscribe(),
+        ));
+        tasks.spawn(follow_metadata_changes(
+            ingest.clone(),
+            config.database_url.clone(),
+            shutdown.subscribe(),
+        ));
+        tracing::info!(%device_addr, %api_addr, region = %config.region, "weir host started");
+        Ok(Host {
+            device_addr,
+            api_addr,
+            engine,
+            ingest,
+            config,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Where devices connect (mutual TLS).
+    pub fn device_addr(&self) -> SocketAddr {
+        self.device_addr
+    }
+
+    /// Where the API listener is.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The ingest pipeline (for hot-swapping the validator and for tests).
+    pub fn ingest(&self) -> &Arc<Ingest> {
+        &self.ingest
+    }
+
+    /// Reloads the validator from the functions directory; the old one stays on failure.
+    pub async fn reload_validator(&self) -> anyhow::Result<()> {
+        let path = self.config.functions_dir.join(VALIDATOR_FILE);
+        let candidate = ValidatorFunction::load_file(&self.engine, &path)?;
+        crate::serve::self_check(&candidate, &self.config).await?;
+        let old = self.ingest.validator.replace(candidate);
+        tracing::info!(old = %old.digest(), new = %self.ingest.validator.current().digest(), "validator swapped");
+        Ok(())
+    }
+
+    /// Stops accepting connections and ends the background tasks.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Reloads TLS files when they change (a revocation takes effect for new connections) and
+/// repairs Redis latest values after an outage.
+async fn watch_files_and_repair(
+    tls: Arc<ReloadingServerConfig>,
+    ingest: Arc<Ingest>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match tls.reload_if_changed() {
+            Ok(true) => tracing::info!("device TLS files changed; new connections use them"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, "cannot reload device TLS files; keeping the old ones")
+            }
+        }
+        if ingest.repair.pending() > 0 {
+            match ingest
+                .repair
+                .repair_pending(&ingest.storage, &ingest.latest)
+                .await
+            {
+                Ok(report) => tracing::info!(?report, "Redis latest values repaired"),
+                Err(error) => tracing::debug!(%error, "Redis repair postponed"),
+            }
+        }
+    }
+}
+
+/// Creates partitions ahead and forgets old batch ids, hourly.
+async fn maintain(ingest: Arc<Ingest>, config: Arc<Config>, mut shutdown: watch::Receiver<bool>) {
+    let retention = Duration::from_secs(config.ingest.batch_retention_hours * 3600);
+    let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match ingest.storage.maintain(retention).await {
+            Ok(report) => tracing::info!(?report, "storage maintenance done"),
+            Err(error) => tracing::warn!(%error, "storage maintenance failed; will retry"),
+        }
+    }
+}
+
+/// Drops cached metadata when any host changes it (PostgreSQL LISTEN/NOTIFY).
+async fn follow_metadata_changes(
+    ingest: Arc<Ingest>,
+    database_url: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut listener = loop {
+        match weir_storage::listen_metadata_changes(&database_url).await {
+            Ok(listener) => break listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for metadata changes yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            change = listener.next_change() => match change {
+                Some(MetadataChange::Device(device)) => ingest.metadata.invalidate(&device),
+                Some(MetadataChange::All) => ingest.metadata.invalidate_all(),
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,25 @@
+//! HTTP plumbing shared by the device and API surfaces: the error body every surface answers
+//! with, request bodies with size limits and gzip, and the connection accept loops.
+
+pub mod body;
+pub mod error;
+pub mod server;
+
+pub use error::ApiError;
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+/// The response type of every Weir handler.
+pub type Response = hyper::Response<Full<Bytes>>;
+
+/// A JSON response with `status`.
+pub fn json_response(status: hyper::StatusCode, value: &serde_json::Value) -> Response {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

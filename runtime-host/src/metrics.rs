@@ -1,0 +1,150 @@
+//! Prometheus metrics of the host, served as text at `GET /metrics` on the API listener.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A stable error or outcome code as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// The code, e.g. `type_mismatch` or `stored`.
+    pub code: String,
+}
+
+/// Every metric the host exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Submitted batches by outcome (`stored`, `duplicate`, or the error code).
+    pub batches: Family<CodeLabel, Counter>,
+    /// Points stored or accepted as idempotent re-sends.
+    pub points_accepted: Counter,
+    /// Points rejected, by reason code.
+    pub points_rejected: Family<CodeLabel, Counter>,
+    /// Seconds from a submit request's arrival to its answer (successful ones).
+    pub submit_seconds: Histogram,
+    /// Seconds a validator call takes.
+    pub validator_seconds: Histogram,
+    /// Failed function calls by code.
+    pub function_errors: Family<CodeLabel, Counter>,
+    /// TLS handshakes refused on the device listener.
+    pub handshakes_refused: Counter,
+    /// Redis latest-value updates that failed (the series are repaired later).
+    pub redis_failures: Counter,
+    /// PostgreSQL pool size, connections available, and tasks waiting for one.
+    pub pool_size: Gauge,
+    /// Connections idle in the pool.
+    pub pool_available: Gauge,
+    /// Tasks waiting for a pool connection.
+    pub pool_waiting: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `weir_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("weir");
+        let metrics_registry = &mut registry;
+        let batches = Family::<CodeLabel, Counter>::default();
+        metrics_registry.register("batches", "Submitted batches by outcome", batches.clone());
+        let points_accepted = Counter::default();
+        metrics_registry.register(
+            "points_accepted",
+            "Points stored (or accepted as identical re-sends)",
+            points_accepted.clone(),
+        );
+        let points_rejected = Family::<CodeLabel, Counter>::default();
+        metrics_registry.register(
+            "points_rejected",
+            "Points rejected, by reason code",
+            points_rejected.clone(),
+        );
+        let submit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        metrics_registry.register(
+            "submit_seconds",
+            "Latency of successful submit requests",
+            submit_seconds.clone(),
+        );
+        let validator_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        metrics_registry.register(
+            "validator_seconds",
+            "Latency of validator calls",
+            validator_seconds.clone(),
+        );
+        let function_errors = Family::<CodeLabel, Counter>::default();
+        metrics_registry.register(
+            "function_errors",
+            "Failed function calls by code",
+            function_errors.clone(),
+        );
+        let handshakes_refused = Counter::default();
+        metrics_registry.register(
+            "tls_handshakes_refused",
+            "TLS handshakes refused on the device listener",
+            handshakes_refused.clone(),
+        );
+        let redis_failures = Counter::default();
+        metrics_registry.register(
+            "redis_failures",
+            "Failed Redis latest-value updates",
+            redis_failures.clone(),
+        );
+        let pool_size = Gauge::default();
+        metrics_registry.register("db_pool_size", "PostgreSQL pool size", pool_size.clone());
+        let pool_available = Gauge::default();
+        metrics_registry.register(
+            "db_pool_available",
+            "Idle PostgreSQL connections",
+            pool_available.clone(),
+        );
+        let pool_waiting = Gauge::default();
+        metrics_registry.register(
+            "db_pool_waiting",
+            "Tasks waiting for a PostgreSQL connection",
+            pool_waiting.clone(),
+        );
+        Metrics {
+            registry,
+            batches,
+            points_accepted,
+            points_rejected,
+            submit_seconds,
+            validator_seconds,
+            function_errors,
+            handshakes_refused,
+            redis_failures,
+            pool_size,
+            pool_available,
+            pool_waiting,
+        }
+    }
+
+    /// Counts a batch outcome.
+    pub fn batch(&self, code: &str) {
+        self.batches
+            .get_or_create(&CodeLabel { code: code.into() })
+            .inc();
+    }
+
+    /// Counts a rejected point.
+    pub fn rejected(&self, code: &str) {
+        self.points_rejected
+            .get_or_create(&CodeLabel { code: code.into() })
+            .inc();
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
