@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod device_api;
+pub mod device_client;
 pub mod functions;
 pub mod host;
 pub mod http;
