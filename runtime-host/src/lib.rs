@@ -13,6 +13,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod serve;
+pub mod simulate;
 pub mod telemetry;
 
 pub use config::Config;

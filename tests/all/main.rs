@@ -7,5 +7,6 @@ mod support;
 mod function_loading;
 mod function_sandbox;
 mod hot_swap;
+mod ingest;
 mod services;
 mod validator_component;

@@ -53,8 +53,13 @@ enum Task {
     ///
     /// Builds the components and the host, starts a dev PostgreSQL (127.0.0.1:54329) and Redis
     /// (127.0.0.1:63799) whose data persists in target/weir-dev, then runs `weir serve` until it
-    /// exits. Ctrl-C stops Weir first, then the databases.
-    Run,
+    /// exits, with a dev PKI in target/weir-dev/pki and, once Weir is up, simulated devices
+    /// uploading for a while. Ctrl-C stops Weir first, then the databases.
+    Run {
+        /// Seconds of simulated devices to run once Weir is up (0: none).
+        #[arg(long, default_value_t = 20)]
+        simulate: u64,
+    },
     /// Run the benchmarks (`cargo bench -p weir-tests`) against freshly built components.
     ///
     /// Arguments after `--` go to `cargo bench`.
@@ -110,7 +115,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::setup(&workspace),
         Task::Components => components::components(&workspace),
         Task::Test { cargo_test_args } => test::test(&workspace, &cargo_test_args),
-        Task::Run => run::run(&workspace),
+        Task::Run { simulate } => run::run(&workspace, simulate),
         Task::Bench { cargo_bench_args } => bench::bench(&workspace, &cargo_bench_args),
     };
     match result {

@@ -1,9 +1,8 @@
 //! `cargo xtask run`: Weir on this machine, starting with nothing configured.
 //!
-//! Builds what Weir needs, starts the [`DevEnvironment`] (the services Weir talks to, with state
-//! kept in `target/weir-dev` between runs), then runs `weir serve` in the foreground. Further
-//! pieces of the local setup (a dev PKI, a device simulator) belong in `DevEnvironment`: started in
-//! [`DevEnvironment::start`], handed to Weir in [`DevEnvironment::weir_env`].
+//! Builds what Weir needs, starts the [`DevEnvironment`] (the services Weir talks to and a dev
+//! PKI, with state kept in `target/weir-dev` between runs), then runs `weir serve` in the
+//! foreground and, once it answers, `weir simulate` for a while so data visibly flows.
 //!
 //! Shutdown order matters: Weir flushes to the databases while it stops, so they must outlive
 //! it. Ctrl-C reaches `weir serve` from the terminal; xtask catches it and waits for Weir to
@@ -28,14 +27,20 @@ pub const POSTGRES_PORT: u16 = 54329;
 /// The dev Redis's port.
 pub const REDIS_PORT: u16 = 63799;
 
-/// Builds everything, starts the dev services and runs `weir serve` until it exits.
-pub fn run(workspace: &Workspace) -> Result<()> {
+/// The dev device listener.
+pub const DEVICE_LISTEN: &str = "127.0.0.1:7443";
+/// The dev API listener (health, readiness, metrics).
+pub const API_LISTEN: &str = "127.0.0.1:7080";
+
+/// Builds everything, starts the dev services, runs `weir serve` until it exits, and simulates
+/// devices for `simulate_seconds` once it is up.
+pub fn run(workspace: &Workspace, simulate_seconds: u64) -> Result<()> {
     setup::setup(workspace)?;
     components::components(workspace)?;
     run_command(cargo(workspace).args(["build", "--release", "-p", "weir"]))?;
 
-    let environment = DevEnvironment::start(workspace)?;
     let weir = workspace.target_dir().join("release").join("weir");
+    let environment = DevEnvironment::start(workspace, &weir)?;
     let mut serve = Command::new(&weir);
     serve
         .arg("serve")
@@ -45,6 +50,9 @@ pub fn run(workspace: &Workspace) -> Result<()> {
     let child = serve
         .spawn()
         .with_context(|| format!("cannot start {}", weir.display()))?;
+    if simulate_seconds > 0 {
+        simulate_when_up(&weir, &environment, simulate_seconds);
+    }
     let status = wait_outliving_interrupts(child)?;
 
     eprintln!("==> weir exited ({status}); stopping the dev services");
@@ -55,16 +63,56 @@ pub fn run(workspace: &Workspace) -> Result<()> {
     Ok(())
 }
 
-/// The services a local Weir talks to, with their state in `target/weir-dev`; stopped on drop.
+/// Once the API listener answers, runs `weir simulate` in the background so data visibly
+/// flows; `weir serve` keeps running afterwards.
+fn simulate_when_up(weir: &std::path::Path, environment: &DevEnvironment, seconds: u64) {
+    let mut simulate = Command::new(weir);
+    simulate
+        .args([
+            "simulate",
+            "--target",
+            DEVICE_LISTEN,
+            "--devices",
+            "5",
+            "--rate",
+            "50",
+        ])
+        .args(["--duration", &seconds.to_string(), "--drain", "10"])
+        .arg("--pki")
+        .arg(&environment.pki_dir);
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::net::TcpStream::connect(API_LISTEN).is_err() {
+            if std::time::Instant::now() > deadline {
+                eprintln!("==> weir did not start listening on {API_LISTEN}; not simulating");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        eprintln!("==> {}", command_line(&simulate));
+        match simulate.status() {
+            Ok(status) if status.success() => eprintln!(
+                "==> data is flowing. weir keeps serving: devices on https://{DEVICE_LISTEN}, \
+                 metrics on http://{API_LISTEN}/metrics. Ctrl-C stops."
+            ),
+            Ok(status) => eprintln!("==> the simulation failed ({status})"),
+            Err(error) => eprintln!("==> cannot start the simulation: {error}"),
+        }
+    });
+}
+
+/// The services a local Weir talks to and its dev PKI, with their state in `target/weir-dev`;
+/// the services are stopped on drop.
 struct DevEnvironment {
     postgres: PostgresServer,
     redis: RedisServer,
     functions_dir: PathBuf,
     state_dir: PathBuf,
+    pki_dir: PathBuf,
 }
 
 impl DevEnvironment {
-    fn start(workspace: &Workspace) -> Result<Self> {
+    fn start(workspace: &Workspace, weir: &std::path::Path) -> Result<Self> {
         let dir = workspace.target_dir().join("weir-dev");
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         // PostgreSQL may run as the `postgres` user, which must be able to enter this directory.
@@ -87,11 +135,27 @@ impl DevEnvironment {
         let state_dir = dir.join("state");
         fs::create_dir_all(&state_dir)
             .with_context(|| format!("cannot create {}", state_dir.display()))?;
+        let pki_dir = dir.join("pki");
+        if !pki_dir.join("ca.pem").exists() {
+            eprintln!("==> creating a dev PKI in {}", pki_dir.display());
+            let mut init = Command::new(weir);
+            init.args(["pki", "init"]).arg(&pki_dir);
+            run_command(&mut init)?;
+            let mut server = Command::new(weir);
+            server.args(["pki", "server"]).arg(&pki_dir).args([
+                "--name",
+                "localhost",
+                "--name",
+                "127.0.0.1",
+            ]);
+            run_command(&mut server)?;
+        }
         Ok(DevEnvironment {
             postgres,
             redis,
             functions_dir: workspace.functions_dir(),
             state_dir,
+            pki_dir,
         })
     }
 
@@ -102,6 +166,9 @@ impl DevEnvironment {
             ("WEIR_REDIS_URL", self.redis.url().into()),
             (FUNCTIONS_DIR_ENV, self.functions_dir.clone().into()),
             ("WEIR_STATE_DIR", self.state_dir.clone().into()),
+            ("WEIR_PKI_DIR", self.pki_dir.clone().into()),
+            ("WEIR_DEVICE_LISTEN", DEVICE_LISTEN.into()),
+            ("WEIR_API_LISTEN", API_LISTEN.into()),
         ]
     }
 }

@@ -1,0 +1,357 @@
+//! A whole Weir host for one test: throw-away PostgreSQL and Redis, a PKI directory of its own,
+//! the real validator component, and the device and API listeners on free ports. Devices talk
+//! to it as in the field: mutual TLS, HTTP/2, certificates issued from that PKI directory.
+//!
+//! The servers belong to the [`TestHost`], so a test can stop and restart them to stage an
+//! outage; everything is torn down when it drops.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value as Json, json};
+use tempfile::TempDir;
+use weir::Config;
+use weir::device_client::{DeviceClient, DeviceResponse};
+use weir::host::Host;
+use weir_pki::ClientAlpn;
+use weir_storage::{DeviceRef, LatestValue, Storage};
+use weir_tests::{PostgresServer, RedisServer};
+
+/// The name the device listener's certificate is checked against.
+const SERVER_NAME: &str = "localhost";
+/// Validity of the device certificates tests enrol, in days.
+const DEVICE_DAYS: u32 = 7;
+/// Longest a device request may take before the test fails instead of hanging.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a refused connection may take to show its refusal.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running host with its own servers and PKI.
+pub struct TestHost {
+    // Fields drop in order: the host stops before the servers it uses.
+    host: Host,
+    storage: Storage,
+    postgres: PostgresServer,
+    redis: RedisServer,
+    pki_dir: PathBuf,
+    _dir: TempDir,
+}
+
+impl TestHost {
+    /// A host with the default configuration.
+    pub async fn start() -> TestHost {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A host whose configuration `tweak` adjusts before it starts.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestHost {
+        let postgres = tokio::task::spawn_blocking(PostgresServer::start_temporary);
+        let redis = tokio::task::spawn_blocking(RedisServer::start_temporary);
+        let postgres = postgres.await.unwrap().expect("starting PostgreSQL");
+        let redis = redis.await.unwrap().expect("starting Redis");
+
+        let dir = tempfile::Builder::new()
+            .prefix("weir-ingest-")
+            .tempdir()
+            .unwrap();
+        let pki_dir = dir.path().join("pki");
+        weir_pki::init_ca(&pki_dir, "Weir Test CA").expect("creating the test CA");
+        weir_pki::issue_server(&pki_dir, &[SERVER_NAME.into(), "127.0.0.1".into()], 30)
+            .expect("issuing the server certificate");
+
+        let mut config = Config {
+            region: "test".into(),
+            functions_dir: weir_tests::functions_dir(),
+            state_dir: dir.path().join("state"),
+            database_url: postgres.url(),
+            redis_url: redis.url(),
+            device_listen: "127.0.0.1:0".into(),
+            api_listen: "127.0.0.1:0".into(),
+            ..Config::default()
+        };
+        config.tls.pki_dir = Some(pki_dir.clone());
+        tweak(&mut config);
+
+        let host = Host::start(config).await.expect("starting the host");
+        let storage = Storage::connect(&postgres.url(), 2, Duration::from_secs(5))
+            .await
+            .expect("connecting the test's own storage handle");
+        TestHost {
+            host,
+            storage,
+            postgres,
+            redis,
+            pki_dir,
+            _dir: dir,
+        }
+    }
+
+    /// The running host.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The PKI directory the host trusts and renews from.
+    pub fn pki_dir(&self) -> &Path {
+        &self.pki_dir
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.pki_dir.join("ca.pem")).unwrap()
+    }
+
+    /// Direct access to the host's database, for checks behind its back.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Enrols device `id` of `org` (`weir pki issue-device`) and connects it over HTTP/2.
+    pub async fn device(&self, id: &str, org: &str) -> Device {
+        self.device_with_alpn(id, org, ClientAlpn::H2).await
+    }
+
+    /// Enrols device `id` of `org` and connects it offering only `alpn`.
+    pub async fn device_with_alpn(&self, id: &str, org: &str, alpn: ClientAlpn) -> Device {
+        let tls = self.enrol(id, org, alpn);
+        let client = self
+            .connect(tls)
+            .await
+            .expect("an enrolled device connects");
+        Device {
+            client,
+            device: DeviceRef::new(org, id),
+        }
+    }
+
+    /// Enrols device `id` of `org` and returns its TLS config, without connecting.
+    pub fn enrol(&self, id: &str, org: &str, alpn: ClientAlpn) -> Arc<rustls::ClientConfig> {
+        let files = weir_pki::issue_device(&self.pki_dir, id, org, DEVICE_DAYS)
+            .expect("enrolling a device");
+        weir_pki::device_client_config(&self.pki_dir.join("ca.pem"), &files.cert, &files.key, alpn)
+            .unwrap()
+    }
+
+    /// A device TLS config from PEM (a certificate this test made itself), trusting our CA.
+    pub fn tls_from_pem(&self, cert_pem: &str, key_pem: &str) -> Arc<rustls::ClientConfig> {
+        weir_pki::device_client_config_from_pem(&self.ca_pem(), cert_pem, key_pem, ClientAlpn::H2)
+            .unwrap()
+    }
+
+    /// Opens a device connection with `tls`.
+    pub async fn connect(&self, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<DeviceClient> {
+        let addr = self.host.device_addr().to_string();
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            DeviceClient::connect(&addr, SERVER_NAME, tls),
+        )
+        .await?
+    }
+
+    /// Whether a connection with `tls` is refused: the handshake fails, or (TLS 1.3 judges the
+    /// client certificate after the client thinks it is done) its first request does.
+    pub async fn is_refused(&self, tls: Arc<rustls::ClientConfig>) -> bool {
+        let attempt = async {
+            let mut client = self.connect(tls).await?;
+            let probe = batch("refusal-probe", vec![point("probe.k", 1, now_ms())]);
+            client.submit(&probe).await
+        };
+        match tokio::time::timeout(REFUSAL_TIMEOUT, attempt).await {
+            Ok(Ok(_response)) => false,
+            Ok(Err(_)) | Err(_) => true,
+        }
+    }
+
+    /// How many points `device` has in PostgreSQL.
+    pub async fn count(&self, device: &DeviceRef) -> i64 {
+        self.storage.count_points(device).await.unwrap()
+    }
+
+    /// `device`'s latest values as cached in Redis.
+    pub async fn latest_in_redis(&self, device: &DeviceRef) -> HashMap<String, LatestValue> {
+        self.host.ingest().latest.get(device).await.unwrap()
+    }
+
+    /// `device`'s latest values as PostgreSQL has them.
+    pub async fn latest_in_postgres(&self, device: &DeviceRef) -> HashMap<String, LatestValue> {
+        self.storage.latest_from_postgres(device).await.unwrap()
+    }
+
+    /// `GET path` on the API listener over plain HTTP/1.1: status and body.
+    pub async fn api_get(&self, path: &str) -> (StatusCode, String) {
+        let addr = self.host.api_addr();
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(request))
+            .await
+            .expect("the API answers in time")
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// Stops PostgreSQL (an outage).
+    pub fn stop_postgres(&mut self) {
+        tokio::task::block_in_place(|| self.postgres.stop());
+    }
+
+    /// Starts PostgreSQL again, same port and data.
+    pub fn start_postgres_again(&mut self) {
+        tokio::task::block_in_place(|| self.postgres.start_again()).expect("restarting PostgreSQL");
+    }
+
+    /// Stops Redis (an outage; a temporary Redis loses its data).
+    pub fn stop_redis(&mut self) {
+        tokio::task::block_in_place(|| self.redis.stop());
+    }
+
+    /// Starts Redis again on the same port, empty.
+    pub fn start_redis_again(&mut self) {
+        tokio::task::block_in_place(|| self.redis.start_again()).expect("restarting Redis");
+    }
+}
+
+/// A connected device: its connection and the identity its certificate gives it.
+pub struct Device {
+    client: DeviceClient,
+    device: DeviceRef,
+}
+
+impl Device {
+    /// Who the host knows this device as.
+    pub fn id(&self) -> &DeviceRef {
+        &self.device
+    }
+
+    /// The underlying connection.
+    pub fn client(&self) -> &DeviceClient {
+        &self.client
+    }
+
+    /// `POST /v1/submit` with a JSON body.
+    pub async fn submit(&mut self, body: &Json) -> DeviceResponse {
+        self.send_json(Method::POST, "/v1/submit", body).await
+    }
+
+    /// A JSON request.
+    pub async fn send_json(&mut self, method: Method, path: &str, body: &Json) -> DeviceResponse {
+        answer(self.client.send_json(method, path, body)).await
+    }
+
+    /// A request with a raw body and extra headers.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> DeviceResponse {
+        answer(self.client.request(method, path, body, headers)).await
+    }
+}
+
+async fn answer(request: impl Future<Output = anyhow::Result<DeviceResponse>>) -> DeviceResponse {
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .expect("the host answers in time")
+        .expect("the request gets an answer")
+}
+
+/// The current time in unix milliseconds (the validator refuses points far from it).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// One point of a submit body.
+pub fn point(key: &str, value: impl Into<Json>, ts: i64) -> Json {
+    json!({"key": key, "value": value.into(), "ts": ts})
+}
+
+/// A submit body.
+pub fn batch(id: &str, points: Vec<Json>) -> Json {
+    json!({"batch": id, "points": points})
+}
+
+/// The `(index, key, code)` of every rejection in a receipt, in order.
+pub fn rejections(receipt: &Json) -> Vec<(u64, String, String)> {
+    receipt["rejected"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a receipt lists its rejections: {receipt}"))
+        .iter()
+        .map(|r| {
+            assert!(
+                r["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "every rejection says why: {r}"
+            );
+            (
+                r["index"].as_u64().unwrap(),
+                r["key"].as_str().unwrap().to_string(),
+                r["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Asserts a 200 answer and returns its JSON body.
+pub fn ok(response: &DeviceResponse) -> Json {
+    assert_eq!(
+        response.status,
+        StatusCode::OK,
+        "expected 200, got {}: {}",
+        response.status,
+        String::from_utf8_lossy(&response.body)
+    );
+    response.json()
+}
+
+/// Asserts an error answer of `status` whose body is exactly `{"error": {"code", "message"}}`
+/// with `code`; returns the message.
+pub fn assert_error(response: &DeviceResponse, status: StatusCode, code: &str) -> String {
+    let body = response.json();
+    assert_eq!(
+        (response.status, body["error"]["code"].as_str()),
+        (status, Some(code)),
+        "unexpected answer: {body}"
+    );
+    let fields = |v: &Json| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(fields(&body), ["error"], "{body}");
+    assert_eq!(fields(&body["error"]), ["code", "message"], "{body}");
+    let message = body["error"]["message"].as_str().unwrap().to_string();
+    assert!(!message.is_empty(), "an error says what was wrong");
+    message
+}
+
+/// Polls `check` every 100 ms until it holds; panics naming `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,136 @@
+//! A device is its certificate: only a valid, unrevoked certificate from the operator's CA gets
+//! in, and what it writes lands under the identity that certificate names, whatever the body says.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use time::OffsetDateTime;
+use weir_pki::{Ca, ClientAlpn};
+use weir_storage::DeviceRef;
+
+use super::harness::{TestHost, batch, now_ms, ok, point, wait_until};
+
+const ORG: &str = "acme";
+
+/// How long a revocation may take to reach new connections (the host re-reads the CRL every 2 s).
+const REVOCATION_DEADLINE: Duration = Duration::from_secs(6);
+
+/// A certificate for `id` from the test CA, valid between the given offsets from now.
+fn certificate_valid(
+    host: &TestHost,
+    id: &str,
+    from: time::Duration,
+    until: time::Duration,
+) -> Arc<rustls::ClientConfig> {
+    let now = OffsetDateTime::now_utc();
+    let issued = Ca::load(host.pki_dir())
+        .unwrap()
+        .issue_device_cert(id, ORG, now + from, now + until)
+        .unwrap();
+    host.tls_from_pem(&issued.cert_pem, &issued.key_pem)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_refuses_a_device_without_a_client_certificate() {
+    let host = TestHost::start().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(Ca::load(host.pki_dir()).unwrap().cert_der().clone())
+        .unwrap();
+    let mut anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    anonymous.alpn_protocols = vec![b"h2".to_vec()];
+
+    assert!(host.is_refused(Arc::new(anonymous)).await);
+    assert!(
+        !host
+            .is_refused(host.enrol("meter-control", ORG, ClientAlpn::H2))
+            .await,
+        "an enrolled device gets in, so the refusal was about the certificate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_refuses_a_certificate_from_another_ca() {
+    let host = TestHost::start().await;
+    let now = OffsetDateTime::now_utc();
+    let stranger = Ca::generate_in_memory("Someone Else's CA")
+        .unwrap()
+        .issue_device_cert("meter-stranger", ORG, now, now + time::Duration::days(1))
+        .unwrap();
+
+    assert!(
+        host.is_refused(host.tls_from_pem(&stranger.cert_pem, &stranger.key_pem))
+            .await
+    );
+    assert_eq!(host.count(&DeviceRef::new(ORG, "meter-stranger")).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_refuses_expired_and_not_yet_valid_certificates() {
+    let host = TestHost::start().await;
+    let day = time::Duration::days(1);
+    let expired = certificate_valid(&host, "meter-expired", -day * 10, -day);
+    let early = certificate_valid(&host, "meter-early", day, day * 10);
+    let current = certificate_valid(&host, "meter-current", -day, day);
+
+    assert!(host.is_refused(expired).await, "expired");
+    assert!(host.is_refused(early).await, "not yet valid");
+    assert!(!host.is_refused(current).await, "the same CA, valid now");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_refuses_new_connections_of_a_revoked_device() {
+    let host = TestHost::start().await;
+    let revoked = host.enrol("meter-revoked", ORG, ClientAlpn::H2);
+    let other = host.enrol("meter-other", ORG, ClientAlpn::H2);
+    assert!(
+        !host.is_refused(revoked.clone()).await,
+        "in before revocation"
+    );
+
+    weir_pki::revoke_device(host.pki_dir(), "meter-revoked").unwrap();
+
+    wait_until(
+        "the revoked device is refused",
+        REVOCATION_DEADLINE,
+        async || host.is_refused(revoked.clone()).await,
+    )
+    .await;
+    assert!(!host.is_refused(other).await, "other devices still get in");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_stores_points_under_the_certificate_identity_only() {
+    let host = TestHost::start().await;
+    let mut a = host.device("meter-a", ORG).await;
+    let mut b = host.device("meter-b", ORG).await;
+    let mut body = batch("shared-id", vec![point("meter.power", 5.0, now_ms())]);
+    // A body naming another device in every way a naive parser might honour.
+    body["device"] = json!("meter-b");
+    body["org"] = json!(ORG);
+    body["points"][0]["device"] = json!("meter-b");
+
+    let answer = a.submit(&body).await;
+
+    assert_eq!(host.count(b.id()).await, 0, "nothing reaches meter-b");
+    assert!(host.latest_in_redis(b.id()).await.is_empty());
+    if answer.status.is_success() {
+        assert_eq!(host.count(a.id()).await, 1, "stored under meter-a");
+    }
+    // Batch ids belong to their device: meter-b's "shared-id" is a batch of its own.
+    let own = ok(&b
+        .submit(&batch(
+            "shared-id",
+            vec![point("meter.power", 7.0, now_ms())],
+        ))
+        .await);
+    assert_eq!(own["duplicate"], json!(false));
+    assert_eq!(host.count(b.id()).await, 1);
+}

@@ -1,0 +1,150 @@
+//! What the device surface refuses before anything is stored: malformed and mistyped bodies,
+//! bodies and batches over the configured limits (also when gzip hides the size), and devices
+//! over their request rate.
+
+use std::io::Write;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use hyper::{Method, StatusCode};
+use serde_json::json;
+
+use super::harness::{TestHost, assert_error, batch, now_ms, ok, point};
+
+const ORG: &str = "acme";
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_answers_bad_input_with_a_stable_error_and_stores_nothing() {
+    const MAX_BODY: usize = 4096;
+    const MAX_POINTS: usize = 5;
+    let host = TestHost::start_with(|config| {
+        config.ingest.max_body_bytes = MAX_BODY;
+        config.ingest.max_batch_points = MAX_POINTS;
+    })
+    .await;
+    let mut meter = host.device("meter-bad-input", ORG).await;
+    let now = now_ms();
+    let too_many = (0..=MAX_POINTS as i64)
+        .map(|i| point("meter.power", 1.0, now - i))
+        .collect();
+    let oversized = batch(
+        "oversized",
+        vec![point("meter.note", "x".repeat(MAX_BODY), now)],
+    );
+    let cases = [
+        (
+            "malformed JSON",
+            br#"{"batch": "b1", "points": [{"key""#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "ts as a string",
+            json!({"batch": "b2", "points": [{"key": "meter.power", "value": 1.0, "ts": "now"}]})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        ),
+        (
+            "body over max_body_bytes",
+            oversized.to_string().into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            "more points than max_batch_points",
+            batch("b4", too_many).to_string().into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_points",
+        ),
+    ];
+
+    for (what, body, status, code) in cases {
+        let answer = meter
+            .request(
+                Method::POST,
+                "/v1/submit",
+                body,
+                &[("content-type", "application/json")],
+            )
+            .await;
+        let message = assert_error(&answer, status, code);
+        if what == "ts as a string" {
+            assert!(message.contains("points[0].ts"), "{what}: {message}");
+        }
+    }
+    assert_eq!(host.count(meter.id()).await, 0, "nothing stored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_accepts_gzip_bodies_and_refuses_gzip_bombs() {
+    const MAX_BODY: usize = 64 * 1024;
+    let host = TestHost::start_with(|config| config.ingest.max_body_bytes = MAX_BODY).await;
+    let mut meter = host.device("meter-gzip", ORG).await;
+    let now = now_ms();
+    let points = (0..50).map(|i| point("meter.power", i, now - i)).collect();
+    let zipped = gzip(batch("zipped", points).to_string().as_bytes());
+    let gzip_headers = [
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ];
+
+    let answer = meter
+        .request(Method::POST, "/v1/submit", zipped, &gzip_headers)
+        .await;
+    assert_eq!(ok(&answer)["accepted"], json!(50));
+
+    // 8 MiB of JSON whitespace: a few KiB on the wire, far over the limit once decoded.
+    let mut bomb = br#"{"batch": "bomb", "points": ["#.to_vec();
+    bomb.resize(bomb.len() + (8 << 20), b' ');
+    bomb.extend_from_slice(b"]}");
+    let bomb = gzip(&bomb);
+    assert!(bomb.len() < MAX_BODY, "the bomb fits the wire limit");
+    let answer = meter
+        .request(Method::POST, "/v1/submit", bomb, &gzip_headers)
+        .await;
+    assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    assert_eq!(host.count(meter.id()).await, 50);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_rate_limits_each_device_with_retry_after() {
+    let host = TestHost::start_with(|config| {
+        config.ingest.device_rate_per_second = 1.0;
+        config.ingest.device_burst = 2.0;
+    })
+    .await;
+    let mut meter = host.device("meter-eager", ORG).await;
+    let mut neighbour = host.device("meter-neighbour", ORG).await;
+    let now = now_ms();
+    let body = |n: i64| {
+        batch(
+            &format!("eager-{n}"),
+            vec![point("meter.power", 1.0, now + n)],
+        )
+    };
+
+    ok(&meter.submit(&body(1)).await);
+    ok(&meter.submit(&body(2)).await);
+    let third = meter.submit(&body(3)).await;
+
+    assert_error(&third, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(
+        third.retry_after().is_some_and(|s| s >= 1),
+        "Retry-After: {:?}",
+        third.headers
+    );
+    assert_eq!(
+        host.count(meter.id()).await,
+        2,
+        "the refused batch is not stored"
+    );
+    ok(&neighbour.submit(&body(4)).await);
+}

@@ -1,0 +1,74 @@
+//! The API listener: liveness, readiness naming the store that is down, and Prometheus
+//! metrics that count what devices submitted.
+
+use hyper::StatusCode;
+use serde_json::{Value as Json, json};
+
+use super::harness::{TestHost, batch, now_ms, ok, point};
+
+const ORG: &str = "acme";
+
+/// The value of the sample `name` (with its labels, as printed) in Prometheus text.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_health_and_readiness_follow_the_stores() {
+    let mut host = TestHost::start().await;
+    assert_eq!(host.api_get("/healthz").await.0, StatusCode::OK);
+    let (status, body) = host.api_get("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    host.stop_redis();
+
+    let (status, body) = host.api_get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let body: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["postgres"], json!("ok"), "{body}");
+    assert!(
+        body["redis"].as_str().is_some_and(|s| s != "ok"),
+        "readiness names Redis: {body}"
+    );
+    assert_eq!(
+        host.api_get("/healthz").await.0,
+        StatusCode::OK,
+        "alive while a store is down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_metrics_count_batches_and_accepted_points() {
+    let host = TestHost::start().await;
+    let mut meter = host.device("meter-metrics", ORG).await;
+    let now = now_ms();
+    let first = batch(
+        "m1",
+        vec![
+            point("meter.power", 1.0, now),
+            point("meter.power", 2.0, now - 1),
+            point("meter..bad", 3.0, now),
+        ],
+    );
+    ok(&meter.submit(&first).await);
+    ok(&meter.submit(&first).await);
+    ok(&meter
+        .submit(&batch("m2", vec![point("meter.power", 3.0, now - 2)]))
+        .await);
+
+    let (status, metrics) = host.api_get("/metrics").await;
+
+    assert_eq!(status, StatusCode::OK);
+    let expected = [
+        (r#"weir_batches_total{code="stored"}"#, 2.0),
+        (r#"weir_batches_total{code="duplicate"}"#, 1.0),
+        ("weir_points_accepted_total", 3.0),
+        (r#"weir_points_rejected_total{code="invalid_key"}"#, 1.0),
+    ];
+    for (name, value) in expected {
+        assert_eq!(sample(&metrics, name), Some(value), "{name} in:\n{metrics}");
+    }
+}

@@ -1,0 +1,78 @@
+//! `POST /v1/renew`: a device phones home with a CSR and gets a certificate for the identity it
+//! authenticated with, never the one its CSR claims; a revoked device gets none.
+
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::json;
+use weir::device_client::DeviceResponse;
+use weir_pki::identity_from_cert;
+
+use super::harness::{Device, TestHost, assert_error, batch, now_ms, ok, point, wait_until};
+
+const ORG: &str = "acme";
+
+/// A CSR for a new key, claiming another identity than the device's.
+fn csr_claiming(cn: &str, org: &str) -> (String, KeyPair) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, org);
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    (csr, key)
+}
+
+async fn renew(device: &mut Device, csr: &str) -> DeviceResponse {
+    device
+        .send_json(Method::POST, "/v1/renew", &json!({"csr": csr}))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_renews_a_certificate_for_the_presented_identity_until_revoked() {
+    let host = TestHost::start().await;
+    let mut meter = host.device("meter-renew", ORG).await;
+    let (csr, key) = csr_claiming("meter-impostor", "other-org");
+
+    let renewed = ok(&renew(&mut meter, &csr).await);
+
+    let cert_pem = renewed["certificate"].as_str().expect("a PEM certificate");
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let identity = identity_from_cert(&der).unwrap();
+    assert_eq!(
+        (identity.device.as_str(), identity.org.as_str()),
+        ("meter-renew", ORG),
+        "the certificate names the presenting device, not the CSR's subject"
+    );
+    let tls = host.tls_from_pem(cert_pem, &key.serialize_pem());
+    let mut renewed_meter = host.connect(tls.clone()).await.unwrap();
+    let answer = renewed_meter
+        .submit(&batch(
+            "after-renewal",
+            vec![point("meter.power", 1.0, now_ms())],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ok(&answer)["accepted"], json!(1));
+    assert_eq!(host.count(meter.id()).await, 1, "stored as meter-renew");
+
+    weir_pki::revoke_device(host.pki_dir(), "meter-renew").unwrap();
+
+    // The connection opened before the revocation still stands; renewal on it is refused.
+    let (csr, _key) = csr_claiming("meter-renew", ORG);
+    let refused = renew(&mut meter, &csr).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "device_revoked");
+    // New connections with the renewed certificate are refused once the CRL is re-read.
+    wait_until(
+        "the renewed certificate is refused",
+        Duration::from_secs(6),
+        async || host.is_refused(tls.clone()).await,
+    )
+    .await;
+}
