@@ -9,4 +9,5 @@ mod function_sandbox;
 mod hot_swap;
 mod ingest;
 mod services;
+mod simulation;
 mod validator_component;

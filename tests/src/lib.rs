@@ -2,6 +2,7 @@
 //! the throw-away PostgreSQL and Redis servers (from `weir-services`).
 
 pub mod native;
+pub mod stack;
 
 use std::path::PathBuf;
 

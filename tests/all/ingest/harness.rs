@@ -170,7 +170,7 @@ impl TestHost {
 
     /// How many points `device` has in PostgreSQL.
     pub async fn count(&self, device: &DeviceRef) -> i64 {
-        self.storage.count_points(device).await.unwrap()
+        self.storage().count_points(device).await.unwrap()
     }
 
     /// `device`'s latest values as cached in Redis.
@@ -180,7 +180,7 @@ impl TestHost {
 
     /// `device`'s latest values as PostgreSQL has them.
     pub async fn latest_in_postgres(&self, device: &DeviceRef) -> HashMap<String, LatestValue> {
-        self.storage.latest_from_postgres(device).await.unwrap()
+        self.storage().latest_from_postgres(device).await.unwrap()
     }
 
     /// `GET path` on the API listener over plain HTTP/1.1: status and body.
@@ -242,6 +242,10 @@ impl Device {
     /// The underlying connection.
     pub fn client(&self) -> &DeviceClient {
         &self.client
+    }
+
+    pub fn client_mut(&mut self) -> &mut DeviceClient {
+        &mut self.client
     }
 
     /// `POST /v1/submit` with a JSON body.

@@ -8,6 +8,7 @@ mod limits;
 mod metadata;
 mod observability;
 mod outages;
+mod probe;
 mod renewal;
 mod submit;
 mod transport;

@@ -70,13 +70,14 @@ impl Storage {
         if config.get_application_name().is_none() {
             config.application_name("weir");
         }
-        // Verified recycling costs one round trip per checkout and catches a connection the
-        // server closed (a restart) before a batch is written on it.
+        // Fast recycling drops connections whose socket has closed (a server restart closes
+        // them) without a round trip per checkout; the rare connection that dies between the
+        // check and its use fails that one batch with `Unavailable`, and the device resends it.
         let manager = Manager::from_config(
             config,
             NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Verified,
+                recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)

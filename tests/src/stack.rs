@@ -1,0 +1,65 @@
+//! A whole Weir stack on this machine for tests and benchmarks: throw-away PostgreSQL and
+//! Redis, a PKI directory of its own, the real validator component, and a host with its device
+//! and API listeners on free ports. Dropping it stops the host before the servers it uses.
+
+use std::path::PathBuf;
+
+use tempfile::TempDir;
+use weir::Config;
+use weir::host::Host;
+
+use crate::{PostgresServer, RedisServer, functions_dir};
+
+/// The name the device listener's certificate is issued for.
+pub const SERVER_NAME: &str = "localhost";
+
+/// A running host with its own servers and PKI.
+pub struct Stack {
+    // Fields drop in order: the host stops before the servers it uses.
+    /// The host.
+    pub host: Host,
+    /// Its PostgreSQL.
+    pub postgres: PostgresServer,
+    /// Its Redis.
+    pub redis: RedisServer,
+    /// The PKI directory the host trusts and renews from.
+    pub pki_dir: PathBuf,
+    /// The directory holding the PKI and the host's state.
+    pub dir: TempDir,
+}
+
+impl Stack {
+    /// Starts servers, a PKI and a host whose configuration `tweak` adjusts.
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> anyhow::Result<Stack> {
+        let postgres = tokio::task::spawn_blocking(PostgresServer::start_temporary);
+        let redis = tokio::task::spawn_blocking(RedisServer::start_temporary);
+        let postgres = postgres.await??;
+        let redis = redis.await??;
+
+        let dir = tempfile::Builder::new().prefix("weir-stack-").tempdir()?;
+        let pki_dir = dir.path().join("pki");
+        weir_pki::init_ca(&pki_dir, "Weir Test CA")?;
+        weir_pki::issue_server(&pki_dir, &[SERVER_NAME.into(), "127.0.0.1".into()], 30)?;
+
+        let mut config = Config {
+            region: "test".into(),
+            functions_dir: functions_dir(),
+            state_dir: dir.path().join("state"),
+            database_url: postgres.url(),
+            redis_url: redis.url(),
+            device_listen: "127.0.0.1:0".into(),
+            api_listen: "127.0.0.1:0".into(),
+            ..Config::default()
+        };
+        config.tls.pki_dir = Some(pki_dir.clone());
+        tweak(&mut config);
+        let host = Host::start(config).await?;
+        Ok(Stack {
+            host,
+            postgres,
+            redis,
+            pki_dir,
+            dir,
+        })
+    }
+}
