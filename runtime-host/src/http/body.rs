@@ -29,9 +29,14 @@ pub async fn read_body(request: hyper::Request<Incoming>, limit: usize) -> Resul
             }
         })?
         .to_bytes();
-    match parts.headers.get(CONTENT_ENCODING).map(|v| v.as_bytes()) {
+    // Content codings are case-insensitive, and "x-gzip" means gzip (RFC 9110, 8.4.1).
+    let encoding = parts
+        .headers
+        .get(CONTENT_ENCODING)
+        .map(|v| v.as_bytes().trim_ascii().to_ascii_lowercase());
+    match encoding.as_deref() {
         None | Some(b"identity") => Ok(raw),
-        Some(b"gzip") => gunzip(&raw, limit),
+        Some(b"gzip" | b"x-gzip") => gunzip(&raw, limit),
         Some(other) => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_encoding",

@@ -2,11 +2,12 @@
 //! the real validator component, and the device and API listeners on free ports. Devices talk
 //! to it as in the field: mutual TLS, HTTP/2, certificates issued from that PKI directory.
 //!
-//! The servers belong to the [`TestHost`], so a test can stop and restart them to stage an
-//! outage; everything is torn down when it drops.
+//! The stack is `weir_tests::stack::Stack`, shared with the benchmarks; its servers belong to
+//! the [`TestHost`], so a test can stop and restart them to stage an outage, and everything is
+//! torn down when it drops.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,16 +16,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value as Json, json};
-use tempfile::TempDir;
 use weir::Config;
 use weir::device_client::{DeviceClient, DeviceResponse};
 use weir::host::Host;
 use weir_pki::ClientAlpn;
 use weir_storage::{DeviceRef, LatestValue, Storage};
-use weir_tests::{PostgresServer, RedisServer};
+use weir_tests::stack::{SERVER_NAME, Stack};
 
-/// The name the device listener's certificate is checked against.
-const SERVER_NAME: &str = "localhost";
 /// Validity of the device certificates tests enrol, in days.
 const DEVICE_DAYS: u32 = 7;
 /// Longest a device request may take before the test fails instead of hanging.
@@ -32,15 +30,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a refused connection may take to show its refusal.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running host with its own servers and PKI.
+/// A running host with its own servers and PKI, and a storage handle of the test's own.
 pub struct TestHost {
-    // Fields drop in order: the host stops before the servers it uses.
-    host: Host,
+    stack: Stack,
     storage: Storage,
-    postgres: PostgresServer,
-    redis: RedisServer,
-    pki_dir: PathBuf,
-    _dir: TempDir,
 }
 
 impl TestHost {
@@ -51,60 +44,26 @@ impl TestHost {
 
     /// A host whose configuration `tweak` adjusts before it starts.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestHost {
-        let postgres = tokio::task::spawn_blocking(PostgresServer::start_temporary);
-        let redis = tokio::task::spawn_blocking(RedisServer::start_temporary);
-        let postgres = postgres.await.unwrap().expect("starting PostgreSQL");
-        let redis = redis.await.unwrap().expect("starting Redis");
-
-        let dir = tempfile::Builder::new()
-            .prefix("weir-ingest-")
-            .tempdir()
-            .unwrap();
-        let pki_dir = dir.path().join("pki");
-        weir_pki::init_ca(&pki_dir, "Weir Test CA").expect("creating the test CA");
-        weir_pki::issue_server(&pki_dir, &[SERVER_NAME.into(), "127.0.0.1".into()], 30)
-            .expect("issuing the server certificate");
-
-        let mut config = Config {
-            region: "test".into(),
-            functions_dir: weir_tests::functions_dir(),
-            state_dir: dir.path().join("state"),
-            database_url: postgres.url(),
-            redis_url: redis.url(),
-            device_listen: "127.0.0.1:0".into(),
-            api_listen: "127.0.0.1:0".into(),
-            ..Config::default()
-        };
-        config.tls.pki_dir = Some(pki_dir.clone());
-        tweak(&mut config);
-
-        let host = Host::start(config).await.expect("starting the host");
-        let storage = Storage::connect(&postgres.url(), 2, Duration::from_secs(5))
+        let stack = Stack::start(tweak).await.expect("starting the Weir stack");
+        let storage = Storage::connect(&stack.postgres.url(), 2, Duration::from_secs(5))
             .await
             .expect("connecting the test's own storage handle");
-        TestHost {
-            host,
-            storage,
-            postgres,
-            redis,
-            pki_dir,
-            _dir: dir,
-        }
+        TestHost { stack, storage }
     }
 
     /// The running host.
     pub fn host(&self) -> &Host {
-        &self.host
+        &self.stack.host
     }
 
     /// The PKI directory the host trusts and renews from.
     pub fn pki_dir(&self) -> &Path {
-        &self.pki_dir
+        &self.stack.pki_dir
     }
 
     /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> String {
-        std::fs::read_to_string(self.pki_dir.join("ca.pem")).unwrap()
+        std::fs::read_to_string(self.pki_dir().join("ca.pem")).unwrap()
     }
 
     /// Direct access to the host's database, for checks behind its back.
@@ -132,10 +91,15 @@ impl TestHost {
 
     /// Enrols device `id` of `org` and returns its TLS config, without connecting.
     pub fn enrol(&self, id: &str, org: &str, alpn: ClientAlpn) -> Arc<rustls::ClientConfig> {
-        let files = weir_pki::issue_device(&self.pki_dir, id, org, DEVICE_DAYS)
+        let files = weir_pki::issue_device(self.pki_dir(), id, org, DEVICE_DAYS)
             .expect("enrolling a device");
-        weir_pki::device_client_config(&self.pki_dir.join("ca.pem"), &files.cert, &files.key, alpn)
-            .unwrap()
+        weir_pki::device_client_config(
+            &self.pki_dir().join("ca.pem"),
+            &files.cert,
+            &files.key,
+            alpn,
+        )
+        .unwrap()
     }
 
     /// A device TLS config from PEM (a certificate this test made itself), trusting our CA.
@@ -144,9 +108,20 @@ impl TestHost {
             .unwrap()
     }
 
+    /// A device TLS config whose certificate (for `id` of `org`, valid now) comes from a CA
+    /// the host does not trust.
+    pub fn foreign_certificate(&self, id: &str, org: &str) -> Arc<rustls::ClientConfig> {
+        let now = time::OffsetDateTime::now_utc();
+        let stranger = weir_pki::Ca::generate_in_memory("Someone Else's CA")
+            .unwrap()
+            .issue_device_cert(id, org, now, now + time::Duration::days(1))
+            .unwrap();
+        self.tls_from_pem(&stranger.cert_pem, &stranger.key_pem)
+    }
+
     /// Opens a device connection with `tls`.
     pub async fn connect(&self, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<DeviceClient> {
-        let addr = self.host.device_addr().to_string();
+        let addr = self.host().device_addr().to_string();
         tokio::time::timeout(
             REQUEST_TIMEOUT,
             DeviceClient::connect(&addr, SERVER_NAME, tls),
@@ -155,17 +130,18 @@ impl TestHost {
     }
 
     /// Whether a connection with `tls` is refused: the handshake fails, or (TLS 1.3 judges the
-    /// client certificate after the client thinks it is done) its first request does.
+    /// client certificate after the client thinks it is done) its first request does. Any
+    /// answer, even an error status, means the device got in.
     pub async fn is_refused(&self, tls: Arc<rustls::ClientConfig>) -> bool {
         let attempt = async {
             let mut client = self.connect(tls).await?;
             let probe = batch("refusal-probe", vec![point("probe.k", 1, now_ms())]);
             client.submit(&probe).await
         };
-        match tokio::time::timeout(REFUSAL_TIMEOUT, attempt).await {
-            Ok(Ok(_response)) => false,
-            Ok(Err(_)) | Err(_) => true,
-        }
+        tokio::time::timeout(REFUSAL_TIMEOUT, attempt)
+            .await
+            .expect("a connection is either admitted or refused, promptly")
+            .is_err()
     }
 
     /// How many points `device` has in PostgreSQL.
@@ -175,7 +151,7 @@ impl TestHost {
 
     /// `device`'s latest values as cached in Redis.
     pub async fn latest_in_redis(&self, device: &DeviceRef) -> HashMap<String, LatestValue> {
-        self.host.ingest().latest.get(device).await.unwrap()
+        self.host().ingest().latest.get(device).await.unwrap()
     }
 
     /// `device`'s latest values as PostgreSQL has them.
@@ -185,7 +161,7 @@ impl TestHost {
 
     /// `GET path` on the API listener over plain HTTP/1.1: status and body.
     pub async fn api_get(&self, path: &str) -> (StatusCode, String) {
-        let addr = self.host.api_addr();
+        let addr = self.host().api_addr();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -208,22 +184,23 @@ impl TestHost {
 
     /// Stops PostgreSQL (an outage).
     pub fn stop_postgres(&mut self) {
-        tokio::task::block_in_place(|| self.postgres.stop());
+        tokio::task::block_in_place(|| self.stack.postgres.stop());
     }
 
     /// Starts PostgreSQL again, same port and data.
     pub fn start_postgres_again(&mut self) {
-        tokio::task::block_in_place(|| self.postgres.start_again()).expect("restarting PostgreSQL");
+        tokio::task::block_in_place(|| self.stack.postgres.start_again())
+            .expect("restarting PostgreSQL");
     }
 
     /// Stops Redis (an outage; a temporary Redis loses its data).
     pub fn stop_redis(&mut self) {
-        tokio::task::block_in_place(|| self.redis.stop());
+        tokio::task::block_in_place(|| self.stack.redis.stop());
     }
 
     /// Starts Redis again on the same port, empty.
     pub fn start_redis_again(&mut self) {
-        tokio::task::block_in_place(|| self.redis.start_again()).expect("restarting Redis");
+        tokio::task::block_in_place(|| self.stack.redis.start_again()).expect("restarting Redis");
     }
 }
 
@@ -242,10 +219,6 @@ impl Device {
     /// The underlying connection.
     pub fn client(&self) -> &DeviceClient {
         &self.client
-    }
-
-    pub fn client_mut(&mut self) -> &mut DeviceClient {
-        &mut self.client
     }
 
     /// `POST /v1/submit` with a JSON body.

@@ -86,20 +86,29 @@ async fn ingest_answers_bad_input_with_a_stable_error_and_stores_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ingest_accepts_gzip_bodies_and_refuses_gzip_bombs() {
     const MAX_BODY: usize = 64 * 1024;
+    const POINTS: i64 = 50;
     let host = TestHost::start_with(|config| config.ingest.max_body_bytes = MAX_BODY).await;
     let mut meter = host.device("meter-gzip", ORG).await;
     let now = now_ms();
-    let points = (0..50).map(|i| point("meter.power", i, now - i)).collect();
-    let zipped = gzip(batch("zipped", points).to_string().as_bytes());
-    let gzip_headers = [
-        ("content-type", "application/json"),
-        ("content-encoding", "gzip"),
-    ];
+    let headers = |encoding| {
+        [
+            ("content-type", "application/json"),
+            ("content-encoding", encoding),
+        ]
+    };
 
-    let answer = meter
-        .request(Method::POST, "/v1/submit", zipped, &gzip_headers)
-        .await;
-    assert_eq!(ok(&answer)["accepted"], json!(50));
+    // Content codings are case-insensitive, and x-gzip is gzip (RFC 9110).
+    for (n, encoding) in ["gzip", "GZIP", "x-gzip"].into_iter().enumerate() {
+        let ts = now - 1000 * n as i64;
+        let points = (0..POINTS)
+            .map(|i| point("meter.power", i, ts - i))
+            .collect();
+        let zipped = gzip(batch(encoding, points).to_string().as_bytes());
+        let answer = meter
+            .request(Method::POST, "/v1/submit", zipped, &headers(encoding))
+            .await;
+        assert_eq!(ok(&answer)["accepted"], json!(POINTS), "{encoding}");
+    }
 
     // 8 MiB of JSON whitespace: a few KiB on the wire, far over the limit once decoded.
     let mut bomb = br#"{"batch": "bomb", "points": ["#.to_vec();
@@ -108,10 +117,10 @@ async fn ingest_accepts_gzip_bodies_and_refuses_gzip_bombs() {
     let bomb = gzip(&bomb);
     assert!(bomb.len() < MAX_BODY, "the bomb fits the wire limit");
     let answer = meter
-        .request(Method::POST, "/v1/submit", bomb, &gzip_headers)
+        .request(Method::POST, "/v1/submit", bomb, &headers("gzip"))
         .await;
     assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
-    assert_eq!(host.count(meter.id()).await, 50);
+    assert_eq!(host.count(meter.id()).await, 3 * POINTS);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,7 +8,6 @@ mod limits;
 mod metadata;
 mod observability;
 mod outages;
-mod probe;
 mod renewal;
 mod submit;
 mod transport;

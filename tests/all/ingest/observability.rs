@@ -1,10 +1,12 @@
 //! The API listener: liveness, readiness naming the store that is down, and Prometheus
 //! metrics that count what devices submitted.
 
+use std::time::Duration;
+
 use hyper::StatusCode;
 use serde_json::{Value as Json, json};
 
-use super::harness::{TestHost, batch, now_ms, ok, point};
+use super::harness::{TestHost, batch, now_ms, ok, point, wait_until};
 
 const ORG: &str = "acme";
 
@@ -41,7 +43,7 @@ async fn ingest_health_and_readiness_follow_the_stores() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn ingest_metrics_count_batches_and_accepted_points() {
+async fn ingest_metrics_count_batches_points_and_refused_handshakes() {
     let host = TestHost::start().await;
     let mut meter = host.device("meter-metrics", ORG).await;
     let now = now_ms();
@@ -59,9 +61,24 @@ async fn ingest_metrics_count_batches_and_accepted_points() {
         .submit(&batch("m2", vec![point("meter.power", 3.0, now - 2)]))
         .await);
 
-    let (status, metrics) = host.api_get("/metrics").await;
+    assert!(
+        host.is_refused(host.foreign_certificate("meter-stranger", ORG))
+            .await
+    );
 
-    assert_eq!(status, StatusCode::OK);
+    // The host counts a refusal just after the device sees it: scrape until it shows.
+    let mut metrics = String::new();
+    wait_until(
+        "the refused handshake is counted",
+        Duration::from_secs(5),
+        async || {
+            let (status, text) = host.api_get("/metrics").await;
+            assert_eq!(status, StatusCode::OK);
+            metrics = text;
+            sample(&metrics, "weir_tls_handshakes_refused_total") == Some(1.0)
+        },
+    )
+    .await;
     let expected = [
         (r#"weir_batches_total{code="stored"}"#, 2.0),
         (r#"weir_batches_total{code="duplicate"}"#, 1.0),

@@ -3,15 +3,17 @@
 //! Devices deliver at least once, so the same batch, and the same points, arrive again after a
 //! lost acknowledgement. [`Storage::store_batch`] turns that into exactly-once storage:
 //!
-//! 1. claim the batch id (`INSERT INTO batches ... ON CONFLICT DO NOTHING`): if the device
-//!    already sent it, roll back and answer with the receipt stored the first time. Two copies
-//!    racing each other meet on the primary key; the second waits for the first and then sees it;
-//! 2. create the `series` rows of new keys (ids cached after commit);
-//! 3. insert all points in one statement from arrays, skipping `(series, ts)` already stored;
-//! 4. in a second statement (which sees rows committed meanwhile by other transactions), compare
+//! 1. create the `series` rows of new keys (ids cached after commit);
+//! 2. insert all points in one statement from arrays, skipping `(series, ts)` already stored;
+//! 3. in a second statement (which sees rows committed meanwhile by other transactions), compare
 //!    each skipped point with the stored value: the same value is an idempotent duplicate, a
 //!    different one a [`Conflict`] — the first value stored wins and is never overwritten;
-//! 5. store the receipt built from the outcome, and commit.
+//! 4. record the batch id with the receipt built from the outcome
+//!    (`INSERT INTO batches ... ON CONFLICT DO NOTHING`): if a copy of the batch was recorded
+//!    before, roll back and answer with that copy's receipt. Two copies racing each other meet
+//!    on the points' primary key first; the second waits for the first, and then on the batch
+//!    row sees it and rolls back;
+//! 5. commit.
 //!
 //! Only when `store_batch` returns `Ok` is the batch durable: the caller acknowledges the device
 //! after that, never before.
@@ -19,7 +21,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::error::SqlState;
 use tracing::warn;
 
@@ -117,12 +119,6 @@ impl Storage {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
 
-        if !claim_batch(&tx, device, batch_id).await? {
-            let receipt = stored_receipt(&tx, device, batch_id).await?;
-            tx.rollback().await?;
-            return Ok(Attempt::Done(BatchWrite::Duplicate { receipt }));
-        }
-
         let keys: Vec<&str> = points.iter().map(|point| point.key.as_str()).collect();
         let mut ids = self.inner.series.cached(device, keys.iter().copied());
         let uncached: Vec<&str> = keys
@@ -148,17 +144,14 @@ impl Storage {
         let receipt_json = serde_json::to_string(&build_receipt(&outcome)).map_err(|err| {
             StorageError::Query(format!("cannot encode the batch receipt: {err}"))
         })?;
-        let update = tx
-            .prepare_cached(
-                "UPDATE batches SET receipt = $4::text::jsonb \
-                 WHERE org = $1 AND device = $2 AND batch_id = $3",
-            )
-            .await?;
-        tx.execute(
-            &update,
-            &[&device.org, &device.device, &batch_id, &receipt_json],
-        )
-        .await?;
+        // The batch row goes in last, with its receipt: one statement instead of a claim and an
+        // update. A copy of this batch committed meanwhile (or before) makes it conflict; then
+        // this attempt stores nothing and answers with that copy's receipt.
+        if !record_batch(&tx, device, batch_id, &receipt_json).await? {
+            tx.rollback().await?;
+            let receipt = stored_receipt(&client, device, batch_id).await?;
+            return Ok(Attempt::Done(BatchWrite::Duplicate { receipt }));
+        }
         tx.commit().await?;
         self.inner.series.remember(device, created);
 
@@ -175,16 +168,25 @@ impl Storage {
     }
 }
 
-/// Records `batch_id` for `device`; false when it was recorded before (the batch is a resend).
-async fn claim_batch(tx: &Transaction<'_>, device: &DeviceRef, batch_id: &str) -> Result<bool> {
-    let claim = tx
+/// Records `batch_id` of `device` with its receipt; false when a copy was recorded before (the
+/// batch is a resend).
+async fn record_batch(
+    tx: &Transaction<'_>,
+    device: &DeviceRef,
+    batch_id: &str,
+    receipt_json: &str,
+) -> Result<bool> {
+    let insert = tx
         .prepare_cached(
-            "INSERT INTO batches (org, device, batch_id) VALUES ($1, $2, $3) \
+            "INSERT INTO batches (org, device, batch_id, receipt) VALUES ($1, $2, $3, $4::text::jsonb) \
              ON CONFLICT (org, device, batch_id) DO NOTHING RETURNING 1",
         )
         .await?;
     let row = tx
-        .query_opt(&claim, &[&device.org, &device.device, &batch_id])
+        .query_opt(
+            &insert,
+            &[&device.org, &device.device, &batch_id, &receipt_json],
+        )
         .await?;
     Ok(row.is_some())
 }
@@ -192,16 +194,16 @@ async fn claim_batch(tx: &Transaction<'_>, device: &DeviceRef, batch_id: &str) -
 /// The receipt stored with an earlier copy of the batch (`null` if it has since been removed by
 /// retention).
 async fn stored_receipt(
-    tx: &Transaction<'_>,
+    client: &impl GenericClient,
     device: &DeviceRef,
     batch_id: &str,
 ) -> Result<serde_json::Value> {
-    let select = tx
+    let select = client
         .prepare_cached(
             "SELECT receipt::text FROM batches WHERE org = $1 AND device = $2 AND batch_id = $3",
         )
         .await?;
-    let row = tx
+    let row = client
         .query_opt(&select, &[&device.org, &device.device, &batch_id])
         .await?;
     let Some(text) = row.and_then(|row| row.get::<_, Option<String>>(0)) else {
