@@ -26,6 +26,8 @@ pub struct Stack {
     pub pki_dir: PathBuf,
     /// The directory holding the PKI and the host's state.
     pub dir: TempDir,
+    /// The configuration the host was started with.
+    pub config: Config,
 }
 
 impl Stack {
@@ -53,13 +55,19 @@ impl Stack {
         };
         config.tls.pki_dir = Some(pki_dir.clone());
         tweak(&mut config);
-        let host = Host::start(config).await?;
+        let host = Host::start(config.clone()).await?;
         Ok(Stack {
             host,
             postgres,
             redis,
             pki_dir,
             dir,
+            config,
         })
+    }
+
+    /// Another host of the same region: same PostgreSQL, Redis and PKI, its own listeners.
+    pub async fn another_host(&self) -> anyhow::Result<Host> {
+        Host::start(self.config.clone()).await
     }
 }

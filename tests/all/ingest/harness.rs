@@ -51,6 +51,11 @@ impl TestHost {
         TestHost { stack, storage }
     }
 
+    /// The whole stack (servers, PKI, configuration).
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
     /// The running host.
     pub fn host(&self) -> &Host {
         &self.stack.host
@@ -79,14 +84,26 @@ impl TestHost {
     /// Enrols device `id` of `org` and connects it offering only `alpn`.
     pub async fn device_with_alpn(&self, id: &str, org: &str, alpn: ClientAlpn) -> Device {
         let tls = self.enrol(id, org, alpn);
-        let client = self
-            .connect(tls)
+        self.device_at(self.host(), tls, DeviceRef::new(org, id))
             .await
-            .expect("an enrolled device connects");
-        Device {
-            client,
-            device: DeviceRef::new(org, id),
-        }
+    }
+
+    /// Connects an enrolled device (`tls`) to `host`, which may be another host of the region.
+    pub async fn device_at(
+        &self,
+        host: &Host,
+        tls: Arc<rustls::ClientConfig>,
+        device: DeviceRef,
+    ) -> Device {
+        let addr = host.device_addr().to_string();
+        let client = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            DeviceClient::connect(&addr, SERVER_NAME, tls),
+        )
+        .await
+        .expect("connecting in time")
+        .expect("an enrolled device connects");
+        Device { client, device }
     }
 
     /// Enrols device `id` of `org` and returns its TLS config, without connecting.

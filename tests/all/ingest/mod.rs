@@ -3,11 +3,13 @@
 
 mod harness;
 
+mod fleet;
 mod identity;
 mod limits;
 mod metadata;
 mod observability;
 mod outages;
+mod reload;
 mod renewal;
 mod submit;
 mod transport;
