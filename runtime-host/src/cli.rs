@@ -46,6 +46,9 @@ enum Command {
     /// Manage function components.
     #[command(subcommand)]
     Functions(FunctionsCommand),
+    /// Manage the query API's bearer tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 /// Files written in a PKI directory: `ca.pem`, `ca-key.pem`, `crl.pem`, `index.json`,
@@ -142,6 +145,41 @@ enum FunctionsCommand {
     },
 }
 
+/// Each token reads one organisation's data. Only a hash of it is stored: it is shown once, when
+/// created. Revoking takes effect on running hosts within 30 seconds.
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token for an organisation and print it (the only time it is shown).
+    Create {
+        /// The organisation whose devices the token may read.
+        #[arg(long)]
+        org: String,
+        /// What the token is for (e.g. "grafana"), shown by `weir token list`.
+        #[arg(long)]
+        name: Option<String>,
+        /// TOML configuration file; `WEIR_*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// List tokens (never their secrets), revoked ones included.
+    List {
+        /// Only this organisation's tokens.
+        #[arg(long)]
+        org: Option<String>,
+        /// TOML configuration file; `WEIR_*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Revoke a token by its id (as `weir token list` shows it).
+    Revoke {
+        /// The token's id.
+        id: i64,
+        /// TOML configuration file; `WEIR_*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
 /// Entry point of the `weir` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -170,20 +208,97 @@ async fn run(command: Command) -> anyhow::Result<()> {
             crate::serve::serve(config).await
         }
         Command::Migrate { config } => {
-            let config = Config::load(config.as_deref())?;
-            let storage = weir_storage::Storage::connect(
-                &config.database_url,
-                1,
-                std::time::Duration::from_secs(10),
-            )
-            .await?;
-            let applied = storage.migrate().await?;
+            let (_, applied) = migrated_storage(config.as_deref()).await?;
             println!("database schema up to date ({applied} migrations applied now)");
             Ok(())
         }
         Command::Pki(command) => pki(command),
         Command::Simulate(args) => simulate(args).await,
         Command::Functions(FunctionsCommand::Check { file }) => check_function(&file),
+        Command::Token(command) => token(command).await,
+    }
+}
+
+/// A one-connection storage on the configured database, with the schema brought up to date;
+/// and how many migrations that applied.
+async fn migrated_storage(
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<(weir_storage::Storage, usize)> {
+    let config = Config::load(config)?;
+    let storage =
+        weir_storage::Storage::connect(&config.database_url, 1, std::time::Duration::from_secs(10))
+            .await?;
+    let applied = storage.migrate().await?;
+    Ok((storage, applied))
+}
+
+async fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { org, name, config } => {
+            if org.trim().is_empty() {
+                anyhow::bail!("--org must name an organisation");
+            }
+            let (storage, _) = migrated_storage(config.as_deref()).await?;
+            let token = storage.create_token(&org, name.as_deref()).await?;
+            // The secret alone on stdout (`TOKEN=$(weir token create ...)` works); the rest on
+            // stderr.
+            eprintln!(
+                "created API token {} for organisation {org:?}{}:",
+                token.id,
+                name.map(|name| format!(" ({name})")).unwrap_or_default()
+            );
+            println!("{}", token.secret);
+            eprintln!("Store it now: it cannot be shown again (only its hash is kept).");
+        }
+        TokenCommand::List { org, config } => {
+            let (storage, _) = migrated_storage(config.as_deref()).await?;
+            let tokens = storage.list_tokens(org.as_deref()).await?;
+            if tokens.is_empty() {
+                eprintln!("no tokens");
+            } else {
+                println!(
+                    "{:>6}  {:<20}  {:<20}  {:<20}  STATUS",
+                    "ID", "ORG", "NAME", "CREATED"
+                );
+            }
+            for token in tokens {
+                println!(
+                    "{:>6}  {:<20}  {:<20}  {:<20}  {}",
+                    token.id,
+                    token.org,
+                    token.name.as_deref().unwrap_or("-"),
+                    utc_time(token.created_at_ms),
+                    if token.revoked { "revoked" } else { "active" }
+                );
+            }
+        }
+        TokenCommand::Revoke { id, config } => {
+            let (storage, _) = migrated_storage(config.as_deref()).await?;
+            if !storage.revoke_token(id).await? {
+                anyhow::bail!(
+                    "no active token {id}: it does not exist or is already revoked \
+                     (see `weir token list`)"
+                );
+            }
+            println!("revoked API token {id}; running hosts refuse it within 30 seconds");
+        }
+    }
+    Ok(())
+}
+
+/// `ms` since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc_time(ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{ms} ms"),
     }
 }
 

@@ -1,12 +1,14 @@
 //! The host's one configuration type: defaults, then an optional TOML file, then `WEIR_*`
 //! environment variables, each layer overriding the one before.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
+use crate::capabilities::ComponentGrants;
 use crate::functions::Limits;
 use crate::functions::validator::{Policy, UnknownKeyPolicy};
 
@@ -36,6 +38,27 @@ pub struct Config {
     pub validation: ValidationConfig,
     /// Limits of the device surface.
     pub ingest: IngestConfig,
+    /// The query API's HTTP function and what it may reach.
+    pub query: QueryConfig,
+}
+
+/// The query API: a Spin HTTP component serving `/v1/` on the API listener, and its grants
+/// (the equivalent of its `spin.toml` component section).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// The component, relative to `functions_dir`; the query API is served only when the file
+    /// exists (`WEIR_QUERY_COMPONENT`).
+    pub component: PathBuf,
+    /// Deadline of one query request in milliseconds, response body included
+    /// (`WEIR_QUERY_DEADLINE_MS`).
+    pub deadline_ms: u64,
+    /// `scheme://host:port` entries the component may connect to; unset, the host's own
+    /// database and Redis (`WEIR_QUERY_ALLOWED_HOSTS`, comma-separated).
+    pub allowed_outbound_hosts: Option<Vec<String>>,
+    /// Variables the component reads, added to (or replacing) the defaults `database_url` and
+    /// `redis_url`: the host's URLs without their passwords.
+    pub variables: BTreeMap<String, String>,
 }
 
 /// Device TLS files. With `pki_dir` set, unset paths default to that directory's files.
@@ -126,6 +149,18 @@ impl Default for Config {
             functions: FunctionsConfig::default(),
             validation: ValidationConfig::default(),
             ingest: IngestConfig::default(),
+            query: QueryConfig::default(),
+        }
+    }
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            component: PathBuf::from("query.wasm"),
+            deadline_ms: 1000,
+            allowed_outbound_hosts: None,
+            variables: BTreeMap::new(),
         }
     }
 }
@@ -274,6 +309,19 @@ impl Config {
             "WEIR_MAX_TEXT_LENGTH",
             &mut self.validation.max_text_length,
         )?;
+        if let Some(v) = var("WEIR_QUERY_COMPONENT") {
+            self.query.component = v.into();
+        }
+        parse_env(&var, "WEIR_QUERY_DEADLINE_MS", &mut self.query.deadline_ms)?;
+        if let Some(v) = var("WEIR_QUERY_ALLOWED_HOSTS") {
+            self.query.allowed_outbound_hosts = Some(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|entry| !entry.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            );
+        }
         if let Some(v) = var("WEIR_UNKNOWN_KEYS") {
             self.validation.unknown_keys = match v.as_str() {
                 "accept" => UnknownKeys::Accept,
@@ -290,6 +338,9 @@ impl Config {
         }
         if self.functions.memory_mb < 2 {
             bail!("functions.memory_mb must be at least 2 (a Rust component starts with ~1 MiB)");
+        }
+        if self.query.deadline_ms == 0 {
+            bail!("query.deadline_ms must be at least 1");
         }
         if self.functions.max_instances == 0 {
             bail!("functions.max_instances must be at least 1");
@@ -366,9 +417,69 @@ impl Config {
         }
     }
 
+    /// The query component's file (`query.component` inside `functions_dir`).
+    pub fn query_component(&self) -> PathBuf {
+        self.functions_dir.join(&self.query.component)
+    }
+
+    /// The deadline of one query request.
+    pub fn query_deadline(&self) -> Duration {
+        Duration::from_millis(self.query.deadline_ms)
+    }
+
+    /// What the query component may reach. `host_endpoints` are the `allowed_outbound_hosts`
+    /// entries of the host's own database and Redis, used when none are configured.
+    pub fn query_grants(&self, host_endpoints: Vec<String>) -> ComponentGrants {
+        let mut variables = HashMap::from([
+            (
+                "database_url".to_owned(),
+                without_password(&self.database_url),
+            ),
+            ("redis_url".to_owned(), without_password(&self.redis_url)),
+        ]);
+        variables.extend(self.query.variables.clone());
+        ComponentGrants {
+            allowed_outbound_hosts: self
+                .query
+                .allowed_outbound_hosts
+                .clone()
+                .unwrap_or(host_endpoints),
+            variables,
+        }
+    }
+
     /// Where compiled component artifacts are cached.
     pub fn artifact_dir(&self) -> PathBuf {
         self.state_dir.join("artifacts")
+    }
+}
+
+/// `url` without the password of its `user:password@` part: components are handed addresses,
+/// never credentials (the host connects with its own).
+fn without_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        // PostgreSQL's `key=value` form.
+        return url
+            .split_whitespace()
+            .filter(|pair| !pair.starts_with("password="))
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => {
+            let credentials = &url[scheme_end..scheme_end + at];
+            let user = credentials.split_once(':').map_or(credentials, |(u, _)| u);
+            let rest = &url[scheme_end + at + 1..];
+            if user.is_empty() {
+                format!("{}{rest}", &url[..scheme_end])
+            } else {
+                format!("{}{user}@{rest}", &url[..scheme_end])
+            }
+        }
+        None => url.to_string(),
     }
 }
 
@@ -402,6 +513,37 @@ mod tests {
         assert_eq!(config.region, "eu-north");
         assert_eq!(config.functions.deadline_ms, 75);
         assert_eq!(config.functions.memory_mb, 64);
+    }
+
+    #[test]
+    fn query_grants_default_to_the_hosts_stores_without_passwords() {
+        let mut config: Config = toml::from_str(
+            "database_url = \"postgres://weir:secret@db:5432/weir\"\n\
+             redis_url = \"redis://:pw@cache:6379/0\"\n\
+             [query.variables]\nunit = \"kWh\"\n",
+        )
+        .unwrap();
+        let grants = config.query_grants(vec!["postgres://db:5432".into()]);
+        assert_eq!(grants.allowed_outbound_hosts, ["postgres://db:5432"]);
+        assert_eq!(
+            grants.variables["database_url"],
+            "postgres://weir@db:5432/weir"
+        );
+        assert_eq!(grants.variables["redis_url"], "redis://cache:6379/0");
+        assert_eq!(grants.variables["unit"], "kWh");
+        assert_eq!(
+            without_password("host=db password=x dbname=weir"),
+            "host=db dbname=weir"
+        );
+        config
+            .apply_env(|name| {
+                (name == "WEIR_QUERY_ALLOWED_HOSTS").then(|| "redis://a:1, postgres://b".into())
+            })
+            .unwrap();
+        assert_eq!(
+            config.query_grants(vec![]).allowed_outbound_hosts,
+            ["redis://a:1", "postgres://b"]
+        );
     }
 
     #[test]

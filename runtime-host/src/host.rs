@@ -1,6 +1,7 @@
-//! A running Weir host: builds every part from the configuration, binds the listeners, and
-//! runs the background duties (metadata invalidation, Redis repair, partition and batch
-//! maintenance, CRL reloads). `weir serve` and the integration tests start it the same way.
+//! A running Weir host: builds every part from the configuration (the validator, the query
+//! function and its capabilities, storage, the listeners), and runs the background duties
+//! (metadata invalidation, Redis repair, partition and batch maintenance, CRL reloads).
+//! `weir serve` and the integration tests start it the same way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,9 +15,11 @@ use weir_pki::ReloadingServerConfig;
 use weir_storage::{LatestCache, MetadataChange, Storage};
 
 use crate::api::Api;
+use crate::api::query::QueryApi;
+use crate::capabilities::{HostCapabilities, PostgresBackend, RedisBackend};
 use crate::config::Config;
 use crate::device_api::{DeviceApi, Renewal};
-use crate::functions::{FunctionEngine, FunctionSlot, ValidatorFunction};
+use crate::functions::{FunctionEngine, FunctionSlot, HttpFunction, ValidatorFunction};
 use crate::http::server::{serve_devices, serve_plain};
 use crate::ingest::Ingest;
 use crate::ingest::rate_limit::RateLimiter;
@@ -38,6 +41,7 @@ pub struct Host {
     api_addr: SocketAddr,
     engine: FunctionEngine,
     ingest: Arc<Ingest>,
+    query: Option<Arc<QueryApi>>,
     config: Arc<Config>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -59,6 +63,7 @@ impl Host {
             })?;
         crate::serve::self_check(&validator, &config).await?;
         let validator = Arc::new(FunctionSlot::new(validator));
+        let query_function = load_query_function(&engine, &config)?;
 
         let storage =
             Storage::connect(&config.database_url, config.ingest.database_pool, POOL_WAIT)
@@ -74,6 +79,10 @@ impl Host {
         let latest = LatestCache::connect(&config.redis_url)
             .await
             .with_context(|| format!("connecting to Redis at {}", config.redis_url))?;
+        let query = match query_function {
+            Some(function) => Some(Arc::new(query_api(&config, &storage, function)?)),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let ingest = Arc::new(Ingest::new(
             config.clone(),
@@ -102,6 +111,7 @@ impl Host {
         });
         let api = Arc::new(Api {
             ingest: ingest.clone(),
+            query: query.clone(),
         });
 
         let device_listener = TcpListener::bind(&config.device_listen)
@@ -148,6 +158,7 @@ impl Host {
             api_addr,
             engine,
             ingest,
+            query,
             config,
             shutdown,
             tasks,
@@ -179,11 +190,80 @@ impl Host {
         Ok(())
     }
 
+    /// The query API, when a query component was loaded.
+    pub fn query(&self) -> Option<&Arc<QueryApi>> {
+        self.query.as_ref()
+    }
+
+    /// Reloads the query function from its file; the old one stays on failure. Without a query
+    /// API (no component at start) there is nothing to reload.
+    pub async fn reload_query(&self) -> anyhow::Result<()> {
+        let Some(query) = &self.query else {
+            return Ok(());
+        };
+        let candidate = HttpFunction::load_file(&self.engine, &self.config.query_component())?
+            .with_deadline(self.config.query_deadline());
+        let old = query.function.replace(candidate);
+        tracing::info!(old = %old.digest(), new = %query.function.current().digest(), "query function swapped");
+        Ok(())
+    }
+
     /// Stops accepting connections and ends the background tasks.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// The query function, if its file exists; a file that does not load stops the start.
+fn load_query_function(
+    engine: &FunctionEngine,
+    config: &Config,
+) -> anyhow::Result<Option<HttpFunction>> {
+    let path = config.query_component();
+    if !path.exists() {
+        tracing::info!(path = %path.display(), "no query component: /v1/ answers 404");
+        return Ok(None);
+    }
+    let function = HttpFunction::load_file(engine, &path)
+        .with_context(|| format!("loading the query component {}", path.display()))?
+        .with_deadline(config.query_deadline());
+    Ok(Some(function))
+}
+
+/// The query API over the host's database and Redis, with the configured grants.
+fn query_api(
+    config: &Config,
+    storage: &Storage,
+    function: HttpFunction,
+) -> anyhow::Result<QueryApi> {
+    // A store the capabilities cannot address (a Unix socket, TLS Redis) is left out: the
+    // component then gets errors from `open`, and the rest of the query API still works.
+    let postgres = PostgresBackend::new(&config.database_url, storage.pool())
+        .inspect_err(|error| tracing::warn!(%error, "query functions get no PostgreSQL"))
+        .ok();
+    let redis = RedisBackend::new(&config.redis_url)
+        .inspect_err(|error| tracing::warn!(%error, "query functions get no Redis"))
+        .ok();
+    let host_endpoints = postgres
+        .iter()
+        .map(PostgresBackend::allowed_host)
+        .chain(redis.iter().map(RedisBackend::allowed_host))
+        .collect();
+    let grants = config.query_grants(host_endpoints);
+    let granted = HostCapabilities::new(postgres, redis)
+        .grant(&grants)
+        .context("the [query] configuration")?;
+    tracing::info!(
+        function = function.name(),
+        digest = %&function.digest()[..12],
+        allowed_outbound_hosts = ?grants.allowed_outbound_hosts,
+        "query API enabled"
+    );
+    Ok(QueryApi {
+        function: Arc::new(FunctionSlot::new(function)),
+        granted,
+    })
 }
 
 /// Reloads TLS files when they change (a revocation takes effect for new connections) and

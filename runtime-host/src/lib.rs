@@ -3,6 +3,7 @@
 //! see `docs/ARCHITECTURE.md` for the map.
 
 pub mod api;
+pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod device_api;

@@ -11,7 +11,7 @@ use crate::functions::ValidatorFunction;
 use crate::functions::validator::{DataType, KeyMetadata, Point, Value, Verdict};
 use crate::host::Host;
 
-/// Runs the host until SIGINT or SIGTERM; SIGHUP reloads the validator.
+/// Runs the host until SIGINT or SIGTERM; SIGHUP reloads the validator and the query function.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let host = Host::start(config).await?;
     tracing::info!(
@@ -29,6 +29,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             _ = hangup.recv() => {
                 if let Err(error) = host.reload_validator().await {
                     tracing::error!(error = format!("{error:#}"), "new validator refused; the old one keeps serving");
+                }
+                if let Err(error) = host.reload_query().await {
+                    tracing::error!(error = format!("{error:#}"), "new query function refused; the old one keeps serving");
                 }
             }
         }

@@ -8,6 +8,7 @@ mod function_loading;
 mod function_sandbox;
 mod hot_swap;
 mod ingest;
+mod query;
 mod services;
 mod simulation;
 mod validator_component;

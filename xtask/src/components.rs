@@ -2,7 +2,9 @@
 //! them, `target/functions` (`WEIR_FUNCTIONS_DIR`).
 //!
 //! [`COMPONENTS`] is the one list of components: adding a function crate means adding a row.
-//! Files are replaced atomically (write beside, then rename), so a running Weir that watches the
+//! Workspace crates build in one cargo run; a crate outside the workspace (the query component,
+//! whose spin-sdk brings its own wit-bindgen) builds on its own with the same profile and the
+//! same target directory. Files are replaced atomically (write beside, then rename), so a running Weir that watches the
 //! directory never loads a half-written component.
 
 use std::fs;
@@ -23,6 +25,9 @@ pub const PROFILE: &str = "components";
 pub struct Component {
     /// The cargo package.
     pub package: &'static str,
+    /// For a crate outside the workspace, its manifest (relative to the root); `None` for a
+    /// workspace member.
+    pub manifest: Option<&'static str>,
     /// The file cargo writes to `target/wasm32-wasip2/components/`.
     pub wasm: &'static str,
     /// Its path under `target/functions/`; test-only components go under `test/`.
@@ -33,13 +38,21 @@ pub struct Component {
 pub const COMPONENTS: &[Component] = &[
     Component {
         package: "weir-validate",
+        manifest: None,
         wasm: "weir_validate.wasm",
         destination: "validate.wasm",
     },
     Component {
         package: "weir-hostile-validator",
+        manifest: None,
         wasm: "weir_hostile_validator.wasm",
         destination: "test/hostile-validator.wasm",
+    },
+    Component {
+        package: "weir-query",
+        manifest: Some("functions/query/Cargo.toml"),
+        wasm: "weir_query.wasm",
+        destination: "query.wasm",
     },
 ];
 
@@ -48,10 +61,18 @@ pub const COMPONENTS: &[Component] = &[
 pub fn components(workspace: &Workspace) -> Result<()> {
     let mut build = cargo(workspace);
     build.args(["build", "--profile", PROFILE, "--target", WASM_TARGET]);
-    for component in COMPONENTS {
+    for component in COMPONENTS.iter().filter(|c| c.manifest.is_none()) {
         build.args(["-p", component.package]);
     }
     run(&mut build)?;
+    for component in COMPONENTS {
+        if let Some(manifest) = component.manifest {
+            run(cargo(workspace)
+                .args(["build", "--profile", PROFILE, "--target", WASM_TARGET])
+                .args(["--manifest-path", manifest])
+                .env("CARGO_TARGET_DIR", workspace.target_dir()))?;
+        }
+    }
 
     let built = workspace.target_dir().join(WASM_TARGET).join(PROFILE);
     let functions = workspace.functions_dir();
@@ -95,14 +116,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_component_names_a_workspace_package_and_a_distinct_destination() {
-        let manifest = fs::read_to_string(Workspace::locate().root().join("Cargo.lock")).unwrap();
+    fn every_component_names_a_package_and_a_distinct_destination() {
+        let root = Workspace::locate().root().to_owned();
         for component in COMPONENTS {
+            let lock = match component.manifest {
+                None => root.join("Cargo.lock"),
+                Some(manifest) => root.join(manifest).with_file_name("Cargo.lock"),
+            };
             let entry = format!("name = \"{}\"", component.package);
             assert!(
-                manifest.contains(&entry),
-                "{} is not in Cargo.lock",
-                component.package
+                fs::read_to_string(&lock).unwrap().contains(&entry),
+                "{} is not in {}",
+                component.package,
+                lock.display()
             );
         }
         let mut destinations: Vec<_> = COMPONENTS.iter().map(|c| c.destination).collect();

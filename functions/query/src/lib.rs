@@ -1,8 +1,11 @@
-//! Weir's query API, prototyped as a Spin HTTP component: `GET /v1/devices/{device}/latest`
-//! answers each key's latest value from the Redis cache, and from PostgreSQL when the cache has
-//! nothing. This file is the plain-Rust part (names, cache format, JSON), unit-tested natively;
-//! the `component` module (wasm only) wires it to spin-sdk's router, variables, Postgres and
-//! Redis. See docs/SPIN.md for why spin-sdk 5 (WASI 0.2) and what the component imports.
+//! Weir's query API as a Spin HTTP component: `GET /v1/devices/{device}/latest` answers each
+//! key's latest value from the Redis cache, and from PostgreSQL when the cache is empty or
+//! down. The caller's organisation comes from the `weir-org` header, which Weir's host sets
+//! from the bearer token (and strips from client input); a device of another organisation is
+//! answered exactly like one that does not exist. This file is the plain-Rust part (names,
+//! cache format, JSON bodies), unit-tested natively; the `component` module (wasm only) wires
+//! it to spin-sdk's router, variables, Postgres and Redis. See docs/SPIN.md for why spin-sdk 5
+//! (WASI 0.2) and what the component imports.
 
 #![warn(missing_docs)]
 
@@ -46,6 +49,9 @@ pub fn decode_cached(field: &str) -> Option<(i64, Value)> {
     Some((ts_ms, value))
 }
 
+/// The header carrying the caller's organisation, set by the host.
+pub const ORG_HEADER: &str = "weir-org";
+
 /// The body of `GET /v1/devices/{device}/latest`: `{"device": …, "keys": {key: {"ts": ms, "value": v}}}`.
 pub fn latest_body(device: &str, latest: impl IntoIterator<Item = (String, i64, Value)>) -> String {
     let keys: Map<String, Value> = latest
@@ -53,6 +59,17 @@ pub fn latest_body(device: &str, latest: impl IntoIterator<Item = (String, i64, 
         .map(|(key, ts_ms, value)| (key, json!({ "ts": ts_ms, "value": value })))
         .collect();
     json!({ "device": device, "keys": keys }).to_string()
+}
+
+/// The error body every Weir surface answers with: `{"error": {"code", "message"}}`.
+pub fn error_body(code: &str, message: &str) -> String {
+    json!({ "error": { "code": code, "message": message } }).to_string()
+}
+
+/// The 404 body for a device the caller's organisation does not have (whether it exists
+/// elsewhere or not, the answer is the same).
+pub fn device_not_found_body(device: &str) -> String {
+    error_body("not_found", &format!("no device `{device}`"))
 }
 
 #[cfg(test)]
@@ -79,6 +96,14 @@ mod tests {
         assert_eq!(decode_cached("17|s|a|b"), Some((17, json!("a|b"))));
         assert_eq!(decode_cached("17|x|1"), None);
         assert_eq!(decode_cached("garbage"), None);
+    }
+
+    #[test]
+    fn errors_have_the_hosts_shape() {
+        assert_eq!(
+            device_not_found_body("m1"),
+            r#"{"error":{"code":"not_found","message":"no device `m1`"}}"#
+        );
     }
 
     #[test]

@@ -2,9 +2,8 @@
 //! WASI 0.2 HTTP handler. Decodes `weir_query.wasm` natively with `wit-component` and prints
 //! every import and export (run with `--nocapture` to see them).
 //!
-//! Build the component first:
-//! `CARGO_TARGET_DIR=/work/main/target/query-proto cargo build --release --target wasm32-wasip2`,
-//! or point `WEIR_QUERY_COMPONENT` at a built file.
+//! Build the component first: `cargo xtask components` (from the repository root) installs it as
+//! `target/functions/query.wasm`; or point `WEIR_QUERY_COMPONENT` at a built file.
 
 use std::path::PathBuf;
 
@@ -34,10 +33,7 @@ fn component_path() -> PathBuf {
     if let Some(path) = std::env::var_os("WEIR_QUERY_COMPONENT") {
         return path.into();
     }
-    let target = option_env!("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("wasm32-wasip2/release/weir_query.wasm")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/functions/query.wasm")
 }
 
 /// `ns:pkg/iface@version` for interfaces, `name` (function) for anything else.

@@ -1,5 +1,10 @@
 //! The API listener (plain HTTP/1.1 and h2c; it normally sits behind the ingress): health,
-//! readiness and Prometheus metrics. The query API joins it in a later step.
+//! readiness and Prometheus metrics, served by the host itself, and the query API: everything
+//! under `/v1/`, authenticated here and answered by the query function ([`query`]) when one is
+//! loaded.
+
+pub mod auth;
+pub mod query;
 
 use std::sync::Arc;
 
@@ -12,11 +17,14 @@ use serde_json::json;
 
 use crate::http::{ApiError, Response, json_response};
 use crate::ingest::Ingest;
+use query::QueryApi;
 
 /// The API listener's shared state.
 pub struct Api {
     /// The ingest pipeline (its storage and caches answer readiness and metrics).
     pub ingest: Arc<Ingest>,
+    /// The query API, when a query component is loaded; without one `/v1/` is 404.
+    pub query: Option<Arc<QueryApi>>,
 }
 
 impl Api {
@@ -30,6 +38,10 @@ impl Api {
             (method, "/healthz" | "/readyz" | "/metrics") => {
                 ApiError::method_not_allowed(method, &path).into_response()
             }
+            (_, path) if path.starts_with("/v1/") => match &self.query {
+                Some(query) => query.handle(&self.ingest.storage, request).await,
+                None => ApiError::not_found(path).into_response(),
+            },
             _ => ApiError::not_found(&path).into_response(),
         }
     }

@@ -1,6 +1,7 @@
 //! The one wasmtime `Engine` of a process and everything shared by its function calls: the
-//! pooling allocator, the epoch ticker behind call deadlines, the artifact cache, the linker
-//! with the host capabilities, and the semaphore that bounds live instances.
+//! pooling allocator, the epoch ticker behind call deadlines, the artifact cache, the linkers
+//! (one per kind of function: validators get WASI, HTTP functions get `wasi:http/types` and the
+//! Spin capabilities), and the semaphore that bounds live instances of every kind together.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use super::artifacts::{ArtifactCache, CacheOutcome};
 use super::error::{CallError, LoadError};
 use super::instance::InstanceState;
 use super::limits::Limits;
+use crate::capabilities::CapabilityState;
 
 /// Granularity of call deadlines: the epoch advances this often.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -31,6 +33,7 @@ pub struct FunctionEngine {
 struct EngineInner {
     engine: Engine,
     linker: Linker<InstanceState>,
+    http_linker: Linker<InstanceState>,
     limits: Limits,
     instances: Arc<Semaphore>,
     artifacts: Option<ArtifactCache>,
@@ -49,6 +52,10 @@ impl FunctionEngine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
+        let mut http_linker = Linker::new(&engine);
+        super::http_handler::add_to_linker(&mut http_linker)
+            .map_err(anyhow::Error::from)
+            .context("linking the HTTP function interfaces")?;
         let artifacts = artifact_dir
             .map(|dir| {
                 ArtifactCache::open(dir, &engine)
@@ -60,6 +67,7 @@ impl FunctionEngine {
                 _ticker: EpochTicker::start(engine.clone()),
                 engine,
                 linker,
+                http_linker,
                 limits,
                 instances: Arc::new(Semaphore::new(limits.max_instances as usize)),
                 artifacts,
@@ -72,10 +80,29 @@ impl FunctionEngine {
         self.inner.limits
     }
 
-    /// Compiles `bytes` (through the artifact cache) and links it with the host capabilities.
-    /// Export checks are left to the caller, which knows the world.
+    /// Compiles `bytes` (through the artifact cache) and links it with the validator linker
+    /// (WASI only). Export checks are left to the caller, which knows the world.
     pub(crate) fn prepare(
         &self,
+        function: &str,
+        bytes: &[u8],
+    ) -> Result<PreparedComponent, LoadError> {
+        self.prepare_with(&self.inner.linker, function, bytes)
+    }
+
+    /// Like [`prepare`](Self::prepare), with the HTTP function linker: WASI's stdio, clocks and
+    /// random, `wasi:http/types`, and the Spin capabilities; no files, sockets or outgoing HTTP.
+    pub(crate) fn prepare_http(
+        &self,
+        function: &str,
+        bytes: &[u8],
+    ) -> Result<PreparedComponent, LoadError> {
+        self.prepare_with(&self.inner.http_linker, function, bytes)
+    }
+
+    fn prepare_with(
+        &self,
+        linker: &Linker<InstanceState>,
         function: &str,
         bytes: &[u8],
     ) -> Result<PreparedComponent, LoadError> {
@@ -89,15 +116,14 @@ impl FunctionEngine {
             function: function.to_string(),
             reason: format!("{error:#}"),
         })?;
-        let instance_pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|error| LoadError::WorldMismatch {
-                function: function.to_string(),
-                world: "host capabilities",
-                reason: format!("{error:#}"),
-            })?;
+        let instance_pre =
+            linker
+                .instantiate_pre(&component)
+                .map_err(|error| LoadError::WorldMismatch {
+                    function: function.to_string(),
+                    world: "host capabilities",
+                    reason: format!("{error:#}"),
+                })?;
         tracing::info!(
             function,
             digest = %&digest[..12],
@@ -116,24 +142,34 @@ impl FunctionEngine {
     /// for a slot, then gives up with [`CallError::Busy`] so overload pushes back instead of
     /// queueing without bound.
     pub(crate) async fn begin_call(&self) -> Result<Call, CallError> {
+        self.begin_call_with(self.inner.limits.deadline, CapabilityState::default())
+            .await
+    }
+
+    /// Like [`begin_call`](Self::begin_call), with a deadline of its own and the per-instance
+    /// state of the capabilities the component was granted.
+    pub(crate) async fn begin_call_with(
+        &self,
+        deadline: Duration,
+        capabilities: CapabilityState,
+    ) -> Result<Call, CallError> {
         let limits = self.inner.limits;
-        let permit = tokio::time::timeout(
-            limits.deadline,
-            self.inner.instances.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| CallError::Busy {
-            capacity: limits.max_instances,
-            waited: limits.deadline,
-        })?
-        .expect("the instance semaphore is never closed");
-        let mut store = Store::new(&self.inner.engine, InstanceState::new(limits.memory_bytes));
+        let permit = tokio::time::timeout(deadline, self.inner.instances.clone().acquire_owned())
+            .await
+            .map_err(|_| CallError::Busy {
+                capacity: limits.max_instances,
+                waited: deadline,
+            })?
+            .expect("the instance semaphore is never closed");
+        let state = InstanceState::with_capabilities(limits.memory_bytes, capabilities);
+        let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.memory);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        store.set_epoch_deadline(deadline_ticks(deadline));
         Ok(Call {
             store,
             limits,
+            deadline,
             _permit: permit,
         })
     }
@@ -152,6 +188,7 @@ pub(crate) struct PreparedComponent {
 pub(crate) struct Call {
     pub(crate) store: Store<InstanceState>,
     limits: Limits,
+    deadline: Duration,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -180,7 +217,7 @@ impl Call {
         ) {
             return Err(CallError::DeadlineExceeded {
                 function,
-                deadline: self.limits.deadline,
+                deadline: self.deadline,
             });
         }
         let stderr = state.stderr_text();

@@ -1,5 +1,5 @@
-//! The function runtime: runs Weir's WASM components (validators now; alerters and query
-//! handlers later) in a sandbox.
+//! The function runtime: runs Weir's WASM components (validators, and the query API's HTTP
+//! handlers; alerters later) in a sandbox.
 //!
 //! One [`FunctionEngine`] per process owns the wasmtime `Engine`, the pooling allocator, the
 //! epoch ticker that enforces deadlines, the on-disk cache of compiled artifacts and the
@@ -10,6 +10,7 @@
 mod artifacts;
 mod engine;
 mod error;
+pub mod http_handler;
 mod instance;
 mod limits;
 mod slot;
@@ -17,6 +18,7 @@ pub mod validator;
 
 pub use engine::FunctionEngine;
 pub use error::{CallError, LoadError};
+pub use http_handler::HttpFunction;
 pub use limits::Limits;
 pub use slot::FunctionSlot;
 pub use validator::ValidatorFunction;

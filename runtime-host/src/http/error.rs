@@ -1,9 +1,9 @@
 //! The one error answer of Weir's HTTP surfaces:
-//! `{"error": {"code": "...", "message": "..."}}` with a stable code, the right status, and
-//! `Retry-After` where waiting helps.
+//! `{"error": {"code": "...", "message": "..."}}` with a stable code, the right status,
+//! `Retry-After` where waiting helps, and `WWW-Authenticate` with a 401.
 
 use hyper::StatusCode;
-use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::json;
 
 use super::{Response, json_response};
@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds after which a retry may succeed.
     pub retry_after: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a 401 (e.g. `Bearer`).
+    pub www_authenticate: Option<&'static str>,
 }
 
 impl ApiError {
@@ -29,6 +31,20 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            www_authenticate: None,
+        }
+    }
+
+    /// 401 for a request without valid credentials; `challenge` is the `WWW-Authenticate` value
+    /// telling the client how to authenticate (static text, a valid header value).
+    pub fn unauthorized(
+        code: &'static str,
+        message: impl Into<String>,
+        challenge: &'static str,
+    ) -> Self {
+        ApiError {
+            www_authenticate: Some(challenge),
+            ..Self::new(StatusCode::UNAUTHORIZED, code, message)
         }
     }
 
@@ -74,6 +90,11 @@ impl ApiError {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.www_authenticate {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         response
     }

@@ -178,18 +178,31 @@ impl TestHost {
 
     /// `GET path` on the API listener over plain HTTP/1.1: status and body.
     pub async fn api_get(&self, path: &str) -> (StatusCode, String) {
+        self.api_request(Method::GET, path, &[]).await
+    }
+
+    /// `method path` with extra `headers` on the API listener over plain HTTP/1.1: status and
+    /// body.
+    pub async fn api_request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, String) {
         let addr = self.host().api_addr();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
         tokio::spawn(connection);
-        let request = hyper::Request::builder()
-            .method(Method::GET)
+        let mut request = hyper::Request::builder()
+            .method(method)
             .uri(path)
-            .header(hyper::header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .unwrap();
+            .header(hyper::header::HOST, addr.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Empty::<Bytes>::new()).unwrap();
         let response = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(request))
             .await
             .expect("the API answers in time")

@@ -1,7 +1,7 @@
 //! End-to-end device ingest: a real host (mutual TLS, HTTP/2, the validator component,
 //! PostgreSQL and Redis) driven the way devices drive it, checked against what reaches storage.
 
-mod harness;
+pub(crate) mod harness;
 
 mod fleet;
 mod identity;

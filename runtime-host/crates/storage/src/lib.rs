@@ -1,5 +1,5 @@
 //! Weir's storage layer: PostgreSQL as tier one (series, points partitioned by month, batch
-//! receipts, key metadata) and Redis as the cache of each key's latest value.
+//! receipts, key metadata, API tokens) and Redis as the cache of each key's latest value.
 //!
 //! The ingest host uses it like this: [`Storage::connect`] and [`Storage::migrate`] at start;
 //! per device batch, [`Storage::store_batch`] (exactly-once, acknowledged only after it returns
@@ -7,12 +7,14 @@
 //! [`LatestRepair`] if Redis fails; on timers, [`Storage::maintain`] and
 //! [`LatestRepair::repair_pending`]. Metadata goes through [`Storage::put_metadata`] and
 //! [`Storage::device_metadata`], and every host follows changes with
-//! [`listen_metadata_changes`].
+//! [`listen_metadata_changes`]. The query API's bearer tokens are created, found, listed and
+//! revoked with [`Storage::create_token`], [`Storage::find_token`], [`Storage::list_tokens`] and
+//! [`Storage::revoke_token`].
 //!
 //! Code map: `schema` is the one place that defines tables (migrations, partition DDL);
 //! `batches` is the write path; `partitions`, `series` and `values` serve it; `metadata` and
-//! `notify` handle key metadata; `reads` and `maintenance` hold the remaining PostgreSQL
-//! operations; `latest` and `repair` are the Redis side; `model` holds the plain data types,
+//! `notify` handle key metadata; `tokens` the API tokens; `reads` and `maintenance` hold the
+//! remaining PostgreSQL operations; `latest` and `repair` are the Redis side; `model` holds the plain data types,
 //! `timestamp` the accepted time range and month arithmetic, `error` classifies every failure.
 //! Every SQL statement is static text with bind parameters, prepared once per connection
 //! (`prepare_cached`); the only exception is partition DDL, built from integers (see `schema`).
@@ -31,6 +33,7 @@ mod repair;
 mod schema;
 mod series;
 mod timestamp;
+mod tokens;
 mod values;
 
 pub use error::{Result, StorageError};
@@ -38,9 +41,10 @@ pub use latest::LatestCache;
 pub use maintenance::MaintenanceReport;
 pub use model::{
     BatchOutcome, BatchWrite, Conflict, DeviceRef, KeyMetadataRecord, LatestValue, NewPoint,
-    StoredValue,
+    NewToken, StoredValue, TokenInfo,
 };
 pub use notify::{MetadataChange, MetadataListener, listen_metadata_changes};
 pub use postgres::{PoolStatus, Storage};
 pub use repair::{LatestRepair, RepairReport};
 pub use timestamp::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, timestamp_in_range};
+pub use tokens::{TOKEN_PREFIX, token_hash};

@@ -1,5 +1,5 @@
-//! The values that cross the storage boundary: devices, points, batch outcomes, key metadata and
-//! latest values. Plain data; the modules that store them know how.
+//! The values that cross the storage boundary: devices, points, batch outcomes, key metadata,
+//! latest values and API tokens. Plain data; the modules that store them know how.
 
 use std::fmt;
 
@@ -177,4 +177,44 @@ pub struct LatestValue {
     pub ts_ms: i64,
     /// The value.
     pub value: StoredValue,
+}
+
+/// A token just created: the only time its secret is known (storage keeps its hash).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// The token's id, for listing and revoking.
+    pub id: i64,
+    /// The organisation whose data the token may read.
+    pub org: String,
+    /// What the token is for, for people.
+    pub name: Option<String>,
+    /// The bearer secret: `weir_` and 64 hex digits. Show it once; it cannot be recovered.
+    pub secret: String,
+}
+
+/// Debug output leaves the secret out, so that logging a token does not leak it.
+impl fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewToken")
+            .field("id", &self.id)
+            .field("org", &self.org)
+            .field("name", &self.name)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A stored token, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The token's id.
+    pub id: i64,
+    /// The organisation whose data the token may read.
+    pub org: String,
+    /// What the token is for, for people.
+    pub name: Option<String>,
+    /// When it was created, in ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Whether it has been revoked (a revoked token authenticates nothing).
+    pub revoked: bool,
 }

@@ -1,6 +1,6 @@
 //! [`Storage`], the handle to PostgreSQL (tier one): its connection pool, readiness and
 //! migrations. The operations live next to their subject (`batches`, `metadata`, `partitions`,
-//! `reads`, `maintenance`) as further `impl Storage` blocks.
+//! `reads`, `maintenance`, `tokens`) as further `impl Storage` blocks.
 //!
 //! The pool is bounded, and so is the wait for a free connection: when every connection stays
 //! busy for `wait_timeout`, a call fails with [`StorageError::Unavailable`] instead of queueing
@@ -104,6 +104,13 @@ impl Storage {
     /// A pooled connection, or `Unavailable` when none is free in time or the server is down.
     pub(crate) async fn client(&self) -> Result<Client> {
         Ok(self.inner.pool.get().await?)
+    }
+
+    /// The connection pool itself (a cheap clone), for callers outside this crate that run
+    /// their own statements under the same bounds: the host's Postgres capability for query
+    /// functions. Such a caller must not return a connection in an unknown state to the pool.
+    pub fn pool(&self) -> Pool {
+        self.inner.pool.clone()
     }
 
     /// The pool's current size and use.

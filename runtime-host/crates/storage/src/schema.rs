@@ -13,6 +13,8 @@
 //!   `points_yYYYYmMM`;
 //! - `batches`: every batch id a device sent, with the receipt returned for it, so that a re-sent
 //!   batch is answered with the same receipt and stored once.
+//! - `api_tokens`: the query API's bearer tokens, one org each, stored as the SHA-256 of the
+//!   secret (never the secret), revoked by setting `revoked_at`.
 
 use deadpool_postgres::Client;
 use tracing::info;
@@ -33,10 +35,11 @@ struct Migration {
 }
 
 /// Every migration, in order.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "series, points partitioned by month, batches",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "series, points partitioned by month, batches",
+        sql: r#"
 CREATE TABLE series (
     id                  bigserial PRIMARY KEY,
     org                 text NOT NULL,
@@ -82,7 +85,24 @@ CREATE TABLE batches (
 );
 CREATE INDEX batches_received_at ON batches (received_at);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "api_tokens",
+        sql: r#"
+-- token_hash is the SHA-256 of the secret; the secret itself is shown once and never stored.
+-- Revoked rows stay, so that listings show them and ids are never reused.
+CREATE TABLE api_tokens (
+    id         bigserial PRIMARY KEY,
+    org        text NOT NULL,
+    name       text,
+    token_hash bytea NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz
+);
+"#,
+    },
+];
 
 /// Applies the migrations this database lacks; returns how many ran.
 pub(crate) async fn migrate(client: &mut Client) -> Result<usize> {

@@ -8,3 +8,4 @@ mod metadata;
 mod outages;
 mod schema;
 mod support;
+mod tokens;
