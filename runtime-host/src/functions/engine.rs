@@ -175,6 +175,23 @@ impl FunctionEngine {
     }
 }
 
+/// Reads a component file for loading; the function is named after the file (`default_name`
+/// when the path has no file stem).
+pub(crate) fn read_component_file(
+    path: &std::path::Path,
+    default_name: &str,
+) -> Result<(String, Vec<u8>), LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let name = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| default_name.to_string());
+    Ok((name, bytes))
+}
+
 /// A compiled, linked component, not yet checked against a world's exports.
 pub(crate) struct PreparedComponent {
     /// SHA-256 of the component bytes, hex.

@@ -55,14 +55,7 @@ impl ValidatorFunction {
 
     /// Reads and loads a component file; the validator is named after the file.
     pub fn load_file(engine: &FunctionEngine, path: &Path) -> Result<Self, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let name = path
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "validator".to_string());
+        let (name, bytes) = super::engine::read_component_file(path, "validator")?;
         Self::load(engine, &name, &bytes)
     }
 
