@@ -60,6 +60,23 @@ async fn simulated_devices_upload_everything_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_run_of_the_same_devices_is_stored_too() {
+    let stack = Stack::start(|_| {}).await.unwrap();
+    let first = run(simulation(&stack)).await.unwrap();
+    assert_everything_landed_once(&first, count_points(&stack).await);
+    let second = run(simulation(&stack)).await.unwrap();
+    assert_eq!(
+        second.duplicate_batches, 0,
+        "new batches get new ids: {second}"
+    );
+    assert_eq!(
+        count_points(&stack).await as u64,
+        first.accepted + second.accepted,
+        "the second run's points are stored as well: {second}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_outage_mid_run_is_retried_and_resends_land_exactly_once() {
     let mut stack = Stack::start(|_| {}).await.unwrap();
     let simulation = tokio::spawn(run(simulation(&stack)));

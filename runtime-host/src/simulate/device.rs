@@ -42,6 +42,9 @@ pub async fn run_device(
     let mut client: Option<DeviceClient> = None;
     let mut metadata_sent = false;
     let mut sequence = 0u64;
+    // Batch ids must never repeat across runs: the host would answer a reused id with the
+    // earlier run's receipt and store nothing (that is its duplicate detection working).
+    let run = crate::serve::now_ms();
     let mut backoff = Duration::from_millis(100);
     let started = Instant::now();
     let mut generated_rounds = 0u64;
@@ -93,7 +96,7 @@ pub async fn run_device(
             if queue.len() >= config.batch_points || waited || !generating {
                 let take = queue.len().min(config.batch_points);
                 pending = Some(Pending {
-                    id: format!("{id}-{sequence}"),
+                    id: format!("{id}-{run}-{sequence}"),
                     points: queue.drain(..take).collect(),
                 });
                 sequence += 1;
