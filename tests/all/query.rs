@@ -326,6 +326,64 @@ async fn failing_handlers_fail_alone_with_their_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_query_calls_leaves_validator_slots_free() {
+    // Four instances: with one shared budget, two looping handlers and three validator calls
+    // would not fit, and a validator would give up after its 300 ms wait while the handlers
+    // hold their slots for 1 s.
+    let engine = engine(Duration::from_millis(300));
+    let looping = std::sync::Arc::new(
+        HttpFunction::load(&engine, "loops", handler_wat(LOOPS).as_bytes())
+            .unwrap()
+            .with_deadline(Duration::from_secs(1)),
+    );
+    let granted = std::sync::Arc::new(
+        HostCapabilities::default()
+            .grant(&ComponentGrants::default())
+            .unwrap(),
+    );
+    let mut flood = Vec::new();
+    for _ in 0..2 {
+        let (looping, granted) = (looping.clone(), granted.clone());
+        flood.push(tokio::spawn(async move {
+            let request = hyper::Request::get("http://weir.test/v1/x")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            looping.handle(request, &granted).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let validator = std::sync::Arc::new(crate::support::load(&engine, crate::support::VALIDATOR));
+    let mut batches = Vec::new();
+    for i in 0..3 {
+        let validator = validator.clone();
+        batches.push(tokio::spawn(async move {
+            validator
+                .validate(
+                    &[crate::support::point(
+                        &format!("meter.k{i}"),
+                        weir::functions::validator::Value::Float(1.0),
+                    )],
+                    &[],
+                    crate::support::policy(
+                        weir::functions::validator::UnknownKeyPolicy::AcceptUntyped,
+                    ),
+                )
+                .await
+        }));
+    }
+    for batch in batches {
+        batch
+            .await
+            .unwrap()
+            .expect("validators get their own slots while queries flood in");
+    }
+    for call in flood {
+        let outcome = call.await.unwrap();
+        assert!(outcome.is_err(), "a looping handler never answers");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_trapping_query_handler_answers_500_and_is_hot_swapped() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("query.wasm");

@@ -1,7 +1,8 @@
 //! The one wasmtime `Engine` of a process and everything shared by its function calls: the
 //! pooling allocator, the epoch ticker behind call deadlines, the artifact cache, the linkers
 //! (one per kind of function: validators get WASI, HTTP functions get `wasi:http/types` and the
-//! Spin capabilities), and the semaphore that bounds live instances of every kind together.
+//! Spin capabilities), and the budgets that bound live instances: one for the ingest path
+//! (validators), one for HTTP (query) functions, so neither can starve the other.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,7 +36,8 @@ struct EngineInner {
     linker: Linker<InstanceState>,
     http_linker: Linker<InstanceState>,
     limits: Limits,
-    instances: Arc<Semaphore>,
+    ingest_instances: InstanceBudget,
+    http_instances: InstanceBudget,
     artifacts: Option<ArtifactCache>,
     _ticker: EpochTicker,
 }
@@ -69,7 +71,8 @@ impl FunctionEngine {
                 linker,
                 http_linker,
                 limits,
-                instances: Arc::new(Semaphore::new(limits.max_instances as usize)),
+                ingest_instances: InstanceBudget::new(ingest_share(&limits)),
+                http_instances: InstanceBudget::new(http_share(&limits)),
                 artifacts,
             }),
         })
@@ -138,26 +141,42 @@ impl FunctionEngine {
         })
     }
 
-    /// Reserves an instance slot and a fresh store for one call. Waits at most one deadline
-    /// for a slot, then gives up with [`CallError::Busy`] so overload pushes back instead of
-    /// queueing without bound.
+    /// Reserves an ingest-path instance slot (validators) and a fresh store for one call.
+    /// Waits at most one deadline for a slot, then gives up with [`CallError::Busy`] so
+    /// overload pushes back instead of queueing without bound.
     pub(crate) async fn begin_call(&self) -> Result<Call, CallError> {
-        self.begin_call_with(self.inner.limits.deadline, CapabilityState::default())
-            .await
+        self.begin(
+            &self.inner.ingest_instances,
+            self.inner.limits.deadline,
+            CapabilityState::default(),
+        )
+        .await
     }
 
-    /// Like [`begin_call`](Self::begin_call), with a deadline of its own and the per-instance
-    /// state of the capabilities the component was granted.
-    pub(crate) async fn begin_call_with(
+    /// Like [`begin_call`](Self::begin_call) for an HTTP (query) function: a slot from the HTTP
+    /// budget, a deadline of its own, and the per-instance state of the capabilities the
+    /// component was granted. HTTP functions have their own share of the pool, so a flood of
+    /// queries can never take the slots device batches need.
+    pub(crate) async fn begin_http_call(
         &self,
         deadline: Duration,
         capabilities: CapabilityState,
     ) -> Result<Call, CallError> {
+        self.begin(&self.inner.http_instances, deadline, capabilities)
+            .await
+    }
+
+    async fn begin(
+        &self,
+        budget: &InstanceBudget,
+        deadline: Duration,
+        capabilities: CapabilityState,
+    ) -> Result<Call, CallError> {
         let limits = self.inner.limits;
-        let permit = tokio::time::timeout(deadline, self.inner.instances.clone().acquire_owned())
+        let permit = tokio::time::timeout(deadline, budget.permits.clone().acquire_owned())
             .await
             .map_err(|_| CallError::Busy {
-                capacity: limits.max_instances,
+                capacity: budget.capacity,
                 waited: deadline,
             })?
             .expect("the instance semaphore is never closed");
@@ -173,6 +192,34 @@ impl FunctionEngine {
             _permit: permit,
         })
     }
+}
+
+/// A share of the instance pool: at most `capacity` calls of one kind run at once.
+struct InstanceBudget {
+    permits: Arc<Semaphore>,
+    capacity: u32,
+}
+
+impl InstanceBudget {
+    fn new(capacity: u32) -> Self {
+        InstanceBudget {
+            permits: Arc::new(Semaphore::new(capacity as usize)),
+            capacity,
+        }
+    }
+}
+
+/// Instances reserved for HTTP (query) functions: a quarter of the pool, at least one.
+fn http_share(limits: &Limits) -> u32 {
+    (limits.max_instances / 4).max(1)
+}
+
+/// Instances for the ingest path (validators): the rest of the pool, at least one.
+fn ingest_share(limits: &Limits) -> u32 {
+    limits
+        .max_instances
+        .saturating_sub(http_share(limits))
+        .max(1)
 }
 
 /// Reads a component file for loading; the function is named after the file (`default_name`
@@ -249,7 +296,8 @@ impl Call {
 
 fn engine_config(limits: &Limits) -> Config {
     let mut pool = PoolingAllocationConfig::new();
-    let instances = limits.max_instances.max(1);
+    // Room for both budgets at once, so a budget's permit always finds a pool slot.
+    let instances = ingest_share(limits) + http_share(limits);
     pool.total_component_instances(instances);
     // A Rust component holds a handful of core instances (the program and small shims).
     pool.total_core_instances(instances * 8);

@@ -161,7 +161,7 @@ impl HttpFunction {
 
         let mut call = self
             .engine
-            .begin_call_with(self.deadline, granted.instance_state())
+            .begin_http_call(self.deadline, granted.instance_state())
             .await?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let resources = {

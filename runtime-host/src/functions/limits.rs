@@ -10,7 +10,8 @@ pub struct Limits {
     pub deadline: Duration,
     /// Most linear memory one instance may hold, in bytes.
     pub memory_bytes: usize,
-    /// Most instances alive at once; further calls wait for a free one.
+    /// Most instances alive at once; further calls wait for a free one. A quarter (at least
+    /// one) is reserved for HTTP (query) functions, the rest for validators.
     pub max_instances: u32,
 }
 
