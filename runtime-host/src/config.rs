@@ -56,9 +56,22 @@ pub struct QueryConfig {
     /// `scheme://host:port` entries the component may connect to; unset, the host's own
     /// database and Redis (`WEIR_QUERY_ALLOWED_HOSTS`, comma-separated).
     pub allowed_outbound_hosts: Option<Vec<String>>,
-    /// Variables the component reads, added to (or replacing) the defaults `database_url` and
-    /// `redis_url`: the host's URLs without their passwords.
+    /// Variables the component reads, added to (or replacing) the defaults `database_url`
+    /// (the read-only URL without its password), `redis_url` (the host's, without password) and
+    /// `lateness_window_ms`.
     pub variables: BTreeMap<String, String>,
+    /// The database as query components reach it: a role that may only read
+    /// (`WEIR_QUERY_DATABASE_URL`). Unset: the host's `database_url` with user `weir_query`
+    /// and no password, the role the migrations create when they may.
+    pub database_url: Option<String>,
+    /// Connections of the query components' read-only pool (`WEIR_QUERY_DB_CONNECTIONS`).
+    pub database_connections: usize,
+    /// How late points may still arrive, in seconds: a history or trend range that closed
+    /// longer ago is answered as immutable (`WEIR_LATENESS_WINDOW_S`).
+    pub lateness_window_s: u64,
+    /// Answers the host keeps for repeated history and trend requests (`WEIR_ANSWER_CACHE`);
+    /// 0 turns the cache off.
+    pub answer_cache_entries: usize,
 }
 
 /// Device TLS files. With `pki_dir` set, unset paths default to that directory's files.
@@ -161,6 +174,10 @@ impl Default for QueryConfig {
             deadline_ms: 1000,
             allowed_outbound_hosts: None,
             variables: BTreeMap::new(),
+            database_url: None,
+            database_connections: 8,
+            lateness_window_s: 24 * 3600,
+            answer_cache_entries: 4096,
         }
     }
 }
@@ -313,6 +330,24 @@ impl Config {
             self.query.component = v.into();
         }
         parse_env(&var, "WEIR_QUERY_DEADLINE_MS", &mut self.query.deadline_ms)?;
+        if let Some(v) = var("WEIR_QUERY_DATABASE_URL") {
+            self.query.database_url = Some(v);
+        }
+        parse_env(
+            &var,
+            "WEIR_QUERY_DB_CONNECTIONS",
+            &mut self.query.database_connections,
+        )?;
+        parse_env(
+            &var,
+            "WEIR_LATENESS_WINDOW_S",
+            &mut self.query.lateness_window_s,
+        )?;
+        parse_env(
+            &var,
+            "WEIR_ANSWER_CACHE",
+            &mut self.query.answer_cache_entries,
+        )?;
         if let Some(v) = var("WEIR_QUERY_ALLOWED_HOSTS") {
             self.query.allowed_outbound_hosts = Some(
                 v.split(',')
@@ -433,9 +468,13 @@ impl Config {
         let mut variables = HashMap::from([
             (
                 "database_url".to_owned(),
-                without_password(&self.database_url),
+                without_password(&self.query_database_url()),
             ),
             ("redis_url".to_owned(), without_password(&self.redis_url)),
+            (
+                "lateness_window_ms".to_owned(),
+                (self.query.lateness_window_s.saturating_mul(1000)).to_string(),
+            ),
         ]);
         variables.extend(self.query.variables.clone());
         ComponentGrants {
@@ -448,10 +487,43 @@ impl Config {
         }
     }
 
+    /// The database URL of the query components' read-only pool (see
+    /// [`QueryConfig::database_url`]).
+    pub fn query_database_url(&self) -> String {
+        match &self.query.database_url {
+            Some(url) => url.clone(),
+            None => with_user(&without_password(&self.database_url), QUERY_ROLE),
+        }
+    }
+
     /// Where compiled component artifacts are cached.
     pub fn artifact_dir(&self) -> PathBuf {
         self.state_dir.join("artifacts")
     }
+}
+
+/// The read-only role query components log in as unless configured otherwise.
+pub const QUERY_ROLE: &str = "weir_query";
+
+/// `url` (without a password) with its user replaced by `user`.
+fn with_user(url: &str, user: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        // PostgreSQL's `key=value` form.
+        let mut pairs: Vec<String> = url
+            .split_whitespace()
+            .filter(|pair| !pair.starts_with("user="))
+            .map(str::to_owned)
+            .collect();
+        pairs.push(format!("user={user}"));
+        return pairs.join(" ");
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let host_start = url[scheme_end..authority_end]
+        .rfind('@')
+        .map_or(scheme_end, |at| scheme_end + at + 1);
+    format!("{}{user}@{}", &url[..scheme_end], &url[host_start..])
 }
 
 /// `url` without the password of its `user:password@` part: components are handed addresses,
@@ -526,15 +598,28 @@ mod tests {
         let grants = config.query_grants(vec!["postgres://db:5432".into()]);
         assert_eq!(grants.allowed_outbound_hosts, ["postgres://db:5432"]);
         assert_eq!(
-            grants.variables["database_url"],
-            "postgres://weir@db:5432/weir"
+            grants.variables["database_url"], "postgres://weir_query@db:5432/weir",
+            "the read-only role, without the host's password"
         );
         assert_eq!(grants.variables["redis_url"], "redis://cache:6379/0");
         assert_eq!(grants.variables["unit"], "kWh");
+        assert_eq!(grants.variables["lateness_window_ms"], "86400000");
         assert_eq!(
             without_password("host=db password=x dbname=weir"),
             "host=db dbname=weir"
         );
+        assert_eq!(
+            with_user("host=db user=weir dbname=weir", "r"),
+            "host=db dbname=weir user=r"
+        );
+        assert_eq!(with_user("postgres://db/weir", "r"), "postgres://r@db/weir");
+        config.query.database_url = Some("postgres://reader:pw@db2/weir".into());
+        assert_eq!(config.query_database_url(), "postgres://reader:pw@db2/weir");
+        assert_eq!(
+            config.query_grants(vec![]).variables["database_url"],
+            "postgres://reader@db2/weir"
+        );
+        config.query.database_url = None;
         config
             .apply_env(|name| {
                 (name == "WEIR_QUERY_ALLOWED_HOSTS").then(|| "redis://a:1, postgres://b".into())

@@ -16,7 +16,7 @@ use weir_storage::{LatestCache, MetadataChange, Storage};
 
 use crate::api::Api;
 use crate::api::query::QueryApi;
-use crate::capabilities::{HostCapabilities, PostgresBackend, RedisBackend};
+use crate::capabilities::{HostCapabilities, PostgresBackend, RedisAccess, RedisBackend};
 use crate::config::Config;
 use crate::device_api::{DeviceApi, Renewal};
 use crate::functions::{FunctionEngine, FunctionSlot, HttpFunction, ValidatorFunction};
@@ -80,7 +80,7 @@ impl Host {
             .await
             .with_context(|| format!("connecting to Redis at {}", config.redis_url))?;
         let query = match query_function {
-            Some(function) => Some(Arc::new(query_api(&config, &storage, function)?)),
+            Some(function) => Some(Arc::new(query_api(&config, function)?)),
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
@@ -232,17 +232,17 @@ fn load_query_function(
 }
 
 /// The query API over the host's database and Redis, with the configured grants.
-fn query_api(
-    config: &Config,
-    storage: &Storage,
-    function: HttpFunction,
-) -> anyhow::Result<QueryApi> {
+fn query_api(config: &Config, function: HttpFunction) -> anyhow::Result<QueryApi> {
     // A store the capabilities cannot address (a Unix socket, TLS Redis) is left out: the
     // component then gets errors from `open`, and the rest of the query API still works.
-    let postgres = PostgresBackend::new(&config.database_url, storage.pool())
-        .inspect_err(|error| tracing::warn!(%error, "query functions get no PostgreSQL"))
-        .ok();
-    let redis = RedisBackend::new(&config.redis_url)
+    let postgres = PostgresBackend::read_only(
+        &config.query_database_url(),
+        config.query.database_connections,
+        config.query_deadline(),
+    )
+    .inspect_err(|error| tracing::warn!(%error, "query functions get no PostgreSQL"))
+    .ok();
+    let redis = RedisBackend::new(&config.redis_url, RedisAccess::ReadOnly)
         .inspect_err(|error| tracing::warn!(%error, "query functions get no Redis"))
         .ok();
     let host_endpoints = postgres

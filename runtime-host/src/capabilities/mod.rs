@@ -2,8 +2,8 @@
 //! are built: each links its WIT bindings into the `Linker`, holds the host-wide state it needs
 //! (a pool, a client) and builds the per-instance state of every call (its open connections).
 //!
-//! - [`postgres`]: `spin:postgres/postgres@4.0.0` over the host's PostgreSQL pool;
-//! - [`redis`]: `fermyon:spin/redis@2.0.0` over the host's Redis;
+//! - [`postgres`]: `spin:postgres/postgres@4.0.0` over a read-only pool of the host's database;
+//! - [`redis`]: `fermyon:spin/redis@2.0.0` over the host's Redis, read-only for query functions;
 //! - [`variables`]: `fermyon:spin/variables@2.0.0` from the component's configured variables.
 //!
 //! What a component may reach is its [`ComponentGrants`]: the outbound hosts it declared and its
@@ -23,7 +23,7 @@ pub mod variables;
 
 pub use outbound::AllowedHosts;
 pub use postgres::{PgConnection, PostgresBackend};
-pub use redis::{RedisBackend, RedisConnection};
+pub use redis::{RedisAccess, RedisBackend, RedisConnection};
 
 /// Host bindings of the `weir:spin-host/query-host` world: the three Spin interfaces.
 pub(crate) mod bindings {

@@ -1,24 +1,27 @@
-//! `spin:postgres/postgres@4.0.0` over the host's PostgreSQL pool.
+//! `spin:postgres/postgres@4.0.0` over a read-only pool of the host's database.
 //!
 //! `open(address)` succeeds only for the database the host itself holds (same host, port and
-//! database; a user name, if the address has one, must be the host's) and only if the component
-//! declared that host in `allowed_outbound_hosts`. The connection is then a pooled connection of
-//! the host, with the host's credentials: a password in the address is not used. An instance
-//! holds at most [`MAX_CONNECTIONS`] at once, so a component cannot drain the pool the ingest
-//! path needs.
+//! database; a user name, if the address has one, must be the pool's) and only if the component
+//! declared that host in `allowed_outbound_hosts`. The connection is then a connection of the
+//! backend's own pool, with the backend's credentials: a password in the address is not used.
+//! An instance holds at most [`MAX_CONNECTIONS`] at once.
 //!
-//! A connection a guest used never goes back to the pool: the guest may have left a transaction
-//! open, changed settings or deallocated prepared statements, and the next user of a pooled
-//! connection is the ingest path. It is detached from the pool when the guest drops it (the pool
-//! opens a fresh one when needed), and a query still running when an instance is torn down is
-//! cancelled. Values are converted in [`values`], following Spin's mapping.
+//! The pool is not the ingest path's: it logs in as a role that may only read (`weir_query`,
+//! created by the schema migrations, `SELECT` on `series` and `points`), every session starts
+//! with `default_transaction_read_only` and a `statement_timeout`, and a connection goes back to
+//! the pool only after `ROLLBACK; RESET ALL` (a guest may have left a transaction open or
+//! changed settings). A connection dropped while a query runs (an instance torn down at its
+//! deadline) is detached from the pool and its query cancelled. Values are converted in
+//! [`values`], following Spin's mapping.
 
 mod values;
 mod wire;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{CancelToken, NoTls};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -83,11 +86,46 @@ impl PostgresTarget {
     }
 }
 
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a connection runs before it goes back to the pool.
+const RESET_SESSION: &str = "ROLLBACK; RESET ALL";
+
 impl PostgresBackend {
-    /// The database at `url` (the host's `database_url`), reached through `pool`, the host's
-    /// pool for that database.
-    pub fn new(url: &str, pool: Pool) -> anyhow::Result<Self> {
+    /// The database at `url` (the host's database, with the read-only role's credentials),
+    /// through a pool of at most `max_size` connections whose statements stop after
+    /// `statement_timeout`. Nothing is connected until a guest opens.
+    pub fn read_only(
+        url: &str,
+        max_size: usize,
+        statement_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let target = PostgresTarget::parse(url).map_err(anyhow::Error::msg)?;
+        let mut config: tokio_postgres::Config = url.parse()?;
+        let options = format!(
+            "{} -c default_transaction_read_only=on -c statement_timeout={}",
+            config.get_options().unwrap_or_default(),
+            statement_timeout.as_millis().max(1)
+        );
+        config
+            .options(options.trim_start())
+            .application_name("weir-query")
+            .connect_timeout(CONNECT_TIMEOUT);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Custom(RESET_SESSION.to_owned()),
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_size)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .runtime(Runtime::Tokio1)
+            .build()?;
         Ok(PostgresBackend { pool, target })
     }
 
@@ -97,11 +135,14 @@ impl PostgresBackend {
     }
 }
 
-/// A guest's open connection: a connection taken from the host's pool, detached from it (see
-/// the module documentation) when the guest drops it.
+/// A guest's open connection: a connection of the backend's pool, given back when the guest
+/// drops it, or detached and cancelled if a query was still running (see the module
+/// documentation).
 pub struct PgConnection {
     client: Option<Object>,
     cancel: CancelToken,
+    /// Set while a statement runs; still set at drop when the call was torn down mid-query.
+    in_flight: AtomicBool,
 }
 
 impl PgConnection {
@@ -114,7 +155,9 @@ impl PgConnection {
 
 impl Drop for PgConnection {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
+        if let Some(client) = self.client.take()
+            && self.in_flight.load(Ordering::Acquire)
+        {
             drop(Object::take(client));
             // The instance may be torn down mid-query (deadline): stop the server's work too.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -232,6 +275,7 @@ impl wit::HostConnection for PostgresView<'_> {
         let handle = self.table.push(PgConnection {
             client: Some(client),
             cancel,
+            in_flight: AtomicBool::new(false),
         })?;
         self.state.open += 1;
         Ok(Ok(handle))
@@ -248,12 +292,19 @@ impl wit::HostConnection for PostgresView<'_> {
             Err(reason) => return Ok(Err(Error::BadParameter(reason))),
         };
         // A handle the guest does not own is misuse: that traps.
-        let client = self.table.get(&handle)?.client();
+        let connection = self.table.get(&handle)?;
+        let client = connection.client();
+        connection.in_flight.store(true, Ordering::Release);
         let prepared = match client.prepare(&statement).await {
             Ok(prepared) => prepared,
-            Err(error) => return Ok(Err(query_error(error))),
+            Err(error) => {
+                connection.in_flight.store(false, Ordering::Release);
+                return Ok(Err(query_error(error)));
+            }
         };
-        let rows = match client.query(&prepared, &refs(&params)).await {
+        let rows = client.query(&prepared, &refs(&params)).await;
+        connection.in_flight.store(false, Ordering::Release);
+        let rows = match rows {
             Ok(rows) => rows,
             Err(error) => return Ok(Err(query_error(error))),
         };
@@ -279,11 +330,14 @@ impl wit::HostConnection for PostgresView<'_> {
             Ok(params) => params,
             Err(reason) => return Ok(Err(Error::BadParameter(reason))),
         };
-        let client = self.table.get(&handle)?.client();
-        Ok(client
+        let connection = self.table.get(&handle)?;
+        connection.in_flight.store(true, Ordering::Release);
+        let result = connection
+            .client()
             .execute(statement.as_str(), &refs(&params))
-            .await
-            .map_err(query_error))
+            .await;
+        connection.in_flight.store(false, Ordering::Release);
+        Ok(result.map_err(query_error))
     }
 
     async fn drop(&mut self, handle: Resource<PgConnection>) -> wasmtime::Result<()> {
@@ -335,8 +389,10 @@ mod tests {
 
     struct Fixture {
         _server: PostgresServer,
+        /// The read-only role's address, as the host grants it.
         url: String,
-        pool: Pool,
+        /// The host's own storage (superuser), to check what the guest could not do.
+        storage: weir_storage::Storage,
         state: PostgresState,
         table: ResourceTable,
     }
@@ -347,16 +403,21 @@ mod tests {
                 .await
                 .unwrap()
                 .expect("starting PostgreSQL");
-            let url = server.url();
-            let storage = weir_storage::Storage::connect(&url, 4, Duration::from_secs(5))
+            let storage = weir_storage::Storage::connect(&server.url(), 4, Duration::from_secs(5))
                 .await
                 .unwrap();
-            let backend = PostgresBackend::new(&url, storage.pool()).unwrap();
+            storage
+                .migrate()
+                .await
+                .expect("migrating (creates weir_query)");
+            let url = server.url().replacen("postgres@", "weir_query@", 1);
+            assert!(url.contains("weir_query@"), "{url}");
+            let backend = PostgresBackend::read_only(&url, 2, Duration::from_secs(5)).unwrap();
             let allowed = AllowedHosts::parse(&[backend.allowed_host()]).unwrap();
             Fixture {
                 _server: server,
                 url,
-                pool: storage.pool(),
+                storage,
                 state: PostgresState::new(Some(Arc::new(backend)), allowed),
                 table: ResourceTable::new(),
             }
@@ -468,7 +529,7 @@ mod tests {
         let mut fixture = Fixture::start().await;
         let url = fixture.url.clone();
         let other_db = url.rsplit_once('/').unwrap().0.to_string() + "/postgres";
-        let pool = fixture.pool.clone();
+        let storage = fixture.storage.clone();
         let mut pg = fixture.view();
         assert!(matches!(
             pg.open(other_db).await.unwrap(),
@@ -510,17 +571,72 @@ mod tests {
             .unwrap(),
             Err(Error::BadParameter(_))
         ));
-        assert_eq!(
-            pg.execute(borrow(&first), "CREATE TEMP TABLE t (x int)".into(), vec![])
+        // The role reads and cannot write, whatever the guest sets.
+        let count = "SELECT count(*) FROM series";
+        assert!(
+            pg.query(borrow(&first), count.into(), vec![])
                 .await
-                .unwrap(),
-            Ok(0)
+                .unwrap()
+                .is_ok()
         );
-
-        // Connections a guest used leave the pool when dropped.
-        let size = pool.status().size;
+        for write in [
+            "INSERT INTO series (org, device, key) VALUES ('o', 'd', 'k')",
+            "CREATE TABLE t (x int)",
+            "DELETE FROM api_tokens",
+        ] {
+            let Err(Error::QueryFailed(QueryError::DbError(db))) = pg
+                .execute(borrow(&first), write.into(), vec![])
+                .await
+                .unwrap()
+            else {
+                panic!("`{write}` is refused");
+            };
+            // 25006: read-only transaction; 42501: insufficient privilege.
+            assert!(
+                ["25006", "42501"].contains(&db.code.as_str()),
+                "{write}: {db:?}"
+            );
+        }
+        for statement in ["SET default_transaction_read_only = off", "BEGIN"] {
+            pg.execute(borrow(&second), statement.into(), vec![])
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let Err(Error::QueryFailed(QueryError::DbError(db))) = pg
+            .execute(
+                borrow(&second),
+                "UPDATE series SET unit = 'x'".into(),
+                vec![],
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("without the read-only setting, the role still may not write");
+        };
+        assert_eq!(db.code, "42501");
+        // Given back: the next user finds no transaction and the read-only default again.
         pg.drop(second).await.unwrap();
-        assert_eq!(pool.status().size, size - 1);
+        let again = pg.open(url.clone()).await.unwrap().unwrap();
+        let rows = pg
+            .query(
+                borrow(&again),
+                "SELECT current_setting('default_transaction_read_only'), \
+                 now() = statement_timestamp()"
+                    .into(),
+                vec![],
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            rows.rows,
+            [vec![DbValue::Str("on".into()), DbValue::Boolean(false)]],
+            "read-only again, and not inside the transaction left open"
+        );
+        pg.drop(again).await.unwrap();
+        let tokens = storage.list_tokens(None).await.unwrap();
+        assert!(tokens.is_empty(), "nothing was written");
         assert!(
             pg.query(Resource::new_borrow(1_000), "SELECT 1".into(), vec![])
                 .await

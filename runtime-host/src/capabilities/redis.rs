@@ -2,15 +2,25 @@
 //!
 //! `open(address)` succeeds only for the Redis the host itself uses (same host, port and
 //! database number), and only if the component declared it in `allowed_outbound_hosts`. The
-//! connection is made with the host's own URL, and every `open` gets a connection of its own:
-//! a guest's `SELECT`, `CLIENT` or `SUBSCRIBE` never reaches the connection the ingest path
-//! shares. Command failures come back as the interface's `error`, as Spin reports them;
-//! replies are flattened into `redis-result`s the way Spin does (an `HGETALL` is a flat list).
+//! connection is made with the host's own URL. Command failures come back as the interface's
+//! `error`, as Spin reports them; replies are flattened into `redis-result`s the way Spin does
+//! (an `HGETALL` is a flat list).
+//!
+//! A backend grants one [`RedisAccess`]:
+//! - [`RedisAccess::ReadOnly`] (the query API): only the read commands of [`READ_COMMANDS`]
+//!   run, every other command (`SET`, `DEL`, `PUBLISH`, `SELECT`, `CLIENT`, `KEYS`…) is refused
+//!   with an `error`. As no command can change a connection's state, every instance shares one
+//!   reconnecting connection, opened on first use: a request costs no TCP handshake.
+//! - [`RedisAccess::ReadWrite`]: every command runs, and every `open` gets a connection of its
+//!   own, so a guest's `SELECT`, `CLIENT` or `SUBSCRIBE` never reaches another's.
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, Value};
+use tokio::sync::OnceCell;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use super::bindings::fermyon::spin::redis::{self as wit, Error, RedisParameter, RedisResult};
@@ -21,10 +31,64 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Connections one instance may hold at once.
 const MAX_CONNECTIONS: usize = 4;
 
+/// The commands a read-only grant runs: reads of strings, hashes, sets, sorted sets, lists and
+/// streams, each bounded by its key (no `KEYS` or `SCAN` walk over the whole database).
+pub const READ_COMMANDS: &[&str] = &[
+    "GET",
+    "MGET",
+    "STRLEN",
+    "GETRANGE",
+    "EXISTS",
+    "TYPE",
+    "TTL",
+    "PTTL",
+    "HGET",
+    "HMGET",
+    "HGETALL",
+    "HKEYS",
+    "HVALS",
+    "HLEN",
+    "HEXISTS",
+    "HSTRLEN",
+    "SMEMBERS",
+    "SISMEMBER",
+    "SMISMEMBER",
+    "SCARD",
+    "ZRANGE",
+    "ZRANGEBYSCORE",
+    "ZREVRANGE",
+    "ZREVRANGEBYSCORE",
+    "ZSCORE",
+    "ZMSCORE",
+    "ZCARD",
+    "ZCOUNT",
+    "ZRANK",
+    "ZREVRANK",
+    "LRANGE",
+    "LLEN",
+    "LINDEX",
+    "XRANGE",
+    "XREVRANGE",
+    "XLEN",
+    "PING",
+];
+
+/// What a component may do with the host's Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisAccess {
+    /// Only [`READ_COMMANDS`], over one shared connection.
+    ReadOnly,
+    /// Every command, over a connection per `open`.
+    ReadWrite,
+}
+
 /// The host's Redis, as components may reach it.
 pub struct RedisBackend {
     client: redis::Client,
     target: RedisTarget,
+    access: RedisAccess,
+    /// The connection read-only instances share, opened on first use.
+    shared: OnceCell<ConnectionManager>,
 }
 
 /// What identifies a Redis: its endpoint and database number.
@@ -52,11 +116,58 @@ impl RedisTarget {
 }
 
 impl RedisBackend {
-    /// The Redis at `url` (the host's `redis_url`). Nothing is connected until a guest opens.
-    pub fn new(url: &str) -> anyhow::Result<Self> {
+    /// The Redis at `url` (the host's `redis_url`), with `access`. Nothing is connected until
+    /// a guest opens.
+    pub fn new(url: &str, access: RedisAccess) -> anyhow::Result<Self> {
         let target = RedisTarget::parse(url).map_err(anyhow::Error::msg)?;
         let client = redis::Client::open(url)?;
-        Ok(RedisBackend { client, target })
+        Ok(RedisBackend {
+            client,
+            target,
+            access,
+            shared: OnceCell::new(),
+        })
+    }
+
+    /// A connection for one `open`: the shared one when read-only, a new one otherwise.
+    async fn connect(&self) -> redis::RedisResult<GuestConnection> {
+        match self.access {
+            RedisAccess::ReadOnly => {
+                let shared = self
+                    .shared
+                    .get_or_try_init(|| {
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(REDIS_TIMEOUT)
+                            .set_response_timeout(REDIS_TIMEOUT)
+                            .set_number_of_retries(0)
+                            .set_max_delay(500);
+                        ConnectionManager::new_with_config(self.client.clone(), config)
+                    })
+                    .await?;
+                Ok(GuestConnection::Shared(shared.clone()))
+            }
+            RedisAccess::ReadWrite => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(REDIS_TIMEOUT)
+                    .set_response_timeout(REDIS_TIMEOUT);
+                let connection = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                Ok(GuestConnection::Own(connection))
+            }
+        }
+    }
+
+    /// `Err` with the reason when this backend's access does not run `command`.
+    fn check(&self, command: &str) -> Result<(), Error> {
+        match self.access {
+            RedisAccess::ReadWrite => Ok(()),
+            RedisAccess::ReadOnly if is_read_command(command) => Ok(()),
+            RedisAccess::ReadOnly => Err(Error::Other(format!(
+                "`{command}` is not allowed: this component has read-only access to Redis"
+            ))),
+        }
     }
 
     /// The `allowed_outbound_hosts` entry that grants this Redis.
@@ -65,9 +176,38 @@ impl RedisBackend {
     }
 }
 
+/// Whether `command` is one of [`READ_COMMANDS`] (any case).
+fn is_read_command(command: &str) -> bool {
+    READ_COMMANDS
+        .iter()
+        .any(|read| read.eq_ignore_ascii_case(command))
+}
+
 /// A guest's open Redis connection.
 pub struct RedisConnection {
-    connection: MultiplexedConnection,
+    connection: GuestConnection,
+}
+
+/// The connection behind a guest's handle.
+#[derive(Clone)]
+enum GuestConnection {
+    /// The read-only connection every instance shares.
+    Shared(ConnectionManager),
+    /// A connection of this handle's own.
+    Own(MultiplexedConnection),
+}
+
+impl GuestConnection {
+    async fn query<T: redis::FromRedisValue>(
+        &mut self,
+        command: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        let value = match self {
+            GuestConnection::Shared(connection) => connection.req_packed_command(command).await?,
+            GuestConnection::Own(connection) => connection.req_packed_command(command).await?,
+        };
+        redis::from_owned_redis_value(value)
+    }
 }
 
 /// Per-instance state: the backend if granted, the component's allowed hosts, and how many
@@ -99,24 +239,28 @@ pub(crate) struct RedisView<'a> {
 }
 
 impl RedisView<'_> {
-    fn connection(
-        &mut self,
-        handle: &Resource<RedisConnection>,
-    ) -> wasmtime::Result<MultiplexedConnection> {
-        // A handle the guest does not own is misuse: that traps.
-        Ok(self.table.get(handle)?.connection.clone())
-    }
-
+    /// Runs `command` (named `name`) on the connection behind `handle`, if the grant allows it.
     async fn run<T: redis::FromRedisValue>(
         &mut self,
         handle: &Resource<RedisConnection>,
+        name: &str,
         command: &redis::Cmd,
     ) -> wasmtime::Result<Result<T, Error>> {
-        let mut connection = self.connection(handle)?;
-        Ok(command
-            .query_async::<T>(&mut connection)
-            .await
-            .map_err(command_error))
+        // A handle the guest does not own is misuse: that traps.
+        let mut connection = self.table.get(handle)?.connection.clone();
+        if let Some(backend) = &self.state.backend
+            && let Err(refused) = backend.check(name)
+        {
+            return Ok(Err(refused));
+        }
+        Ok(
+            match tokio::time::timeout(REDIS_TIMEOUT, connection.query::<T>(command)).await {
+                Ok(reply) => reply.map_err(command_error),
+                Err(_) => Err(Error::Other(format!(
+                    "Redis did not answer within {REDIS_TIMEOUT:?}"
+                ))),
+            },
+        )
     }
 }
 
@@ -147,16 +291,16 @@ impl wit::HostConnection for RedisView<'_> {
         if self.state.open >= MAX_CONNECTIONS {
             return Ok(Err(Error::TooManyConnections));
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(REDIS_TIMEOUT)
-            .set_response_timeout(REDIS_TIMEOUT);
-        let connection = match backend
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
-            Ok(connection) => connection,
-            Err(error) => return Ok(Err(Error::Other(format!("Redis unavailable: {error}")))),
+        // Bounded here as well: a reconnecting connection may otherwise wait out its backoff.
+        let connection = match tokio::time::timeout(REDIS_TIMEOUT, backend.connect()).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => {
+                return Ok(Err(Error::Other(format!("Redis unavailable: {error}"))));
+            }
+            Err(_) => {
+                let message = format!("Redis unavailable: no connection within {REDIS_TIMEOUT:?}");
+                return Ok(Err(Error::Other(message)));
+            }
         };
         let handle = self.table.push(RedisConnection { connection })?;
         self.state.open += 1;
@@ -170,7 +314,10 @@ impl wit::HostConnection for RedisView<'_> {
         payload: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let command = redis::cmd("PUBLISH").arg(channel).arg(payload).clone();
-        Ok(self.run::<i64>(&handle, &command).await?.map(drop))
+        Ok(self
+            .run::<i64>(&handle, "PUBLISH", &command)
+            .await?
+            .map(drop))
     }
 
     async fn get(
@@ -178,7 +325,7 @@ impl wit::HostConnection for RedisView<'_> {
         handle: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        self.run(&handle, redis::cmd("GET").arg(key)).await
+        self.run(&handle, "GET", redis::cmd("GET").arg(key)).await
     }
 
     async fn set(
@@ -187,7 +334,7 @@ impl wit::HostConnection for RedisView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.run(&handle, redis::cmd("SET").arg(key).arg(value))
+        self.run(&handle, "SET", redis::cmd("SET").arg(key).arg(value))
             .await
     }
 
@@ -196,7 +343,7 @@ impl wit::HostConnection for RedisView<'_> {
         handle: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<i64, Error>> {
-        self.run(&handle, redis::cmd("INCR").arg(key)).await
+        self.run(&handle, "INCR", redis::cmd("INCR").arg(key)).await
     }
 
     async fn del(
@@ -204,7 +351,7 @@ impl wit::HostConnection for RedisView<'_> {
         handle: Resource<RedisConnection>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<u32, Error>> {
-        self.run(&handle, redis::cmd("DEL").arg(keys)).await
+        self.run(&handle, "DEL", redis::cmd("DEL").arg(keys)).await
     }
 
     async fn sadd(
@@ -213,7 +360,7 @@ impl wit::HostConnection for RedisView<'_> {
         key: String,
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, Error>> {
-        self.run(&handle, redis::cmd("SADD").arg(key).arg(values))
+        self.run(&handle, "SADD", redis::cmd("SADD").arg(key).arg(values))
             .await
     }
 
@@ -222,7 +369,8 @@ impl wit::HostConnection for RedisView<'_> {
         handle: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<Vec<String>, Error>> {
-        self.run(&handle, redis::cmd("SMEMBERS").arg(key)).await
+        self.run(&handle, "SMEMBERS", redis::cmd("SMEMBERS").arg(key))
+            .await
     }
 
     async fn srem(
@@ -231,7 +379,7 @@ impl wit::HostConnection for RedisView<'_> {
         key: String,
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, Error>> {
-        self.run(&handle, redis::cmd("SREM").arg(key).arg(values))
+        self.run(&handle, "SREM", redis::cmd("SREM").arg(key).arg(values))
             .await
     }
 
@@ -248,7 +396,7 @@ impl wit::HostConnection for RedisView<'_> {
                 RedisParameter::Binary(value) => cmd.arg(value),
             };
         }
-        let reply = match self.run::<Value>(&handle, &cmd).await? {
+        let reply = match self.run::<Value>(&handle, &command, &cmd).await? {
             Ok(reply) => reply,
             Err(error) => return Ok(Err(error)),
         };
@@ -353,7 +501,7 @@ mod tests {
             .unwrap()
             .expect("starting Redis");
         let url = server.url();
-        let backend = RedisBackend::new(&url).unwrap();
+        let backend = RedisBackend::new(&url, RedisAccess::ReadWrite).unwrap();
         let allowed = AllowedHosts::parse(&[backend.allowed_host()]).unwrap();
         let mut state = RedisState::new(Some(std::sync::Arc::new(backend)), allowed);
         let mut table = ResourceTable::new();
@@ -435,5 +583,86 @@ mod tests {
                 .is_err(),
             "misuse traps"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_read_only_grant_reads_and_is_refused_every_write() {
+        let server = tokio::task::spawn_blocking(RedisServer::start_temporary)
+            .await
+            .unwrap()
+            .expect("starting Redis");
+        let url = server.url();
+        let mut writer = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let () = redis::cmd("HSET")
+            .arg("h")
+            .arg("f")
+            .arg("v")
+            .query_async(&mut writer)
+            .await
+            .unwrap();
+        let backend = RedisBackend::new(&url, RedisAccess::ReadOnly).unwrap();
+        let allowed = AllowedHosts::parse(&[backend.allowed_host()]).unwrap();
+        let mut state = RedisState::new(Some(std::sync::Arc::new(backend)), allowed);
+        let mut table = ResourceTable::new();
+        let mut redis = RedisView {
+            state: &mut state,
+            table: &mut table,
+        };
+        let handle = redis.open(url).await.unwrap().expect("opens");
+        let borrow = || Resource::<RedisConnection>::new_borrow(handle.rep());
+        let key = |k: &[u8]| vec![RedisParameter::Binary(k.to_vec())];
+        assert_eq!(
+            redis
+                .execute(borrow(), "hgetall".into(), key(b"h"))
+                .await
+                .unwrap(),
+            Ok(vec![
+                RedisResult::Binary(b"f".to_vec()),
+                RedisResult::Binary(b"v".to_vec())
+            ])
+        );
+        assert_eq!(redis.get(borrow(), "none".into()).await.unwrap(), Ok(None));
+        fn refused<T>(result: Result<T, Error>) -> bool {
+            matches!(result, Err(Error::Other(message)) if message.contains("read-only"))
+        }
+        assert!(refused(
+            redis
+                .set(borrow(), "k".into(), b"v".to_vec())
+                .await
+                .unwrap()
+        ));
+        assert!(refused(
+            redis.del(borrow(), vec!["h".into()]).await.unwrap()
+        ));
+        assert!(refused(redis.incr(borrow(), "n".into()).await.unwrap()));
+        assert!(refused(
+            redis
+                .publish(borrow(), "c".into(), b"x".to_vec())
+                .await
+                .unwrap()
+        ));
+        for command in [
+            "FLUSHALL", "SELECT", "CLIENT", "KEYS", "CONFIG", "EVAL", "HSET",
+        ] {
+            assert!(
+                refused(
+                    redis
+                        .execute(borrow(), command.into(), key(b"h"))
+                        .await
+                        .unwrap()
+                ),
+                "{command} is refused"
+            );
+        }
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg("h")
+            .query_async(&mut writer)
+            .await
+            .unwrap();
+        assert_eq!(exists, 1, "nothing was written or deleted");
     }
 }

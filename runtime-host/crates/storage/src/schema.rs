@@ -15,6 +15,11 @@
 //!   batch is answered with the same receipt and stored once.
 //! - `api_tokens`: the query API's bearer tokens, one org each, stored as the SHA-256 of the
 //!   secret (never the secret), revoked by setting `revoked_at`.
+//!
+//! Role `weir_query` is what query components log in as: `SELECT` on `series` and `points`
+//! (partitions are read through the parent, which is all that is checked), nothing else. The
+//! migration creates it when the migrating user may create roles, and only grants otherwise;
+//! a table a query component should read needs a `GRANT SELECT … TO weir_query` of its own.
 
 use deadpool_postgres::Client;
 use tracing::info;
@@ -100,6 +105,29 @@ CREATE TABLE api_tokens (
     created_at timestamptz NOT NULL DEFAULT now(),
     revoked_at timestamptz
 );
+"#,
+    },
+    Migration {
+        version: 3,
+        name: "weir_query: the read-only role of query components",
+        sql: r#"
+-- Roles belong to the cluster: another database of it may have created this one already.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'weir_query') THEN
+        IF (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user) THEN
+            CREATE ROLE weir_query LOGIN;
+        ELSE
+            RAISE WARNING 'role weir_query is missing and % may not create it: query '
+                'components cannot read until an administrator runs CREATE ROLE weir_query '
+                'LOGIN PASSWORD ...; GRANT SELECT ON series, points TO weir_query', current_user;
+        END IF;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'weir_query') THEN
+        GRANT SELECT ON series, points TO weir_query;
+    END IF;
+END
+$$;
 "#,
     },
 ];
