@@ -90,6 +90,11 @@ pub struct TlsConfig {
     pub device_crl: Option<PathBuf>,
     /// Validity of renewed device certificates in days (`WEIR_RENEW_DAYS`).
     pub renew_days: u32,
+    /// Certificate chain of the API listener, PEM (`WEIR_API_TLS_CERT`): with `api_key`, the
+    /// API speaks HTTPS (h2 and HTTP/1.1); without, plain HTTP/1.1 and h2c.
+    pub api_cert: Option<PathBuf>,
+    /// Private key of the API listener, PEM (`WEIR_API_TLS_KEY`).
+    pub api_key: Option<PathBuf>,
 }
 
 /// Limits of the device surface.
@@ -191,6 +196,8 @@ impl Default for TlsConfig {
             device_ca: None,
             device_crl: None,
             renew_days: 7,
+            api_cert: None,
+            api_key: None,
         }
     }
 }
@@ -278,6 +285,8 @@ impl Config {
             ("WEIR_TLS_KEY", &mut tls.key),
             ("WEIR_DEVICE_CA", &mut tls.device_ca),
             ("WEIR_DEVICE_CRL", &mut tls.device_crl),
+            ("WEIR_API_TLS_CERT", &mut tls.api_cert),
+            ("WEIR_API_TLS_KEY", &mut tls.api_key),
         ] {
             if let Some(v) = var(name) {
                 *field = Some(v.into());
@@ -385,6 +394,12 @@ impl Config {
         }
         if self.ingest.database_pool == 0 || self.ingest.max_inflight_batches == 0 {
             bail!("ingest.database_pool and ingest.max_inflight_batches must be at least 1");
+        }
+        if self.tls.api_cert.is_some() != self.tls.api_key.is_some() {
+            bail!("tls.api_cert and tls.api_key (WEIR_API_TLS_CERT, WEIR_API_TLS_KEY) go together");
+        }
+        if self.query.database_connections == 0 {
+            bail!("query.database_connections must be at least 1");
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ use crate::capabilities::{HostCapabilities, PostgresBackend, RedisAccess, RedisB
 use crate::config::Config;
 use crate::device_api::{DeviceApi, Renewal};
 use crate::functions::{FunctionEngine, FunctionSlot, HttpFunction, ValidatorFunction};
-use crate::http::server::{serve_devices, serve_plain};
+use crate::http::server::{serve_devices, serve_https, serve_plain};
 use crate::ingest::Ingest;
 use crate::ingest::rate_limit::RateLimiter;
 use crate::metrics::Metrics;
@@ -79,10 +79,6 @@ impl Host {
         let latest = LatestCache::connect(&config.redis_url)
             .await
             .with_context(|| format!("connecting to Redis at {}", config.redis_url))?;
-        let query = match query_function {
-            Some(function) => Some(Arc::new(query_api(&config, function)?)),
-            None => None,
-        };
         let metrics = Arc::new(Metrics::new());
         let ingest = Arc::new(Ingest::new(
             config.clone(),
@@ -91,6 +87,10 @@ impl Host {
             latest,
             metrics.clone(),
         ));
+        let query = match query_function {
+            Some(function) => Some(Arc::new(query_api(&config, function, &ingest)?)),
+            None => None,
+        };
 
         let tls_files = config.device_tls_files()?;
         let tls = Arc::new(
@@ -132,11 +132,22 @@ impl Host {
             move |identity, request| device_api.clone().handle(identity, request),
             shutdown.subscribe(),
         ));
-        tasks.spawn(serve_plain(
-            api_listener,
-            move |request| api.clone().handle(request),
-            shutdown.subscribe(),
-        ));
+        let handle_api = move |request| api.clone().handle(request);
+        match (&config.tls.api_cert, &config.tls.api_key) {
+            (Some(cert), Some(key)) => {
+                let api_tls = weir_pki::api_server_config(cert, key)
+                    .context("building the API listener's TLS config")?;
+                tasks.spawn(serve_https(
+                    api_listener,
+                    api_tls,
+                    handle_api,
+                    shutdown.subscribe(),
+                ));
+            }
+            _ => {
+                tasks.spawn(serve_plain(api_listener, handle_api, shutdown.subscribe()));
+            }
+        }
         tasks.spawn(watch_files_and_repair(
             tls,
             ingest.clone(),
@@ -232,7 +243,7 @@ fn load_query_function(
 }
 
 /// The query API over the host's database and Redis, with the configured grants.
-fn query_api(config: &Config, function: HttpFunction) -> anyhow::Result<QueryApi> {
+fn query_api(config: &Config, function: HttpFunction, ingest: &Ingest) -> anyhow::Result<QueryApi> {
     // A store the capabilities cannot address (a Unix socket, TLS Redis) is left out: the
     // component then gets errors from `open`, and the rest of the query API still works.
     let postgres = PostgresBackend::read_only(
@@ -263,6 +274,8 @@ fn query_api(config: &Config, function: HttpFunction) -> anyhow::Result<QueryApi
     Ok(QueryApi {
         function: Arc::new(FunctionSlot::new(function)),
         granted,
+        answers: ingest.answers.clone(),
+        metrics: ingest.metrics.clone(),
     })
 }
 

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub pool_available: Gauge,
     /// Tasks waiting for a pool connection.
     pub pool_waiting: Gauge,
+    /// Cacheable query requests by outcome in the host's answer cache (`hit`, `miss`).
+    pub answer_cache: Family<CodeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,6 +67,12 @@ impl Metrics {
             "points_rejected",
             "Points rejected, by reason code",
             points_rejected.clone(),
+        );
+        let answer_cache = Family::<CodeLabel, Counter>::default();
+        metrics_registry.register(
+            "query_answer_cache",
+            "Cacheable query requests by outcome in the host's answer cache",
+            answer_cache.clone(),
         );
         let submit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         metrics_registry.register(
@@ -123,7 +131,17 @@ impl Metrics {
             pool_size,
             pool_available,
             pool_waiting,
+            answer_cache,
         }
+    }
+
+    /// Counts a cacheable query request by its answer cache outcome.
+    pub fn answer_cache(&self, outcome: &str) {
+        self.answer_cache
+            .get_or_create(&CodeLabel {
+                code: outcome.into(),
+            })
+            .inc();
     }
 
     /// Counts a batch outcome.

@@ -9,6 +9,8 @@ mod function_sandbox;
 mod hot_swap;
 mod ingest;
 mod query;
+mod query_endpoints;
+mod query_http;
 mod services;
 mod simulation;
 mod validator_component;

@@ -1,8 +1,9 @@
 //! The API listener (plain HTTP/1.1 and h2c; it normally sits behind the ingress): health,
 //! readiness and Prometheus metrics, served by the host itself, and the query API: everything
 //! under `/v1/`, authenticated here and answered by the query function ([`query`]) when one is
-//! loaded.
+//! loaded, with its public `/openapi.json`.
 
+pub mod answer_cache;
 pub mod auth;
 pub mod query;
 
@@ -38,10 +39,12 @@ impl Api {
             (method, "/healthz" | "/readyz" | "/metrics") => {
                 ApiError::method_not_allowed(method, &path).into_response()
             }
-            (_, path) if path.starts_with("/v1/") => match &self.query {
-                Some(query) => query.handle(&self.ingest.storage, request).await,
-                None => ApiError::not_found(path).into_response(),
-            },
+            (_, path) if path.starts_with("/v1/") || path == query::OPENAPI_PATH => {
+                match &self.query {
+                    Some(query) => query.handle(&self.ingest.storage, request).await,
+                    None => ApiError::not_found(path).into_response(),
+                }
+            }
             _ => ApiError::not_found(&path).into_response(),
         }
     }

@@ -1,6 +1,7 @@
-//! Accept loops: plain TCP (the API listener, HTTP/1.1 and h2c) and mutual TLS (the device
-//! listener, where the peer's certificate becomes the request's identity before any byte of
-//! HTTP is read). Each connection runs on its own task; a failed connection ends alone.
+//! Accept loops: plain TCP (the API listener, HTTP/1.1 and h2c), server-authenticated TLS (the
+//! API listener with a certificate) and mutual TLS (the device listener, where the peer's
+//! certificate becomes the request's identity before any byte of HTTP is read). Each
+//! connection runs on its own task; a failed connection ends alone.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -61,6 +62,41 @@ pub async fn serve_plain<H, F>(
             },
             _ = shutdown.changed() => break,
         }
+    }
+}
+
+/// Accepts TLS connections (no client certificate) until `shutdown` turns true: the API
+/// listener when it has a certificate.
+pub async fn serve_https<H, F>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handle: H,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(error).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (acceptor, handle) = (acceptor.clone(), handle.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, handle).await,
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "API TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "API TLS handshake timed out"),
+            }
+        });
     }
 }
 

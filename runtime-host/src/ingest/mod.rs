@@ -23,6 +23,7 @@ use weir_storage::{
     StorageError, StoredValue,
 };
 
+use crate::api::answer_cache::{AnswerCache, Series};
 use crate::config::Config;
 use crate::functions::validator::{KeyMetadata, Value, Verdict};
 use crate::functions::{CallError, FunctionSlot, ValidatorFunction};
@@ -48,6 +49,8 @@ pub struct Ingest {
     pub metadata: MetadataCache,
     /// Host metrics.
     pub metrics: Arc<Metrics>,
+    /// The query API's answer cache, told of every stored point before the batch is acknowledged.
+    pub answers: Arc<AnswerCache>,
     config: Arc<Config>,
     inflight: Semaphore,
 }
@@ -78,6 +81,7 @@ impl Ingest {
             repair: Arc::new(LatestRepair::new()),
             metadata: MetadataCache::default(),
             metrics,
+            answers: Arc::new(AnswerCache::new(config.query.answer_cache_entries)),
             config,
         }
     }
@@ -178,6 +182,7 @@ impl Ingest {
                 let conflicted: std::collections::HashSet<usize> =
                     conflicts.iter().map(|c| c.index).collect();
                 self.update_latest(device, &accepted, &conflicted).await;
+                self.invalidate_answers(device, &accepted);
                 Ok(receipt.expect("store_batch builds the receipt of a stored batch"))
             }
         }
@@ -198,6 +203,26 @@ impl Ingest {
             self.metrics.redis_failures.inc();
             self.repair.mark_dirty(device);
             tracing::warn!(%device, %error, "Redis latest update failed; will repair from PostgreSQL");
+        }
+    }
+
+    /// Drops the cached query answers the accepted points change: per key, the span from its
+    /// earliest to its latest point.
+    fn invalidate_answers(&self, device: &DeviceRef, accepted: &[NewPoint]) {
+        let mut spans: std::collections::HashMap<&str, (i64, i64)> = Default::default();
+        for point in accepted {
+            let span = spans
+                .entry(point.key.as_str())
+                .or_insert((point.ts_ms, point.ts_ms));
+            *span = (span.0.min(point.ts_ms), span.1.max(point.ts_ms));
+        }
+        for (key, (first, last)) in spans {
+            let series = Series {
+                org: device.org.clone(),
+                device: device.device.clone(),
+                key: key.to_owned(),
+            };
+            self.answers.points_stored(&series, first, last);
         }
     }
 

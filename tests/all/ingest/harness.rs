@@ -189,6 +189,17 @@ impl TestHost {
         path: &str,
         headers: &[(&str, &str)],
     ) -> (StatusCode, String) {
+        let (status, _, body) = self.api_exchange(method, path, headers).await;
+        (status, body)
+    }
+
+    /// Like [`api_request`](Self::api_request), with the answer's headers too.
+    pub async fn api_exchange(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, hyper::HeaderMap, String) {
         let addr = self.host().api_addr();
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -207,9 +218,13 @@ impl TestHost {
             .await
             .expect("the API answers in time")
             .unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
     }
 
     /// Stops PostgreSQL (an outage).
