@@ -13,4 +13,5 @@ mod query_endpoints;
 mod query_http;
 mod services;
 mod simulation;
+mod spin_manifest;
 mod validator_component;

@@ -6,11 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use hyper::header::{CACHE_CONTROL, LOCATION};
 use hyper::{HeaderMap, Method, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value as Json, json};
 
 use crate::ingest::harness::{Device, TestHost, batch, now_ms, ok, point};
@@ -65,41 +62,19 @@ impl Answer {
 }
 
 /// `GET path`, with `Authorization: Bearer <token>` when given; no redirect is followed.
-/// (`TestHost::api_request` gives no headers, and redirects need `Location`.)
 async fn get(host: &TestHost, path: &str, token: Option<&str>) -> Answer {
     request(host, Method::GET, path, token).await
 }
 
 async fn request(host: &TestHost, method: Method, path: &str, token: Option<&str>) -> Answer {
-    let addr = host.host().api_addr();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, addr.to_string());
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        sender.send_request(request.body(Empty::<Bytes>::new()).unwrap()),
-    )
-    .await
-    .expect("the API answers in time")
-    .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-        panic!(
-            "{path}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&bytes)
-        )
-    });
+    let authorization = token.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = authorization
+        .iter()
+        .map(|value| ("authorization", value.as_str()))
+        .collect();
+    let (status, headers, body) = host.api_exchange(method, path, &headers).await;
+    let body =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
     Answer {
         status,
         headers,

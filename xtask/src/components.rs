@@ -43,6 +43,12 @@ pub const COMPONENTS: &[Component] = &[
         destination: "validate.wasm",
     },
     Component {
+        package: "weir-alert",
+        manifest: None,
+        wasm: "weir_alert.wasm",
+        destination: "alert.wasm",
+    },
+    Component {
         package: "weir-hostile-validator",
         manifest: None,
         wasm: "weir_hostile_validator.wasm",

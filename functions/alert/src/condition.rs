@@ -1,0 +1,179 @@
+//! CEL conditions: compiled once per call, evaluated against the variables of one alert series
+//! (see the crate documentation for the variable set).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use cel::common::ast::{EntryExpr, Expr, MapExpr, StructExpr};
+use cel::{Context, Env, IdedExpr, Program};
+
+use crate::pattern::KeyPattern;
+use crate::state::Seen;
+use crate::types::{Severity, Value};
+
+/// The variables a condition may use.
+pub const VARIABLES: [&str; 7] = ["value", "previous", "key", "parts", "device", "ts", "keys"];
+
+/// The standard CEL environment, built once per instance.
+fn env() -> &'static Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| Arc::new(Env::stdlib()))
+}
+
+/// One compiled CEL expression and its source (for messages).
+#[derive(Debug)]
+pub struct Condition {
+    source: String,
+    program: Program,
+}
+
+impl Condition {
+    /// Compiles `source`, refusing a syntax error or a variable outside [`VARIABLES`].
+    pub fn compile(source: &str) -> Result<Condition, String> {
+        let program = env()
+            .compile(source)
+            .map_err(|e| format!("invalid CEL expression `{source}`: {e}"))?;
+        let references = program.references();
+        let mut declared = Vec::new();
+        comprehension_variables(program.expression(), &mut declared);
+        let mut unknown: Vec<&str> = references
+            .variables()
+            .into_iter()
+            .filter(|name| !VARIABLES.contains(name) && !declared.contains(name))
+            .collect();
+        if !unknown.is_empty() {
+            unknown.sort_unstable();
+            return Err(format!(
+                "CEL expression `{source}` uses unknown variable(s) {}; the variables are {}",
+                unknown.join(", "),
+                VARIABLES.join(", ")
+            ));
+        }
+        Ok(Condition {
+            source: source.to_owned(),
+            program,
+        })
+    }
+
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the condition holds. An evaluation error (a missing `keys` entry, a comparison
+    /// between a number and a string, ...) or a result that is not a boolean counts as "does not
+    /// hold": rules see devices whose keys come and go, and an alert must not fire on a type error.
+    pub fn holds(&self, bindings: &Bindings<'_>) -> bool {
+        let mut context = Context::with_env(Arc::clone(env()));
+        context.add_variable_from_value("value", bindings.value.to_cel());
+        context.add_variable_from_value(
+            "previous",
+            bindings.previous.map_or(cel::Value::Null, Value::to_cel),
+        );
+        context.add_variable_from_value("key", bindings.key);
+        context.add_variable_from_value(
+            "parts",
+            cel::Value::List(Arc::new(
+                bindings.key.split('.').map(cel::Value::from).collect(),
+            )),
+        );
+        context.add_variable_from_value("device", bindings.device);
+        context.add_variable_from_value("ts", bindings.ts);
+        let keys: HashMap<String, cel::Value> = bindings
+            .keys
+            .iter()
+            .map(|(key, seen)| (key.clone(), seen.value.to_cel()))
+            .collect();
+        context.add_variable_from_value("keys", keys);
+        matches!(self.program.execute(&context), Ok(cel::Value::Bool(true)))
+    }
+}
+
+/// Collects the variables that macros such as `exists(k, ...)` declare, which
+/// [`Program::references`] reports as if they were free.
+fn comprehension_variables<'e>(expression: &'e IdedExpr, declared: &mut Vec<&'e str>) {
+    let children: Vec<&'e IdedExpr> = match &expression.expr {
+        Expr::Comprehension(c) => {
+            declared.push(&c.iter_var);
+            declared.extend(c.iter_var2.as_deref());
+            declared.push(&c.accu_var);
+            vec![
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ]
+        }
+        Expr::Call(call) => call
+            .target
+            .as_deref()
+            .into_iter()
+            .chain(&call.args)
+            .collect(),
+        Expr::List(list) => list.elements.iter().collect(),
+        Expr::Map(MapExpr { entries }) | Expr::Struct(StructExpr { entries, .. }) => entries
+            .iter()
+            .flat_map(|entry| match &entry.expr {
+                EntryExpr::StructField(field) => vec![&field.value],
+                EntryExpr::MapEntry(entry) => vec![&entry.key, &entry.value],
+            })
+            .collect(),
+        Expr::Select(select) => vec![&*select.operand],
+        Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => Vec::new(),
+    };
+    for child in children {
+        comprehension_variables(child, declared);
+    }
+}
+
+/// What one evaluation of a rule's conditions sees.
+pub struct Bindings<'a> {
+    /// The alerting key's current value.
+    pub value: &'a Value,
+    /// The key's value before that, if any.
+    pub previous: Option<&'a Value>,
+    /// The alerting key.
+    pub key: &'a str,
+    /// The device.
+    pub device: &'a str,
+    /// The timestamp of the point being evaluated.
+    pub ts: i64,
+    /// The latest value of every key in the rule's scope that the state remembers.
+    pub keys: &'a BTreeMap<String, Seen>,
+}
+
+/// A rule's compiled conditions and patterns.
+#[derive(Debug)]
+pub struct Conditions {
+    /// The raise conditions, strongest level first.
+    pub levels: Vec<(Severity, Condition)>,
+    /// The clear condition.
+    pub clear: Option<Condition>,
+    /// The alerting key patterns.
+    pub keys: Vec<KeyPattern>,
+    /// The context key patterns.
+    pub context: Vec<KeyPattern>,
+}
+
+/// What a key is to a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It has alerts of its own.
+    Alerting,
+    /// Conditions read it through `keys`.
+    Context,
+}
+
+impl Conditions {
+    /// The key's role in the rule, `None` if the rule does not watch it.
+    pub fn role(&self, key: &str) -> Option<Role> {
+        if self.keys.iter().any(|p| p.matches(key)) {
+            Some(Role::Alerting)
+        } else if self.context.iter().any(|p| p.matches(key)) {
+            Some(Role::Context)
+        } else {
+            None
+        }
+    }
+}
