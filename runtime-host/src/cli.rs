@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::functions::{FunctionEngine, ValidatorFunction};
+use crate::registry::{FunctionName, FunctionRegistry};
 use crate::telemetry::{self, LogFormat};
 
 /// Weir: edge ingest for IoT meter data.
@@ -43,7 +45,15 @@ enum Command {
     Pki(PkiCommand),
     /// Simulate devices uploading meter data over mutual TLS HTTP/2, with store-and-forward.
     Simulate(SimulateArgs),
-    /// Manage function components.
+    /// Check function components; deploy, list and roll back the versions each region runs.
+    ///
+    /// The function registry (in PostgreSQL) keeps every deployed version, content-addressed by
+    /// SHA-256, and which version each region runs under each name (`validator`, `query`). Hosts
+    /// started with `WEIR_REGION=R` run R's versions (the files of `functions_dir` for names R
+    /// has none for) and switch to a newly assigned one within a second, without a restart or a
+    /// failed request; batches in flight finish on the version they started with. Other regions
+    /// are untouched. `deploy`, `list` and `rollback` take `--config` and connect to
+    /// `database_url` like `weir migrate`.
     #[command(subcommand)]
     Functions(FunctionsCommand),
     /// Manage the query API's bearer tokens: create, list, revoke.
@@ -143,6 +153,46 @@ enum FunctionsCommand {
         /// The component file (`.wasm`).
         file: PathBuf,
     },
+    /// Deploy FILE as the NAME function of a region; its hosts switch within a second.
+    ///
+    /// The component is compiled and checked first (world: validator for `validator`, WASI HTTP
+    /// proxy for `query`; a validator must also pass the host's self-check); one that fails is
+    /// refused, nothing is stored, and the running version stays. Prints the SHA-256.
+    Deploy {
+        /// `validator` or `query`.
+        name: FunctionName,
+        /// The component file (`.wasm`).
+        file: PathBuf,
+        /// The region whose hosts run it.
+        #[arg(long)]
+        region: String,
+        /// TOML configuration file; `WEIR_*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// List the versions each region ran under each name, newest first (`*`: current).
+    List {
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+        /// TOML configuration file; `WEIR_*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Make the previous version of NAME current again in a region (hosts switch in a second).
+    ///
+    /// The previous version is the newest earlier assignment of another version; rolling back
+    /// twice returns to where the first rollback started. Fails when there is none.
+    Rollback {
+        /// `validator` or `query`.
+        name: FunctionName,
+        /// The region.
+        #[arg(long)]
+        region: String,
+        /// TOML configuration file; `WEIR_*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Each token reads one organisation's data. Only a hash of it is stored: it is shown once, when
@@ -214,7 +264,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Pki(command) => pki(command),
         Command::Simulate(args) => simulate(args).await,
-        Command::Functions(FunctionsCommand::Check { file }) => check_function(&file),
+        Command::Functions(command) => functions(command).await,
         Command::Token(command) => token(command).await,
     }
 }
@@ -367,6 +417,73 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     println!("{report}");
     if report.acknowledged == 0 {
         anyhow::bail!("no batch was acknowledged: is `weir serve` running at that address?");
+    }
+    Ok(())
+}
+
+async fn functions(command: FunctionsCommand) -> anyhow::Result<()> {
+    match command {
+        FunctionsCommand::Check { file } => check_function(&file)?,
+        FunctionsCommand::Deploy {
+            name,
+            file,
+            region,
+            config,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let registry = FunctionRegistry::connect(Config::load(config.as_deref())?).await?;
+            let assignment = registry.deploy(name, &bytes, &region).await?;
+            if assignment.changed {
+                println!(
+                    "deployed {name} {} to region {region} ({} bytes); its hosts switch within a second",
+                    assignment.sha256,
+                    bytes.len()
+                );
+            } else {
+                println!(
+                    "{name} {} is already current in region {region}; nothing changed",
+                    assignment.sha256
+                );
+            }
+        }
+        FunctionsCommand::List { region, config } => {
+            let registry = FunctionRegistry::connect(Config::load(config.as_deref())?).await?;
+            let records = registry.list(region.as_deref()).await?;
+            if records.is_empty() {
+                eprintln!("no versions deployed");
+                return Ok(());
+            }
+            println!(
+                "{:<16}  {:<10}  {:<12}  {:>9}  {:<20}  {:<8}  CURRENT",
+                "REGION", "NAME", "SHA256", "SIZE", "ASSIGNED", "ACTION"
+            );
+            for record in records {
+                println!(
+                    "{:<16}  {:<10}  {:<12}  {:>9}  {:<20}  {:<8}  {}",
+                    record.region,
+                    record.name,
+                    &record.sha256[..12],
+                    record.size,
+                    utc_time(record.assigned_at_ms),
+                    record.action,
+                    if record.current { "*" } else { "" }
+                );
+            }
+        }
+        FunctionsCommand::Rollback {
+            name,
+            region,
+            config,
+        } => {
+            let registry = FunctionRegistry::connect(Config::load(config.as_deref())?).await?;
+            let assignment = registry.rollback(name, &region).await?;
+            println!(
+                "rolled {name} back in region {region}: {} (was {}); its hosts switch within a second",
+                assignment.sha256,
+                assignment.previous.as_deref().unwrap_or("-")
+            );
+        }
     }
     Ok(())
 }

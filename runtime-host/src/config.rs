@@ -40,6 +40,26 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// The query API's HTTP function and what it may reach.
     pub query: QueryConfig,
+    /// Alert rules and the alerter component that evaluates them.
+    pub alerting: AlertingConfig,
+}
+
+/// Alerting: the alerter component evaluates every accepted batch against its organisation's
+/// rules. Off (and logged) unless both the component and the rules directory are there.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// The alerter component, relative to `functions_dir` (`WEIR_ALERT_COMPONENT`).
+    pub component: PathBuf,
+    /// Directory of rule files, one per organisation: `<org>.toml` or `<org>.json`
+    /// (`WEIR_ALERT_RULES_DIR`).
+    pub rules_dir: Option<PathBuf>,
+    /// Deadline of one alerter call in milliseconds; unset, `functions.deadline_ms`
+    /// (`WEIR_ALERT_DEADLINE_MS`).
+    pub deadline_ms: Option<u64>,
+    /// Seconds between staleness checks, which raise the no-data alerts of rules with a
+    /// `stale_after` (`WEIR_ALERT_STALE_CHECK_S`).
+    pub stale_check_s: u64,
 }
 
 /// The query API: a Spin HTTP component serving `/v1/` on the API listener, and its grants
@@ -168,6 +188,18 @@ impl Default for Config {
             validation: ValidationConfig::default(),
             ingest: IngestConfig::default(),
             query: QueryConfig::default(),
+            alerting: AlertingConfig::default(),
+        }
+    }
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            component: PathBuf::from("alert.wasm"),
+            rules_dir: None,
+            deadline_ms: None,
+            stale_check_s: 30,
         }
     }
 }
@@ -366,6 +398,22 @@ impl Config {
                     .collect(),
             );
         }
+        if let Some(v) = var("WEIR_ALERT_COMPONENT") {
+            self.alerting.component = v.into();
+        }
+        if let Some(v) = var("WEIR_ALERT_RULES_DIR") {
+            self.alerting.rules_dir = Some(v.into());
+        }
+        parse_env(
+            &var,
+            "WEIR_ALERT_STALE_CHECK_S",
+            &mut self.alerting.stale_check_s,
+        )?;
+        if var("WEIR_ALERT_DEADLINE_MS").is_some() {
+            let mut deadline = 0u64;
+            parse_env(&var, "WEIR_ALERT_DEADLINE_MS", &mut deadline)?;
+            self.alerting.deadline_ms = Some(deadline);
+        }
         if let Some(v) = var("WEIR_UNKNOWN_KEYS") {
             self.validation.unknown_keys = match v.as_str() {
                 "accept" => UnknownKeys::Accept,
@@ -397,6 +445,9 @@ impl Config {
         }
         if self.tls.api_cert.is_some() != self.tls.api_key.is_some() {
             bail!("tls.api_cert and tls.api_key (WEIR_API_TLS_CERT, WEIR_API_TLS_KEY) go together");
+        }
+        if self.alerting.deadline_ms == Some(0) || self.alerting.stale_check_s == 0 {
+            bail!("alerting.deadline_ms and alerting.stale_check_s must be at least 1");
         }
         if self.query.database_connections == 0 {
             bail!("query.database_connections must be at least 1");
@@ -509,6 +560,20 @@ impl Config {
             Some(url) => url.clone(),
             None => with_user(&without_password(&self.database_url), QUERY_ROLE),
         }
+    }
+
+    /// The alerter component's file (`alerting.component` inside `functions_dir`).
+    pub fn alert_component(&self) -> PathBuf {
+        self.functions_dir.join(&self.alerting.component)
+    }
+
+    /// The deadline of one alerter call.
+    pub fn alert_deadline(&self) -> Duration {
+        Duration::from_millis(
+            self.alerting
+                .deadline_ms
+                .unwrap_or(self.functions.deadline_ms),
+        )
     }
 
     /// Where compiled component artifacts are cached.

@@ -1,6 +1,7 @@
 //! A running Weir host: builds every part from the configuration (the validator, the query
 //! function and its capabilities, storage, the listeners), and runs the background duties
-//! (metadata invalidation, Redis repair, partition and batch maintenance, CRL reloads).
+//! (metadata invalidation, following the function registry, Redis repair, partition and batch
+//! maintenance, CRL reloads).
 //! `weir serve` and the integration tests start it the same way.
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use tokio::task::JoinSet;
 use weir_pki::ReloadingServerConfig;
 use weir_storage::{LatestCache, MetadataChange, Storage};
 
+use crate::alerting::Alerting;
 use crate::api::Api;
 use crate::api::query::QueryApi;
 use crate::capabilities::{HostCapabilities, PostgresBackend, RedisAccess, RedisBackend};
@@ -24,6 +26,7 @@ use crate::http::server::{serve_devices, serve_https, serve_plain};
 use crate::ingest::Ingest;
 use crate::ingest::rate_limit::RateLimiter;
 use crate::metrics::Metrics;
+use crate::registry::{self, FunctionName, FunctionRegistry};
 
 /// File name of the default validator inside the functions directory.
 pub const VALIDATOR_FILE: &str = "validate.wasm";
@@ -40,6 +43,7 @@ pub struct Host {
     device_addr: SocketAddr,
     api_addr: SocketAddr,
     engine: FunctionEngine,
+    registry: FunctionRegistry,
     ingest: Arc<Ingest>,
     query: Option<Arc<QueryApi>>,
     config: Arc<Config>,
@@ -53,18 +57,6 @@ impl Host {
     pub async fn start(config: Config) -> anyhow::Result<Host> {
         let config = Arc::new(config);
         let engine = FunctionEngine::new(config.limits(), Some(&config.artifact_dir()))?;
-        let validator_path = config.functions_dir.join(VALIDATOR_FILE);
-        let validator =
-            ValidatorFunction::load_file(&engine, &validator_path).with_context(|| {
-                format!(
-                    "loading the default validator (build it with `cargo xtask components`, or set \
-                 WEIR_FUNCTIONS_DIR to the directory holding {VALIDATOR_FILE})"
-                )
-            })?;
-        crate::serve::self_check(&validator, &config).await?;
-        let validator = Arc::new(FunctionSlot::new(validator));
-        let query_function = load_query_function(&engine, &config)?;
-
         let storage =
             Storage::connect(&config.database_url, config.ingest.database_pool, POOL_WAIT)
                 .await
@@ -76,17 +68,20 @@ impl Host {
                 })?;
         let applied = storage.migrate().await.context("migrating the database")?;
         tracing::info!(applied, "database schema up to date");
+        let metrics = Arc::new(Metrics::new());
+        let registry = FunctionRegistry::new(storage.clone(), engine.clone(), config.clone());
+        let validator = registry::initial_validator(&registry, &metrics).await?;
+        let validator = Arc::new(FunctionSlot::new(validator));
+        let query_function = registry::initial_query(&registry, &metrics).await?;
+
         let latest = LatestCache::connect(&config.redis_url)
             .await
             .with_context(|| format!("connecting to Redis at {}", config.redis_url))?;
-        let metrics = Arc::new(Metrics::new());
-        let ingest = Arc::new(Ingest::new(
-            config.clone(),
-            validator,
-            storage,
-            latest,
-            metrics.clone(),
-        ));
+        let alerting = Alerting::start(&config, &engine, &storage, &metrics).await?;
+        let ingest = Arc::new(
+            Ingest::new(config.clone(), validator, storage, latest, metrics.clone())
+                .with_alerting(alerting),
+        );
         let query = match query_function {
             Some(function) => Some(Arc::new(query_api(&config, function, &ingest)?)),
             None => None,
@@ -158,6 +153,21 @@ impl Host {
             config.clone(),
             shutdown.subscribe(),
         ));
+        tasks.spawn(registry::follow(
+            registry.clone(),
+            registry::Slots {
+                validator: ingest.validator.clone(),
+                query: query.clone(),
+            },
+            metrics.clone(),
+            shutdown.subscribe(),
+        ));
+        if let Some(alerting) = &ingest.alerting {
+            tasks.spawn(crate::alerting::stale::run(
+                alerting.clone(),
+                shutdown.subscribe(),
+            ));
+        }
         tasks.spawn(follow_metadata_changes(
             ingest.clone(),
             config.database_url.clone(),
@@ -168,6 +178,7 @@ impl Host {
             device_addr,
             api_addr,
             engine,
+            registry,
             ingest,
             query,
             config,
@@ -191,8 +202,17 @@ impl Host {
         &self.ingest
     }
 
-    /// Reloads the validator from the functions directory; the old one stays on failure.
+    /// The function registry this host follows (for deploys from the host's process, and tests).
+    pub fn registry(&self) -> &FunctionRegistry {
+        &self.registry
+    }
+
+    /// Reloads the validator from the functions directory; the old one stays on failure. When
+    /// the registry assigns the region a validator, that one stays and the file is ignored.
     pub async fn reload_validator(&self) -> anyhow::Result<()> {
+        if self.assigned_by_registry(FunctionName::Validator).await? {
+            return Ok(());
+        }
         let path = self.config.functions_dir.join(VALIDATOR_FILE);
         let candidate = ValidatorFunction::load_file(&self.engine, &path)?;
         crate::serve::self_check(&candidate, &self.config).await?;
@@ -206,12 +226,25 @@ impl Host {
         self.query.as_ref()
     }
 
+    /// Reloads the alert rules from the rules directory; the old rules stay if a file is refused.
+    /// Without alerting there is nothing to reload.
+    pub async fn reload_alert_rules(&self) -> anyhow::Result<()> {
+        match &self.ingest.alerting {
+            Some(alerting) => alerting.reload_rules().await,
+            None => Ok(()),
+        }
+    }
+
     /// Reloads the query function from its file; the old one stays on failure. Without a query
-    /// API (no component at start) there is nothing to reload.
+    /// API (no component at start), or when the registry assigns the region a query function,
+    /// there is nothing to reload.
     pub async fn reload_query(&self) -> anyhow::Result<()> {
         let Some(query) = &self.query else {
             return Ok(());
         };
+        if self.assigned_by_registry(FunctionName::Query).await? {
+            return Ok(());
+        }
         let candidate = HttpFunction::load_file(&self.engine, &self.config.query_component())?
             .with_deadline(self.config.query_deadline());
         let old = query.function.replace(candidate);
@@ -219,27 +252,25 @@ impl Host {
         Ok(())
     }
 
+    /// Whether the registry assigns this host's region a version of `name` (which then wins over
+    /// the file).
+    async fn assigned_by_registry(&self, name: FunctionName) -> anyhow::Result<bool> {
+        let assigned = self
+            .registry
+            .assigned_version(&self.config.region, name)
+            .await?
+            .is_some();
+        if assigned {
+            tracing::info!(function = %name, region = %self.config.region, "the function registry assigns this function; its file is not reloaded");
+        }
+        Ok(assigned)
+    }
+
     /// Stops accepting connections and ends the background tasks.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
     }
-}
-
-/// The query function, if its file exists; a file that does not load stops the start.
-fn load_query_function(
-    engine: &FunctionEngine,
-    config: &Config,
-) -> anyhow::Result<Option<HttpFunction>> {
-    let path = config.query_component();
-    if !path.exists() {
-        tracing::info!(path = %path.display(), "no query component: /v1/ answers 404");
-        return Ok(None);
-    }
-    let function = HttpFunction::load_file(engine, &path)
-        .with_context(|| format!("loading the query component {}", path.display()))?
-        .with_deadline(config.query_deadline());
-    Ok(Some(function))
 }
 
 /// The query API over the host's database and Redis, with the configured grants.

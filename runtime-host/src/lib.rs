@@ -2,6 +2,7 @@
 //! sandbox, and stores what they accept. The `weir` binary is a thin shell over this library;
 //! see `docs/ARCHITECTURE.md` for the map.
 
+pub mod alerting;
 pub mod api;
 pub mod capabilities;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod host;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod registry;
 pub mod serve;
 pub mod simulate;
 pub mod telemetry;

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub pool_waiting: Gauge,
     /// Cacheable query requests by outcome in the host's answer cache (`hit`, `miss`).
     pub answer_cache: Family<CodeLabel, Counter>,
+    /// Function versions assigned by the registry, by outcome (`swapped`, `refused`).
+    pub function_registry_loads: Family<CodeLabel, Counter>,
+    /// Alerting steps that failed (the batch stays stored), by code.
+    pub alert_failures: Family<CodeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +77,18 @@ impl Metrics {
             "query_answer_cache",
             "Cacheable query requests by outcome in the host's answer cache",
             answer_cache.clone(),
+        );
+        let function_registry_loads = Family::<CodeLabel, Counter>::default();
+        metrics_registry.register(
+            "function_registry_loads",
+            "Function versions assigned by the registry, by outcome (swapped, refused)",
+            function_registry_loads.clone(),
+        );
+        let alert_failures = Family::<CodeLabel, Counter>::default();
+        metrics_registry.register(
+            "alert_failures",
+            "Alerting steps that failed (the batch stays stored), by code",
+            alert_failures.clone(),
         );
         let submit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         metrics_registry.register(
@@ -132,7 +148,25 @@ impl Metrics {
             pool_available,
             pool_waiting,
             answer_cache,
+            function_registry_loads,
+            alert_failures,
         }
+    }
+
+    /// Counts a failed alerting step by its code.
+    pub fn alert_failure(&self, code: &str) {
+        self.alert_failures
+            .get_or_create(&CodeLabel { code: code.into() })
+            .inc();
+    }
+
+    /// Counts a registry version by outcome: `swapped` in, or `refused` (it did not load here).
+    pub fn function_registry_load(&self, outcome: &str) {
+        self.function_registry_loads
+            .get_or_create(&CodeLabel {
+                code: outcome.into(),
+            })
+            .inc();
     }
 
     /// Counts a cacheable query request by its answer cache outcome.

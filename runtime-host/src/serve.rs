@@ -11,7 +11,8 @@ use crate::functions::ValidatorFunction;
 use crate::functions::validator::{DataType, KeyMetadata, Point, Value, Verdict};
 use crate::host::Host;
 
-/// Runs the host until SIGINT or SIGTERM; SIGHUP reloads the validator and the query function.
+/// Runs the host until SIGINT or SIGTERM; SIGHUP reloads the validator, the query function and
+/// the alert rules.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let host = Host::start(config).await?;
     tracing::info!(
@@ -32,6 +33,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 }
                 if let Err(error) = host.reload_query().await {
                     tracing::error!(error = format!("{error:#}"), "new query function refused; the old one keeps serving");
+                }
+                if let Err(error) = host.reload_alert_rules().await {
+                    tracing::error!(error = format!("{error:#}"), "alert rules not reloaded; the old ones stay");
                 }
             }
         }

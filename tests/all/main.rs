@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alerting;
 mod function_loading;
 mod function_sandbox;
 mod hot_swap;
@@ -11,6 +12,7 @@ mod ingest;
 mod query;
 mod query_endpoints;
 mod query_http;
+mod registry;
 mod services;
 mod simulation;
 mod spin_manifest;

@@ -328,13 +328,13 @@ async fn failing_handlers_fail_alone_with_their_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_query_calls_leaves_validator_slots_free() {
     // Four instances: with one shared budget, two looping handlers and three validator calls
-    // would not fit, and a validator would give up after its 300 ms wait while the handlers
-    // hold their slots for 1 s.
-    let engine = engine(Duration::from_millis(300));
+    // would not fit, and a validator would give up after its 1 s wait while the handlers hold
+    // their slots for 3 s. (1 s rather than less: 80 tests share two cores.)
+    let engine = engine(Duration::from_secs(1));
     let looping = std::sync::Arc::new(
         HttpFunction::load(&engine, "loops", handler_wat(LOOPS).as_bytes())
             .unwrap()
-            .with_deadline(Duration::from_secs(1)),
+            .with_deadline(Duration::from_secs(3)),
     );
     let granted = std::sync::Arc::new(
         HostCapabilities::default()

@@ -1,10 +1,12 @@
 //! The API listener (plain HTTP/1.1 and h2c; it normally sits behind the ingress): health,
 //! readiness and Prometheus metrics, served by the host itself, and the query API: everything
 //! under `/v1/`, authenticated here and answered by the query function ([`query`]) when one is
-//! loaded, with its public `/openapi.json`.
+//! loaded, with its public `/openapi.json`; except the alert events (`/v1/events`,
+//! [`events`]), which the host serves itself.
 
 pub mod answer_cache;
 pub mod auth;
+pub mod events;
 pub mod query;
 
 use std::sync::Arc;
@@ -39,6 +41,7 @@ impl Api {
             (method, "/healthz" | "/readyz" | "/metrics") => {
                 ApiError::method_not_allowed(method, &path).into_response()
             }
+            (_, path) if events::handles(path) => events::handle(&self.ingest, request).await,
             (_, path) if path.starts_with("/v1/") || path == query::OPENAPI_PATH => {
                 match &self.query {
                     Some(query) => query.handle(&self.ingest.storage, request).await,

@@ -145,9 +145,15 @@ impl FunctionEngine {
     /// Waits at most one deadline for a slot, then gives up with [`CallError::Busy`] so
     /// overload pushes back instead of queueing without bound.
     pub(crate) async fn begin_call(&self) -> Result<Call, CallError> {
+        self.begin_call_within(self.inner.limits.deadline).await
+    }
+
+    /// Like [`begin_call`](Self::begin_call) with a deadline of the caller's (alerters run on
+    /// the ingest path's budget, under a deadline of their own).
+    pub(crate) async fn begin_call_within(&self, deadline: Duration) -> Result<Call, CallError> {
         self.begin(
             &self.inner.ingest_instances,
-            self.inner.limits.deadline,
+            deadline,
             CapabilityState::default(),
         )
         .await
@@ -190,6 +196,7 @@ impl FunctionEngine {
             limits,
             deadline,
             _permit: permit,
+            _engine: self.clone(),
         })
     }
 }
@@ -254,6 +261,10 @@ pub(crate) struct Call {
     limits: Limits,
     deadline: Duration,
     _permit: OwnedSemaphorePermit,
+    /// Keeps the epoch ticker running while the guest runs: a call still looping when every
+    /// other handle of the engine is gone (a host shutting down) must still hit its deadline,
+    /// or it would spin on its thread forever.
+    _engine: FunctionEngine,
 }
 
 impl Call {

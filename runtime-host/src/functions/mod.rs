@@ -1,5 +1,5 @@
 //! The function runtime: runs Weir's WASM components (validators, and the query API's HTTP
-//! handlers; alerters later) in a sandbox.
+//! handlers, alerters) in a sandbox.
 //!
 //! One [`FunctionEngine`] per process owns the wasmtime `Engine`, the pooling allocator, the
 //! epoch ticker that enforces deadlines, the on-disk cache of compiled artifacts and the
@@ -7,6 +7,7 @@
 //! type-checked and linked once); every call gets a fresh `Store` and instance, so a call that
 //! traps, loops or exhausts memory fails alone. [`FunctionSlot`] swaps versions atomically.
 
+pub mod alerter;
 mod artifacts;
 mod engine;
 mod error;
@@ -16,6 +17,7 @@ mod limits;
 mod slot;
 pub mod validator;
 
+pub use alerter::AlerterFunction;
 pub use engine::FunctionEngine;
 pub use error::{CallError, LoadError};
 pub use http_handler::HttpFunction;

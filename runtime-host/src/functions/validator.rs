@@ -7,7 +7,8 @@ use super::engine::FunctionEngine;
 use super::error::{CallError, LoadError};
 use super::instance::InstanceState;
 
-mod bindings {
+/// Also the home of the `weir:functions/types` types every world shares (see `alerter`).
+pub(super) mod bindings {
     wasmtime::component::bindgen!({
         world: "validator",
         path: "../wit",

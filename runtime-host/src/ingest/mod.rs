@@ -1,6 +1,7 @@
 //! The ingest pipeline, independent of HTTP: a device's batch is parsed, judged by the
 //! validator component in one call, written with its batch record in one PostgreSQL
-//! transaction, acknowledged only after the commit, and then merged into Redis "latest".
+//! transaction, acknowledged only after the commit, and then merged into Redis "latest" and
+//! evaluated by the alerter (when alerting is on; its failures never fail the batch).
 //!
 //! Overload pushes back: a bounded number of batches are processed at once, the validator has
 //! its own instance bound, and the PostgreSQL pool waits only briefly; each answers 503 with
@@ -23,9 +24,10 @@ use weir_storage::{
     StorageError, StoredValue,
 };
 
+use crate::alerting::Alerting;
 use crate::api::answer_cache::{AnswerCache, Series};
 use crate::config::Config;
-use crate::functions::validator::{KeyMetadata, Value, Verdict};
+use crate::functions::validator::{KeyMetadata, Point, Value, Verdict};
 use crate::functions::{CallError, FunctionSlot, ValidatorFunction};
 use crate::http::ApiError;
 use crate::metrics::Metrics;
@@ -51,6 +53,8 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     /// The query API's answer cache, told of every stored point before the batch is acknowledged.
     pub answers: Arc<AnswerCache>,
+    /// Alert evaluation of accepted points, when alerting is configured.
+    pub alerting: Option<Arc<Alerting>>,
     config: Arc<Config>,
     inflight: Semaphore,
 }
@@ -82,8 +86,15 @@ impl Ingest {
             metadata: MetadataCache::default(),
             metrics,
             answers: Arc::new(AnswerCache::new(config.query.answer_cache_entries)),
+            alerting: None,
             config,
         }
+    }
+
+    /// The pipeline with alerting: accepted points are evaluated after they are stored.
+    pub fn with_alerting(mut self, alerting: Option<Arc<Alerting>>) -> Self {
+        self.alerting = alerting;
+        self
     }
 
     /// Processes one submit body of `device` and returns the receipt to answer with. `Ok`
@@ -132,8 +143,25 @@ impl Ingest {
 
         let mut rejected = Vec::new();
         let mut accepted = Vec::with_capacity(request.points.len());
+        let mut alert_points = Vec::new();
         for (index, (point, verdict)) in request.points.iter().zip(verdicts).enumerate() {
             match verdict {
+                Verdict::Accepted(value) if self.alerting.is_some() => {
+                    alert_points.push((
+                        index,
+                        Point {
+                            key: point.key.clone(),
+                            value: value.clone(),
+                            ts: point.ts,
+                        },
+                    ));
+                    accepted.push(NewPoint {
+                        index,
+                        key: point.key.clone(),
+                        ts_ms: point.ts,
+                        value: stored_value(value),
+                    })
+                }
                 Verdict::Accepted(value) => accepted.push(NewPoint {
                     index,
                     key: point.key.clone(),
@@ -183,6 +211,14 @@ impl Ingest {
                     conflicts.iter().map(|c| c.index).collect();
                 self.update_latest(device, &accepted, &conflicted).await;
                 self.invalidate_answers(device, &accepted);
+                if let Some(alerting) = &self.alerting {
+                    let points: Vec<Point> = alert_points
+                        .into_iter()
+                        .filter(|(index, _)| !conflicted.contains(index))
+                        .map(|(_, point)| point)
+                        .collect();
+                    alerting.batch_accepted(device, &points).await;
+                }
                 Ok(receipt.expect("store_batch builds the receipt of a stored batch"))
             }
         }

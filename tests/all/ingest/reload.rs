@@ -5,19 +5,7 @@
 use std::path::Path;
 
 use super::harness::{TestHost, batch, now_ms, ok, point};
-
-/// A component with one more custom section: a new version (new digest), same behaviour.
-fn with_custom_section(component: &[u8], payload: &[u8]) -> Vec<u8> {
-    let name = b"weir-test-version";
-    let mut section = vec![name.len() as u8];
-    section.extend_from_slice(name);
-    section.extend_from_slice(payload);
-    let mut bytes = component.to_vec();
-    bytes.push(0); // custom section id
-    bytes.push(u8::try_from(section.len()).expect("a short section"));
-    bytes.extend(section);
-    bytes
-}
+use crate::support::with_custom_section;
 
 fn install(dir: &Path, bytes: &[u8]) {
     std::fs::write(dir.join(weir::host::VALIDATOR_FILE), bytes).unwrap();

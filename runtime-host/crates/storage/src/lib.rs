@@ -9,11 +9,15 @@
 //! [`Storage::device_metadata`], and every host follows changes with
 //! [`listen_metadata_changes`]. The query API's bearer tokens are created, found, listed and
 //! revoked with [`Storage::create_token`], [`Storage::find_token`], [`Storage::list_tokens`] and
-//! [`Storage::revoke_token`].
+//! [`Storage::revoke_token`]. The function registry (which version of each function and rule set
+//! each region runs) is [`Storage::deploy_artifact`], [`Storage::roll_back_artifact`],
+//! [`Storage::current_artifacts`], [`Storage::artifact_bytes`], [`Storage::artifact_history`],
+//! followed by hosts with [`listen_registry_changes`].
 //!
 //! Code map: `schema` is the one place that defines tables (migrations, partition DDL);
 //! `batches` is the write path; `partitions`, `series` and `values` serve it; `metadata` and
-//! `notify` handle key metadata; `tokens` the API tokens; `reads` and `maintenance` hold the
+//! `notify` handle key metadata (`notify` also listens for `registry`, the function registry);
+//! `tokens` the API tokens; `events` the alert events; `reads` and `maintenance` hold the
 //! remaining PostgreSQL operations; `latest` and `repair` are the Redis side; `model` holds the plain data types,
 //! `timestamp` the accepted time range and month arithmetic, `error` classifies every failure.
 //! Every SQL statement is static text with bind parameters, prepared once per connection
@@ -21,6 +25,7 @@
 
 mod batches;
 mod error;
+mod events;
 mod latest;
 mod maintenance;
 mod metadata;
@@ -29,6 +34,7 @@ mod notify;
 mod partitions;
 mod postgres;
 mod reads;
+mod registry;
 mod repair;
 mod schema;
 mod series;
@@ -37,6 +43,7 @@ mod tokens;
 mod values;
 
 pub use error::{Result, StorageError};
+pub use events::{AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter, EventUpdate};
 pub use latest::LatestCache;
 pub use maintenance::MaintenanceReport;
 pub use model::{
@@ -45,6 +52,10 @@ pub use model::{
 };
 pub use notify::{MetadataChange, MetadataListener, listen_metadata_changes};
 pub use postgres::{PoolStatus, Storage};
+pub use registry::{
+    ArtifactKind, Assignment, AssignmentRecord, CurrentArtifact, RegistryChange, RegistryListener,
+    artifact_sha256, listen_registry_changes,
+};
 pub use repair::{LatestRepair, RepairReport};
 pub use timestamp::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, timestamp_in_range};
 pub use tokens::{TOKEN_PREFIX, token_hash};

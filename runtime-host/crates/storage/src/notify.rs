@@ -1,5 +1,6 @@
-//! Metadata change notifications between hosts: PostgreSQL `LISTEN`/`NOTIFY` on the
-//! `weir_metadata` channel.
+//! Change notifications between hosts: PostgreSQL `LISTEN`/`NOTIFY`. Metadata changes go on the
+//! `weir_metadata` channel; the listening machinery ([`listen_channel`]) also serves the function
+//! registry's `weir_functions` channel (see `registry`).
 //!
 //! [`Storage::put_metadata`](crate::Storage::put_metadata) notifies with the device as JSON.
 //! [`listen_metadata_changes`] keeps a dedicated connection (notifications need one connection
@@ -71,14 +72,13 @@ fn parse_payload(payload: &str) -> MetadataChange {
 
 /// A stream of metadata changes made by any host. Stops listening when dropped.
 pub struct MetadataListener {
-    changes: mpsc::Receiver<MetadataChange>,
-    task: JoinHandle<()>,
+    inner: ChannelListener<MetadataChange>,
 }
 
 impl MetadataListener {
     /// The next change (waits for one). Starts with [`MetadataChange::All`].
     pub async fn next_change(&mut self) -> Option<MetadataChange> {
-        self.changes.recv().await
+        self.inner.next().await
     }
 }
 
@@ -86,13 +86,7 @@ impl Stream for MetadataListener {
     type Item = MetadataChange;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<MetadataChange>> {
-        self.changes.poll_recv(cx)
-    }
-}
-
-impl Drop for MetadataListener {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.inner.changes.poll_recv(cx)
     }
 }
 
@@ -101,6 +95,57 @@ impl Drop for MetadataListener {
 /// The first connection is made now: an unreachable server fails here (as
 /// [`StorageError::Unavailable`]); later outages are retried in the background.
 pub async fn listen_metadata_changes(url: &str) -> Result<MetadataListener> {
+    let channel = Channel {
+        listen: "LISTEN weir_metadata",
+        application_name: "weir-metadata-listener",
+        missed: MetadataChange::All,
+        parse: parse_payload,
+    };
+    Ok(MetadataListener {
+        inner: listen_channel(url, channel).await?,
+    })
+}
+
+/// One notification channel as a listener sees it. Other modules (the function registry) listen
+/// to channels of their own through [`listen_channel`].
+pub(crate) struct Channel<T> {
+    /// `LISTEN <channel>`: a constant, since LISTEN takes an identifier, not a parameter.
+    pub(crate) listen: &'static str,
+    /// The connection's `application_name`, also naming the listener in logs.
+    pub(crate) application_name: &'static str,
+    /// The change meaning "some may have been missed": sent after every (re)connection and when
+    /// the consumer falls behind.
+    pub(crate) missed: T,
+    /// A notification's payload as a change.
+    pub(crate) parse: fn(&str) -> T,
+}
+
+/// The changes of one channel, from a background task that keeps a connection listening.
+/// Stops listening when dropped.
+pub(crate) struct ChannelListener<T> {
+    changes: mpsc::Receiver<T>,
+    task: JoinHandle<()>,
+}
+
+impl<T> ChannelListener<T> {
+    /// The next change (waits for one). Starts with the channel's `missed` change.
+    pub(crate) async fn next(&mut self) -> Option<T> {
+        self.changes.recv().await
+    }
+}
+
+impl<T> Drop for ChannelListener<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Listens on `channel` over a dedicated connection to `url`, reconnecting by itself. The first
+/// connection is made now, so an unreachable server fails here.
+pub(crate) async fn listen_channel<T: Clone + Send + Sync + 'static>(
+    url: &str,
+    channel: Channel<T>,
+) -> Result<ChannelListener<T>> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|err| StorageError::Config(format!("invalid PostgreSQL URL: {err}")))?;
@@ -108,25 +153,27 @@ pub async fn listen_metadata_changes(url: &str) -> Result<MetadataListener> {
         .connect_timeout(CONNECT_TIMEOUT)
         .keepalives(true)
         .keepalives_idle(KEEPALIVE_IDLE)
-        .application_name("weir-metadata-listener");
-    let first = connect_and_listen(&config).await?;
+        .application_name(channel.application_name);
+    let first = connect_and_listen(&config, &channel).await?;
     let (sender, changes) = mpsc::channel(BUFFERED_CHANGES);
-    let task = tokio::spawn(listen(config, first, sender));
-    Ok(MetadataListener { changes, task })
+    let task = tokio::spawn(listen(config, channel, first, sender));
+    Ok(ChannelListener { changes, task })
 }
 
 type Messages = Pin<Box<dyn Stream<Item = Result<AsyncMessage, tokio_postgres::Error>> + Send>>;
 
 /// Opens a connection and subscribes it to the channel. The connection's messages (which also
 /// drive it) come back as a stream; the client must be kept alive with it.
-async fn connect_and_listen(config: &tokio_postgres::Config) -> Result<(Client, Messages)> {
+async fn connect_and_listen<T>(
+    config: &tokio_postgres::Config,
+    channel: &Channel<T>,
+) -> Result<(Client, Messages)> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let mut messages: Messages = Box::pin(futures_util::stream::poll_fn(move |cx| {
         connection.poll_message(cx)
     }));
     {
-        // The channel name is a constant: LISTEN takes an identifier, not a parameter.
-        let listen = client.batch_execute("LISTEN weir_metadata");
+        let listen = client.batch_execute(channel.listen);
         tokio::pin!(listen);
         loop {
             tokio::select! {
@@ -135,13 +182,14 @@ async fn connect_and_listen(config: &tokio_postgres::Config) -> Result<(Client, 
                     break;
                 }
                 message = messages.next() => match message {
-                    // Nothing can be missed here: `All` follows right after.
+                    // Nothing can be missed here: `missed` follows right after.
                     Some(Ok(_)) => {}
                     Some(Err(err)) => return Err(err.into()),
                     None => {
-                        return Err(StorageError::Unavailable(
-                            "PostgreSQL closed the metadata listener's connection".into(),
-                        ));
+                        return Err(StorageError::Unavailable(format!(
+                            "PostgreSQL closed the connection of {}",
+                            channel.application_name
+                        )));
                     }
                 },
             }
@@ -151,11 +199,13 @@ async fn connect_and_listen(config: &tokio_postgres::Config) -> Result<(Client, 
 }
 
 /// The background task: forwards notifications, and reconnects after the connection drops.
-async fn listen(
+async fn listen<T: Clone>(
     config: tokio_postgres::Config,
+    channel: Channel<T>,
     first: (Client, Messages),
-    sender: mpsc::Sender<MetadataChange>,
+    sender: mpsc::Sender<T>,
 ) {
+    let name = channel.application_name;
     let mut current = Some(first);
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -167,17 +217,17 @@ async fn listen(
                     _ = sender.closed() => return,
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                match connect_and_listen(&config).await {
+                match connect_and_listen(&config, &channel).await {
                     Ok(connection) => connection,
                     Err(err) => {
-                        debug!(error = %err, "metadata listener cannot reconnect yet");
+                        debug!(listener = name, error = %err, "cannot reconnect yet");
                         continue;
                     }
                 }
             }
         };
         let connected_at = Instant::now();
-        if !forward(&sender, MetadataChange::All).await {
+        if !forward(&sender, channel.missed.clone(), &channel.missed).await {
             return;
         }
         loop {
@@ -187,17 +237,21 @@ async fn listen(
             };
             match message {
                 Some(Ok(AsyncMessage::Notification(notification))) => {
-                    if !forward(&sender, parse_payload(notification.payload())).await {
+                    let change = (channel.parse)(notification.payload());
+                    if !forward(&sender, change, &channel.missed).await {
                         return;
                     }
                 }
                 Some(Ok(_)) => {}
                 Some(Err(err)) => {
-                    warn!(error = %err, "metadata listener lost its connection; reconnecting");
+                    warn!(listener = name, error = %err, "listener lost its connection; reconnecting");
                     break;
                 }
                 None => {
-                    warn!("metadata listener's connection closed; reconnecting");
+                    warn!(
+                        listener = name,
+                        "listener's connection closed; reconnecting"
+                    );
                     break;
                 }
             }
@@ -209,12 +263,12 @@ async fn listen(
     }
 }
 
-/// Hands a change to the consumer; a full buffer collapses into `All` (sent once there is room).
-/// False when the consumer is gone.
-async fn forward(sender: &mpsc::Sender<MetadataChange>, change: MetadataChange) -> bool {
+/// Hands a change to the consumer; a full buffer collapses into `missed` (sent once there is
+/// room). False when the consumer is gone.
+async fn forward<T: Clone>(sender: &mpsc::Sender<T>, change: T, missed: &T) -> bool {
     match sender.try_send(change) {
         Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => sender.send(MetadataChange::All).await.is_ok(),
+        Err(mpsc::error::TrySendError::Full(_)) => sender.send(missed.clone()).await.is_ok(),
         Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }

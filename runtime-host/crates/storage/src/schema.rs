@@ -15,6 +15,11 @@
 //!   batch is answered with the same receipt and stored once.
 //! - `api_tokens`: the query API's bearer tokens, one org each, stored as the SHA-256 of the
 //!   secret (never the secret), revoked by setting `revoked_at`.
+//! - `function_versions`: every deployed artifact (validator, query, alerter component, rule
+//!   set), content-addressed by SHA-256; `function_assignments`: the append-only history of which
+//!   version each region runs under each name (see `registry`).
+//! - `alert_events`: the alerts the alerter raised, one row each from its raise to its clear,
+//!   with at most one open row per `(org, device, rule_id, key, trigger)` (see `events`).
 //!
 //! Role `weir_query` is what query components log in as: `SELECT` on `series` and `points`
 //! (partitions are read through the parent, which is all that is checked), nothing else. The
@@ -128,6 +133,63 @@ BEGIN
     END IF;
 END
 $$;
+"#,
+    },
+    Migration {
+        version: 4,
+        name: "function registry: content-addressed versions, per-region assignments",
+        sql: r#"
+-- One row per distinct artifact (a component, later a rule set), keyed by the SHA-256 of its
+-- bytes; never updated or deleted, so every version ever deployed can be rolled back to.
+CREATE TABLE function_versions (
+    sha256     text PRIMARY KEY CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    kind       text NOT NULL CHECK (kind IN ('validator', 'query', 'alerter', 'rules')),
+    bytes      bytea NOT NULL,
+    size       int NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Append-only history: the current version of (region, name) is its newest row. A deploy or a
+-- rollback appends a row; nothing is updated. No grant to weir_query.
+CREATE TABLE function_assignments (
+    id          bigserial PRIMARY KEY,
+    region      text NOT NULL,
+    name        text NOT NULL,
+    sha256      text NOT NULL REFERENCES function_versions (sha256),
+    action      text NOT NULL CHECK (action IN ('deploy', 'rollback')),
+    assigned_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX function_assignments_current ON function_assignments (region, name, id DESC);
+"#,
+    },
+    Migration {
+        version: 5,
+        name: "alert_events: raised, escalated, acknowledged and cleared alerts",
+        sql: r#"
+-- One row per alert: a raise inserts it, an escalation raises its severity, a clear (by the
+-- alerter or by hand) closes it. No grant to weir_query: the host serves events itself.
+CREATE TABLE alert_events (
+    id              bigserial PRIMARY KEY,
+    org             text NOT NULL,
+    device          text NOT NULL,
+    key             text NOT NULL,
+    rule_id         text NOT NULL,
+    rule_version    int NOT NULL,
+    severity        text NOT NULL CHECK (severity IN ('critical', 'major', 'minor', 'warning')),
+    trigger         text NOT NULL CHECK (trigger IN ('condition', 'no_data')),
+    state           text NOT NULL CHECK (state IN ('raised', 'acknowledged', 'cleared')),
+    value           jsonb,
+    message         text NOT NULL,
+    raised_at       timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    escalated_at    timestamptz,
+    acknowledged_at timestamptz,
+    cleared_at      timestamptz
+);
+CREATE INDEX alert_events_org_raised_at ON alert_events (org, raised_at);
+-- At most one open alert per device, rule, key and trigger.
+CREATE UNIQUE INDEX alert_events_open ON alert_events (org, device, rule_id, key, trigger)
+    WHERE state IN ('raised', 'acknowledged');
 "#,
     },
 ];

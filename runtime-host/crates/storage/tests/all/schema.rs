@@ -37,7 +37,9 @@ async fn migrating_again_is_a_no_op() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    let every_migration: Vec<i32> = (1..=versions.len() as i32).collect();
+    assert!(versions.len() >= 4, "{versions:?}");
+    assert_eq!(versions, every_migration);
     assert_eq!(partitions(&client).await, partitions_before);
 }
 
@@ -56,7 +58,17 @@ async fn hosts_starting_together_migrate_once() {
 
     let (a, b) = tokio::join!(first.migrate(), second.migrate());
 
-    assert_eq!(a.unwrap() + b.unwrap(), 2);
+    let migrations: i64 = first
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(migrations >= 4);
+    assert_eq!((a.unwrap() + b.unwrap()) as i64, migrations);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,326 @@
+//! Alert events: what the alerter raised, escalated and cleared, and what people did about it
+//! (acknowledge, clear by hand). The `alert_events` table (see `schema`) holds one row per
+//! alert: a raise inserts it, an escalation raises its severity, a clear closes it. At most one
+//! row per `(org, device, rule, key, trigger)` is open (`raised` or `acknowledged`), which a
+//! partial unique index enforces.
+//!
+//! The alerter's state (in Redis) is the truth about which alerts are active; these rows follow
+//! it. So a raise while a row is still open (its clear was lost, or the state was) closes the old
+//! row first, and an escalation or clear without an open row is tolerated: the escalation opens
+//! one, the clear changes nothing.
+
+use crate::error::{Result, StorageError};
+use crate::postgres::Storage;
+
+/// What happened to an alert, as the alerter reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertChangeKind {
+    /// A new alert.
+    Raise,
+    /// The open alert moved to a stronger severity.
+    Escalate,
+    /// The open alert ended.
+    Clear,
+}
+
+/// One event of an evaluation, to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertChange {
+    /// The organisation of the device.
+    pub org: String,
+    /// The device.
+    pub device: String,
+    /// The alerting key.
+    pub key: String,
+    /// The rule's id.
+    pub rule_id: String,
+    /// The version of the rule that was evaluated.
+    pub rule_version: i32,
+    /// `condition` or `no_data`.
+    pub trigger: String,
+    /// What happened.
+    pub kind: AlertChangeKind,
+    /// The severity after the event (for a clear, the one the alert had).
+    pub severity: String,
+    /// When: the point's timestamp (or the staleness check's `now`), unix milliseconds.
+    pub ts_ms: i64,
+    /// The point's value as JSON text; `None` for a no-data raise.
+    pub value_json: Option<String>,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// One row of `alert_events`, timestamps in unix milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertEvent {
+    /// The event's id, as the API names it.
+    pub id: i64,
+    /// The organisation.
+    pub org: String,
+    /// The device.
+    pub device: String,
+    /// The alerting key.
+    pub key: String,
+    /// The rule's id.
+    pub rule_id: String,
+    /// The rule version of the latest change.
+    pub rule_version: i32,
+    /// The current (strongest) severity.
+    pub severity: String,
+    /// `condition` or `no_data`.
+    pub trigger: String,
+    /// `raised`, `acknowledged` or `cleared`.
+    pub state: String,
+    /// The value that raised it, as JSON text.
+    pub value_json: Option<String>,
+    /// The raise's sentence.
+    pub message: String,
+    /// The timestamp of the point that raised it.
+    pub raised_at_ms: i64,
+    /// When the row last changed.
+    pub updated_at_ms: i64,
+    /// When it escalated last.
+    pub escalated_at_ms: Option<i64>,
+    /// When someone acknowledged it.
+    pub acknowledged_at_ms: Option<i64>,
+    /// When it cleared (the clearing point's timestamp, or the manual clear's time).
+    pub cleared_at_ms: Option<i64>,
+}
+
+/// Which events to list, newest first; `None` means any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertEventFilter {
+    /// Only this device's.
+    pub device: Option<String>,
+    /// Only this key's.
+    pub key: Option<String>,
+    /// Only of this severity.
+    pub severity: Option<String>,
+    /// Only in this state.
+    pub state: Option<String>,
+    /// Raised at or after, unix milliseconds.
+    pub from_ms: Option<i64>,
+    /// Raised before, unix milliseconds.
+    pub to_ms: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// What acknowledging or clearing an event found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventUpdate {
+    /// The event changed; here it is now.
+    Changed(AlertEvent),
+    /// The event was already in the requested state (or past it, for a clear); unchanged.
+    Unchanged(AlertEvent),
+    /// Acknowledging an event that has cleared.
+    Cleared(AlertEvent),
+    /// No event with that id in that organisation.
+    NotFound,
+}
+
+/// A statement parameter.
+type Param = dyn tokio_postgres::types::ToSql + Sync;
+
+/// The columns of [`AlertEvent`], in its order.
+const COLUMNS: &str = "id, org, device, key, rule_id, rule_version, severity, trigger, state, \
+     value::text, message, \
+     (extract(epoch FROM raised_at) * 1000)::bigint, \
+     (extract(epoch FROM updated_at) * 1000)::bigint, \
+     (extract(epoch FROM escalated_at) * 1000)::bigint, \
+     (extract(epoch FROM acknowledged_at) * 1000)::bigint, \
+     (extract(epoch FROM cleared_at) * 1000)::bigint";
+
+/// The condition selecting the open row of an alert, parameters `$1..$5` being org, device,
+/// rule id, key and trigger.
+const OPEN_ROW: &str = "org = $1 AND device = $2 AND rule_id = $3 AND key = $4 AND trigger = $5 \
+     AND state IN ('raised', 'acknowledged')";
+
+impl Storage {
+    /// Records an evaluation's events, in order, in one transaction.
+    pub async fn record_alert_changes(&self, changes: &[AlertChange]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let close = tx
+            .prepare_cached(&format!(
+                "UPDATE alert_events SET state = 'cleared', rule_version = $6, \
+                 cleared_at = to_timestamp($7::bigint / 1000.0), updated_at = now() \
+                 WHERE {OPEN_ROW}"
+            ))
+            .await?;
+        let escalate = tx
+            .prepare_cached(&format!(
+                "UPDATE alert_events SET severity = $6, rule_version = $7, \
+                 escalated_at = to_timestamp($8::bigint / 1000.0), updated_at = now() \
+                 WHERE {OPEN_ROW}"
+            ))
+            .await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO alert_events (org, device, key, rule_id, rule_version, severity, \
+                 trigger, state, value, message, raised_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'raised', $8::text::jsonb, $9, \
+                 to_timestamp($10::bigint / 1000.0))",
+            )
+            .await?;
+        for c in changes {
+            let open: [&Param; 5] = [&c.org, &c.device, &c.rule_id, &c.key, &c.trigger];
+            match c.kind {
+                AlertChangeKind::Raise | AlertChangeKind::Clear => {
+                    let mut params = open.to_vec();
+                    params.extend([&c.rule_version as &Param, &c.ts_ms]);
+                    tx.execute(&close, &params).await?;
+                }
+                AlertChangeKind::Escalate => {
+                    let mut params = open.to_vec();
+                    params.extend([&c.severity as &Param, &c.rule_version, &c.ts_ms]);
+                    if tx.execute(&escalate, &params).await? > 0 {
+                        continue;
+                    }
+                }
+            }
+            if c.kind != AlertChangeKind::Clear {
+                tx.execute(
+                    &insert,
+                    &[
+                        &c.org,
+                        &c.device,
+                        &c.key,
+                        &c.rule_id,
+                        &c.rule_version,
+                        &c.severity,
+                        &c.trigger,
+                        &c.value_json,
+                        &c.message,
+                        &c.ts_ms,
+                    ],
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `org`'s events matching `filter`, newest raise first.
+    pub async fn list_alert_events(
+        &self,
+        org: &str,
+        filter: &AlertEventFilter,
+    ) -> Result<Vec<AlertEvent>> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM alert_events WHERE org = $1 \
+                 AND ($2::text IS NULL OR device = $2) \
+                 AND ($3::text IS NULL OR key = $3) \
+                 AND ($4::text IS NULL OR severity = $4) \
+                 AND ($5::text IS NULL OR state = $5) \
+                 AND ($6::bigint IS NULL OR raised_at >= to_timestamp($6::bigint / 1000.0)) \
+                 AND ($7::bigint IS NULL OR raised_at < to_timestamp($7::bigint / 1000.0)) \
+                 ORDER BY raised_at DESC, id DESC LIMIT $8"
+            ))
+            .await?;
+        let rows = client
+            .query(
+                &select,
+                &[
+                    &org,
+                    &filter.device,
+                    &filter.key,
+                    &filter.severity,
+                    &filter.state,
+                    &filter.from_ms,
+                    &filter.to_ms,
+                    &filter.limit,
+                ],
+            )
+            .await?;
+        rows.iter().map(alert_event).collect()
+    }
+
+    /// `org`'s event `id`, if there is one.
+    pub async fn alert_event(&self, org: &str, id: i64) -> Result<Option<AlertEvent>> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM alert_events WHERE id = $1 AND org = $2"
+            ))
+            .await?;
+        let row = client.query_opt(&select, &[&id, &org]).await?;
+        row.as_ref().map(alert_event).transpose()
+    }
+
+    /// Acknowledges `org`'s event `id`: raised → acknowledged. Acknowledging it again changes
+    /// nothing; a cleared event stays cleared.
+    pub async fn acknowledge_alert_event(&self, org: &str, id: i64) -> Result<EventUpdate> {
+        let client = self.client().await?;
+        let update = client
+            .prepare_cached(&format!(
+                "UPDATE alert_events SET state = 'acknowledged', acknowledged_at = now(), \
+                 updated_at = now() WHERE id = $1 AND org = $2 AND state = 'raised' \
+                 RETURNING {COLUMNS}"
+            ))
+            .await?;
+        if let Some(row) = client.query_opt(&update, &[&id, &org]).await? {
+            return Ok(EventUpdate::Changed(alert_event(&row)?));
+        }
+        drop(client);
+        Ok(match self.alert_event(org, id).await? {
+            None => EventUpdate::NotFound,
+            Some(event) if event.state == "cleared" => EventUpdate::Cleared(event),
+            Some(event) => EventUpdate::Unchanged(event),
+        })
+    }
+
+    /// Clears `org`'s open event `id` by hand. Clearing a cleared event changes nothing.
+    pub async fn clear_alert_event(&self, org: &str, id: i64) -> Result<EventUpdate> {
+        let client = self.client().await?;
+        let update = client
+            .prepare_cached(&format!(
+                "UPDATE alert_events SET state = 'cleared', cleared_at = now(), \
+                 updated_at = now() WHERE id = $1 AND org = $2 \
+                 AND state IN ('raised', 'acknowledged') RETURNING {COLUMNS}"
+            ))
+            .await?;
+        if let Some(row) = client.query_opt(&update, &[&id, &org]).await? {
+            return Ok(EventUpdate::Changed(alert_event(&row)?));
+        }
+        drop(client);
+        Ok(match self.alert_event(org, id).await? {
+            None => EventUpdate::NotFound,
+            Some(event) => EventUpdate::Unchanged(event),
+        })
+    }
+}
+
+fn alert_event(row: &tokio_postgres::Row) -> Result<AlertEvent> {
+    let event = AlertEvent {
+        id: row.try_get(0)?,
+        org: row.try_get(1)?,
+        device: row.try_get(2)?,
+        key: row.try_get(3)?,
+        rule_id: row.try_get(4)?,
+        rule_version: row.try_get(5)?,
+        severity: row.try_get(6)?,
+        trigger: row.try_get(7)?,
+        state: row.try_get(8)?,
+        value_json: row.try_get(9)?,
+        message: row.try_get(10)?,
+        raised_at_ms: row.try_get(11)?,
+        updated_at_ms: row.try_get(12)?,
+        escalated_at_ms: row.try_get(13)?,
+        acknowledged_at_ms: row.try_get(14)?,
+        cleared_at_ms: row.try_get(15)?,
+    };
+    if !matches!(event.state.as_str(), "raised" | "acknowledged" | "cleared") {
+        return Err(StorageError::Corrupt(format!(
+            "alert event {} has state {:?}",
+            event.id, event.state
+        )));
+    }
+    Ok(event)
+}

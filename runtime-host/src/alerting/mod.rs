@@ -1,0 +1,280 @@
+//! Alerting: every accepted batch is evaluated by the alerter component against its
+//! organisation's rules; the alerter's state lives in Redis and its events in PostgreSQL.
+//!
+//! - `rules.rs` — the rule book: one file per organisation, checked by the component;
+//! - `state.rs` — the per-(rule, device) state hashes in Redis;
+//! - `stale.rs` — the timer raising no-data alerts (`evaluate-stale`);
+//! - this module — [`Alerting`]: loading at start, the evaluate-on-batch step, manual clears.
+//!
+//! Alerting never fails a submit: it runs after the batch is durable, and a failing alerter,
+//! Redis or PostgreSQL is logged and counted (`weir_alert_failures_total{code}`), the batch
+//! acknowledged all the same. When the states could not be read or written, nothing changed
+//! and the next batch evaluates from the last state stored; when the events could not be
+//! written after the states were, those events are lost (an outbox would keep them), and the
+//! event table catches up at the alert's next raise.
+
+pub mod rules;
+pub mod stale;
+pub mod state;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use serde_json::Value as Json;
+use weir_storage::{AlertChange, AlertChangeKind, AlertEvent, DeviceRef, Storage, StorageError};
+
+use crate::config::Config;
+use crate::functions::alerter::{
+    Evaluation, Event, EventKind, Point, Rule, RuleState, Trigger, Value,
+};
+use crate::functions::{AlerterFunction, CallError, FunctionEngine, FunctionSlot};
+use crate::metrics::Metrics;
+use rules::RuleBook;
+use state::AlertStates;
+
+/// Why an alerting step failed, each with a stable code (the metric's label).
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    /// The alerter call failed (deadline, memory, trap, busy).
+    #[error("the alerter failed: {0}")]
+    Function(#[from] CallError),
+    /// The alerter refused the request (a state it cannot read).
+    #[error("the alerter refused: {0}")]
+    Refused(String),
+    /// Redis, where the states are, failed.
+    #[error("alert states unavailable: {0:#}")]
+    State(anyhow::Error),
+    /// PostgreSQL, where the events are, failed.
+    #[error("alert events could not be written: {0}")]
+    Storage(#[from] StorageError),
+}
+
+impl AlertError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AlertError::Function(error) => error.code(),
+            AlertError::Refused(_) => "alerter_refused",
+            AlertError::State(_) => "alert_state_unavailable",
+            AlertError::Storage(error) => error.code(),
+        }
+    }
+}
+
+/// The alerter, the rules and where their state and events go; shared by the ingest path and
+/// the events API.
+pub struct Alerting {
+    /// The alerter component.
+    pub function: Arc<FunctionSlot<AlerterFunction>>,
+    rules: ArcSwap<RuleBook>,
+    rules_dir: std::path::PathBuf,
+    states: AlertStates,
+    storage: Storage,
+    metrics: Arc<Metrics>,
+    stale_interval: std::time::Duration,
+}
+
+impl Alerting {
+    /// Loads the alerter and the rules the configuration names. `None` (logged) when alerting is
+    /// not configured: no rules directory, or no component file. A rule file the component
+    /// refuses fails the start, naming the file and the rule.
+    pub async fn start(
+        config: &Config,
+        engine: &FunctionEngine,
+        storage: &Storage,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Option<Arc<Alerting>>> {
+        let Some(rules_dir) = &config.alerting.rules_dir else {
+            tracing::info!("alerting is off: no rules directory (WEIR_ALERT_RULES_DIR)");
+            return Ok(None);
+        };
+        let component = config.alert_component();
+        if !component.exists() {
+            tracing::warn!(component = %component.display(), "alerting is off: no alerter component (build it with `cargo xtask components`)");
+            return Ok(None);
+        }
+        let function = AlerterFunction::load_file(engine, &component)
+            .with_context(|| format!("loading the alerter {}", component.display()))?
+            .with_deadline(config.alert_deadline());
+        let book = RuleBook::load(rules_dir, &function).await?;
+        let states = AlertStates::connect(&config.redis_url)
+            .await
+            .with_context(|| format!("connecting to Redis at {} for alerting", config.redis_url))?;
+        let (orgs, rules) = book.size();
+        tracing::info!(function = function.name(), digest = %&function.digest()[..12], rules_dir = %rules_dir.display(), orgs, rules, "alerting enabled");
+        Ok(Some(Arc::new(Alerting {
+            function: Arc::new(FunctionSlot::new(function)),
+            rules: ArcSwap::from_pointee(book),
+            rules_dir: rules_dir.clone(),
+            states,
+            storage: storage.clone(),
+            metrics: metrics.clone(),
+            stale_interval: std::time::Duration::from_secs(config.alerting.stale_check_s),
+        })))
+    }
+
+    /// Reads the rules directory again; the old rules stay if any file is refused.
+    pub async fn reload_rules(&self) -> anyhow::Result<()> {
+        let book = RuleBook::load(&self.rules_dir, &self.function.current()).await?;
+        let (orgs, rules) = book.size();
+        self.rules.store(Arc::new(book));
+        tracing::info!(orgs, rules, "alert rules reloaded");
+        Ok(())
+    }
+
+    /// Evaluates `device`'s accepted points, stores the new states and records the events.
+    /// Never fails: a failure is logged and counted, and the batch stays acknowledged.
+    pub async fn batch_accepted(&self, device: &DeviceRef, points: &[Point]) {
+        if let Err(error) = self.evaluate_batch(device, points).await {
+            self.failed(&error);
+            tracing::error!(%device, code = error.code(), %error, "alert evaluation failed; the batch is stored");
+        }
+    }
+
+    async fn evaluate_batch(&self, device: &DeviceRef, points: &[Point]) -> Result<(), AlertError> {
+        let rules = self.rules.load().for_batch(
+            &device.org,
+            &device.device,
+            points.iter().map(|p| p.key.as_str()),
+        );
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let states = self.states_of(device, &rules).await?;
+        let evaluation = self
+            .function
+            .current()
+            .evaluate(&device.device, points, &rules, &states)
+            .await?;
+        self.apply(device, evaluation).await
+    }
+
+    /// Runs the staleness check of `device` at `now` (unix milliseconds) with its rules that
+    /// have a `stale_after`.
+    async fn evaluate_stale(&self, device: &DeviceRef, now: i64) -> Result<(), AlertError> {
+        let rules = self.rules.load().stale_rules(&device.org, &device.device);
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let states = self.states_of(device, &rules).await?;
+        if states.is_empty() {
+            return Ok(());
+        }
+        let evaluation = self
+            .function
+            .current()
+            .evaluate_stale(&device.device, now, &rules, &states)
+            .await?;
+        self.apply(device, evaluation).await
+    }
+
+    /// The stored states of `device` for `rules`.
+    async fn states_of(
+        &self,
+        device: &DeviceRef,
+        rules: &[Rule],
+    ) -> Result<Vec<RuleState>, AlertError> {
+        let states = self
+            .states
+            .get(&device.org, &device.device)
+            .await
+            .map_err(AlertError::State)?;
+        Ok(states
+            .into_iter()
+            .filter(|s| rules.iter().any(|r| r.id == s.rule_id))
+            .collect())
+    }
+
+    /// Stores an evaluation's new states, then records its events.
+    async fn apply(&self, device: &DeviceRef, evaluation: Evaluation) -> Result<(), AlertError> {
+        for error in &evaluation.errors {
+            self.metrics.alert_failure("rule_error");
+            tracing::warn!(%device, rule = %error.rule_id, message = %error.message, "alert rule could not be evaluated");
+        }
+        self.states
+            .put(&device.org, &device.device, &evaluation.states)
+            .await
+            .map_err(AlertError::State)?;
+        let changes: Vec<AlertChange> = evaluation
+            .events
+            .iter()
+            .map(|event| change(&device.org, event))
+            .collect();
+        self.storage.record_alert_changes(&changes).await?;
+        Ok(())
+    }
+
+    /// Ends `event`'s alert in the alerter's state, so that a condition that still holds raises
+    /// it again at the next point. Nothing to do when no state is stored for its rule.
+    pub async fn manual_clear(&self, event: &AlertEvent) -> Result<(), AlertError> {
+        let result = self.clear_state(event).await;
+        if let Err(error) = &result {
+            self.failed(error);
+        }
+        result
+    }
+
+    async fn clear_state(&self, event: &AlertEvent) -> Result<(), AlertError> {
+        let trigger = Trigger::from_name(&event.trigger)
+            .ok_or_else(|| AlertError::Refused(format!("unknown trigger {:?}", event.trigger)))?;
+        let states = self
+            .states
+            .get(&event.org, &event.device)
+            .await
+            .map_err(AlertError::State)?;
+        let Some(stored) = states.into_iter().find(|s| s.rule_id == event.rule_id) else {
+            return Ok(());
+        };
+        let cleared = self
+            .function
+            .current()
+            .manual_clear(&stored.state, &event.key, trigger)
+            .await?
+            .map_err(AlertError::Refused)?;
+        let cleared = RuleState {
+            rule_id: stored.rule_id,
+            state: cleared,
+        };
+        self.states
+            .put(&event.org, &event.device, &[cleared])
+            .await
+            .map_err(AlertError::State)
+    }
+
+    fn failed(&self, error: &AlertError) {
+        self.metrics.alert_failure(error.code());
+    }
+}
+
+/// An alerter event as a row change of `org`.
+fn change(org: &str, event: &Event) -> AlertChange {
+    AlertChange {
+        org: org.to_owned(),
+        device: event.device.clone(),
+        key: event.key.clone(),
+        rule_id: event.rule_id.clone(),
+        rule_version: event.rule_version.try_into().unwrap_or(i32::MAX),
+        trigger: event.trigger.as_str().to_owned(),
+        kind: match event.kind {
+            EventKind::Raise => AlertChangeKind::Raise,
+            EventKind::Escalate => AlertChangeKind::Escalate,
+            EventKind::Clear => AlertChangeKind::Clear,
+        },
+        severity: event.severity.as_str().to_owned(),
+        ts_ms: event.ts,
+        value_json: event.value.as_ref().map(|v| value_json(v).to_string()),
+        message: event.message.clone(),
+    }
+}
+
+/// A point value as JSON.
+pub fn value_json(value: &Value) -> Json {
+    match value {
+        Value::Int(v) => Json::from(*v),
+        Value::Uint(v) => Json::from(*v),
+        Value::Float(v) => Json::from(*v),
+        Value::Boolean(v) => Json::from(*v),
+        Value::Text(v) => Json::from(v.as_str()),
+    }
+}

@@ -1,0 +1,172 @@
+//! The alerter's state in Redis: one hash per device, `weir:alert:<org>:<device>` (`%` and `:`
+//! inside the names escaped as `%25` and `%3A`, as for the latest values), one field per rule
+//! id holding that rule's opaque state bytes.
+//!
+//! A batch costs one `HGETALL` and, when states changed, one `HSET`. Two batches of one device
+//! evaluated at once (two hosts, or a device sending in parallel) may overwrite each other's
+//! state; devices send one batch at a time, so this is left for later (`WATCH`, or a script).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::functions::alerter::RuleState;
+
+/// How long connecting, and each command, may take.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
+/// An upper bound for a whole call, reconnection included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The per-(rule, device) states of the alerter. Cheap to clone; reconnects by itself.
+#[derive(Clone)]
+pub struct AlertStates {
+    connection: ConnectionManager,
+}
+
+impl AlertStates {
+    /// Connects to Redis at `url`.
+    pub async fn connect(url: &str) -> anyhow::Result<AlertStates> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(REDIS_TIMEOUT)
+            .set_response_timeout(REDIS_TIMEOUT)
+            .set_number_of_retries(0);
+        let connection = within_deadline(client.get_connection_manager_with_config(config)).await?;
+        Ok(AlertStates { connection })
+    }
+
+    /// Every stored state of `device` of `org`.
+    pub async fn get(&self, org: &str, device: &str) -> anyhow::Result<Vec<RuleState>> {
+        let mut connection = self.connection.clone();
+        let fields: HashMap<String, Vec<u8>> = within_deadline(
+            redis::cmd("HGETALL")
+                .arg(hash_key(org, device))
+                .query_async(&mut connection),
+        )
+        .await?;
+        Ok(fields
+            .into_iter()
+            .map(|(rule_id, state)| RuleState { rule_id, state })
+            .collect())
+    }
+
+    /// Stores `states` of `device` of `org`, replacing those of the same rules.
+    pub async fn put(&self, org: &str, device: &str, states: &[RuleState]) -> anyhow::Result<()> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let mut command = redis::cmd("HSET");
+        command.arg(hash_key(org, device));
+        for state in states {
+            command.arg(&state.rule_id).arg(&state.state);
+        }
+        let mut connection = self.connection.clone();
+        within_deadline(command.query_async::<i64>(&mut connection)).await?;
+        Ok(())
+    }
+
+    /// The devices of `org` with any stored state.
+    pub async fn devices(&self, org: &str) -> anyhow::Result<Vec<String>> {
+        let prefix = format!("weir:alert:{}:", escape(org));
+        let pattern = format!("{}*", glob_escape(&prefix));
+        let mut connection = self.connection.clone();
+        let mut devices = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = within_deadline(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut connection),
+            )
+            .await?;
+            devices.extend(
+                keys.iter()
+                    .filter_map(|key| key.strip_prefix(&prefix))
+                    .map(unescape),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        devices.sort();
+        devices.dedup();
+        Ok(devices)
+    }
+
+    /// Takes the region-wide lock of one staleness check for `ttl`: whether this host got it.
+    /// Hosts of a region share Redis, so one of them checks per interval.
+    pub async fn lock_stale_check(&self, ttl: Duration) -> anyhow::Result<bool> {
+        let mut connection = self.connection.clone();
+        let set: Option<String> = within_deadline(
+            redis::cmd("SET")
+                .arg("weir:alert-stale-check")
+                .arg(std::process::id())
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .query_async(&mut connection),
+        )
+        .await?;
+        Ok(set.is_some())
+    }
+}
+
+async fn within_deadline<T>(
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => anyhow::bail!(
+            "Redis unavailable: no answer within {} ms",
+            CALL_TIMEOUT.as_millis()
+        ),
+    }
+}
+
+/// The hash holding the states of `device` of `org`.
+pub fn hash_key(org: &str, device: &str) -> String {
+    format!("weir:alert:{}:{}", escape(org), escape(device))
+}
+
+fn escape(name: &str) -> String {
+    name.replace('%', "%25").replace(':', "%3A")
+}
+
+/// The inverse of [`escape`]: after escaping, every `%` starts `%25` or `%3A`.
+fn unescape(name: &str) -> String {
+    name.replace("%3A", ":").replace("%25", "%")
+}
+
+/// `text` as a literal in a Redis `MATCH` pattern.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_keys_keep_devices_apart() {
+        assert_ne!(hash_key("a:b", "c"), hash_key("a", "b:c"));
+        assert_eq!(hash_key("acme", "m-1"), "weir:alert:acme:m-1");
+        for name in ["a:b", "%3A", "a%25:", "%%::"] {
+            assert_eq!(unescape(&escape(name)), name);
+        }
+        assert_eq!(glob_escape("a*b[c]"), "a\\*b\\[c\\]");
+    }
+}

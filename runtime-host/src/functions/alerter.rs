@@ -1,0 +1,192 @@
+//! Alerter functions: components of the `weir:functions/alerter` world, which check alert rule
+//! files and evaluate a device's accepted points (or the passing of time) against them.
+//!
+//! Calls run on the ingest path's share of the instance pool, each in a fresh instance under
+//! the memory cap and a deadline of its own (by default the engine's).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::engine::FunctionEngine;
+use super::error::{CallError, LoadError};
+use super::instance::InstanceState;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "alerter",
+        path: "../wit",
+        exports: { default: async },
+        additional_derives: [PartialEq],
+        // The shared types are the validator world's, so accepted points need no conversion.
+        with: { "weir:functions/types": crate::functions::validator::bindings::weir::functions::types },
+    });
+}
+
+pub use super::validator::{Point, Value};
+pub use bindings::exports::weir::functions::alert::{
+    Evaluation, Event, EventKind, Rule, RuleError, RuleState, RuleSummary, Severity, Trigger,
+};
+
+/// The WIT world an alerter must implement.
+pub const WORLD: &str = "weir:functions/alerter@0.1.0";
+
+/// One loaded version of an alerter, ready to be called concurrently.
+pub struct AlerterFunction {
+    name: String,
+    digest: String,
+    engine: FunctionEngine,
+    deadline: Duration,
+    pre: bindings::AlerterPre<InstanceState>,
+}
+
+impl AlerterFunction {
+    /// Compiles and links `bytes` as the alerter `name`, checking it against the world.
+    pub fn load(engine: &FunctionEngine, name: &str, bytes: &[u8]) -> Result<Self, LoadError> {
+        let prepared = engine.prepare(name, bytes)?;
+        let pre = bindings::AlerterPre::new(prepared.instance_pre).map_err(|error| {
+            LoadError::WorldMismatch {
+                function: name.to_string(),
+                world: WORLD,
+                reason: format!("{error:#}"),
+            }
+        })?;
+        Ok(AlerterFunction {
+            name: name.to_string(),
+            digest: prepared.digest,
+            engine: engine.clone(),
+            deadline: engine.limits().deadline,
+            pre,
+        })
+    }
+
+    /// Reads and loads a component file; the alerter is named after the file.
+    pub fn load_file(engine: &FunctionEngine, path: &Path) -> Result<Self, LoadError> {
+        let (name, bytes) = super::engine::read_component_file(path, "alerter")?;
+        Self::load(engine, &name, &bytes)
+    }
+
+    /// The same function with calls limited to `deadline`, instantiation included.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// SHA-256 of the component, hex: the version's identity.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Parses and checks a rule file; `Err(Ok(message))` names the rule and field at fault.
+    pub async fn check_rules(
+        &self,
+        rules: &str,
+    ) -> Result<Result<Vec<RuleSummary>, String>, CallError> {
+        let mut call = self.engine.begin_call_within(self.deadline).await?;
+        let outcome = async {
+            let instance = self.pre.instantiate_async(&mut call.store).await?;
+            instance
+                .weir_functions_alert()
+                .call_check_rules(&mut call.store, rules)
+                .await
+        }
+        .await;
+        call.finish(&self.name, outcome)
+    }
+
+    /// Evaluates `device`'s accepted points against `rules` and their stored `states`.
+    pub async fn evaluate(
+        &self,
+        device: &str,
+        points: &[Point],
+        rules: &[Rule],
+        states: &[RuleState],
+    ) -> Result<Evaluation, CallError> {
+        let mut call = self.engine.begin_call_within(self.deadline).await?;
+        let outcome = async {
+            let instance = self.pre.instantiate_async(&mut call.store).await?;
+            instance
+                .weir_functions_alert()
+                .call_evaluate(&mut call.store, device, points, rules, states)
+                .await
+        }
+        .await;
+        call.finish(&self.name, outcome)
+    }
+
+    /// The staleness check: raises a no-data alert for every key silent for its rule's
+    /// `stale_after` at `now` (unix milliseconds).
+    pub async fn evaluate_stale(
+        &self,
+        device: &str,
+        now: i64,
+        rules: &[Rule],
+        states: &[RuleState],
+    ) -> Result<Evaluation, CallError> {
+        let mut call = self.engine.begin_call_within(self.deadline).await?;
+        let outcome = async {
+            let instance = self.pre.instantiate_async(&mut call.store).await?;
+            instance
+                .weir_functions_alert()
+                .call_evaluate_stale(&mut call.store, device, now, rules, states)
+                .await
+        }
+        .await;
+        call.finish(&self.name, outcome)
+    }
+
+    /// A manual clear: the stored `state` with the active alert of `key` for `trigger` ended;
+    /// `Err(Ok(message))` when the component cannot read the state.
+    pub async fn manual_clear(
+        &self,
+        state: &[u8],
+        key: &str,
+        trigger: Trigger,
+    ) -> Result<Result<Vec<u8>, String>, CallError> {
+        let mut call = self.engine.begin_call_within(self.deadline).await?;
+        let outcome = async {
+            let instance = self.pre.instantiate_async(&mut call.store).await?;
+            instance
+                .weir_functions_alert()
+                .call_manual_clear(&mut call.store, state, key, trigger)
+                .await
+        }
+        .await;
+        call.finish(&self.name, outcome)
+    }
+}
+
+impl Severity {
+    /// The severity's name, as events store and show it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Major => "major",
+            Severity::Minor => "minor",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+impl Trigger {
+    /// The trigger's name, as events store and show it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Trigger::Condition => "condition",
+            Trigger::NoData => "no_data",
+        }
+    }
+
+    /// The trigger named `name` ([`Trigger::as_str`]).
+    pub fn from_name(name: &str) -> Option<Trigger> {
+        match name {
+            "condition" => Some(Trigger::Condition),
+            "no_data" => Some(Trigger::NoData),
+            _ => None,
+        }
+    }
+}
