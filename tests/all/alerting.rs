@@ -72,14 +72,6 @@ async fn host_with_rules_and(
     (host, rules)
 }
 
-async fn token(host: &TestHost, org: &str) -> String {
-    host.storage()
-        .create_token(org, Some("alerting tests"))
-        .await
-        .expect("creating an API token")
-        .secret
-}
-
 /// Submits one batch of `(key, value, ts)` points, all accepted.
 async fn send(device: &mut Device, id: &str, points: &[(&str, Json, i64)]) {
     let body = batch(
@@ -126,7 +118,7 @@ async fn state_fields(host: &TestHost, org: &str, device: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn threshold_rule_raises_and_clears_with_hysteresis() {
     let (host, _rules) = host_with_rules().await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
     let mut meter = host.device("m1", "acme").await;
     let t = now_ms() - 60 * MINUTE;
 
@@ -186,7 +178,7 @@ async fn threshold_rule_raises_and_clears_with_hysteresis() {
 #[tokio::test(flavor = "multi_thread")]
 async fn duration_and_count_rules_raise_only_when_met() {
     let (host, _rules) = host_with_rules().await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
     let mut pump = host.device("p1", "acme").await;
     let t = now_ms() - 60 * MINUTE;
 
@@ -232,7 +224,7 @@ async fn duration_and_count_rules_raise_only_when_met() {
 #[tokio::test(flavor = "multi_thread")]
 async fn escalation_updates_the_event_then_ack_and_clear_end_it() {
     let (host, _rules) = host_with_rules().await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
     let mut meter = host.device("m1", "acme").await;
     let t = now_ms() - 60 * MINUTE;
 
@@ -298,8 +290,8 @@ async fn escalation_updates_the_event_then_ack_and_clear_end_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn another_organisation_neither_sees_nor_changes_events() {
     let (host, _rules) = host_with_rules().await;
-    let acme = token(&host, "acme").await;
-    let globex = token(&host, "globex").await;
+    let acme = host.api_token("acme").await;
+    let globex = host.api_token("globex").await;
     let mut meter = host.device("m1", "acme").await;
     let t = now_ms() - 60 * MINUTE;
     send(&mut meter, "i1", &[("meter.1.temperature", json!(99), t)]).await;
@@ -328,7 +320,7 @@ async fn another_organisation_neither_sees_nor_changes_events() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_key_raises_a_no_data_alert_that_its_next_point_clears() {
     let (host, _rules) = host_with_rules_and(|config| config.alerting.stale_check_s = 1).await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
     let mut meter = host.device("m1", "acme").await;
     send(
         &mut meter,

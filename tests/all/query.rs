@@ -49,14 +49,6 @@ fn expected_latest(device: &str, ts: i64) -> Json {
     })
 }
 
-async fn token(host: &TestHost, org: &str) -> String {
-    host.storage()
-        .create_token(org, Some("query tests"))
-        .await
-        .expect("creating an API token")
-        .secret
-}
-
 /// `GET path` with `Authorization: Bearer <token>` and `extra` headers: status and JSON body.
 async fn get(
     host: &TestHost,
@@ -95,7 +87,7 @@ async fn latest_values_sent_by_a_device_are_read_back_with_a_token() {
     );
     let mut meter = host.device("meter-q1", "acme").await;
     let ts = send_readings(&mut meter).await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
 
     let answer = get(&host, "/v1/devices/meter-q1/latest", &token, &[]).await;
     assert_eq!(answer, (StatusCode::OK, expected_latest("meter-q1", ts)));
@@ -133,8 +125,8 @@ async fn another_organisations_device_is_not_found_like_a_missing_one() {
     let host = TestHost::start().await;
     let mut meter = host.device("meter-q3", "acme").await;
     send_readings(&mut meter).await;
-    let acme = token(&host, "acme").await;
-    let globex = token(&host, "globex").await;
+    let acme = host.api_token("acme").await;
+    let globex = host.api_token("globex").await;
 
     let foreign = get(&host, "/v1/devices/meter-q3/latest", &globex, &[]).await;
     assert_error(&foreign, StatusCode::NOT_FOUND, "not_found");
@@ -165,7 +157,7 @@ async fn with_redis_stopped_latest_values_come_from_postgres() {
     let mut host = TestHost::start().await;
     let mut meter = host.device("meter-q4", "acme").await;
     let ts = send_readings(&mut meter).await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
 
     host.stop_redis();
     let answer = get(&host, "/v1/devices/meter-q4/latest", &token, &[]).await;
@@ -390,7 +382,7 @@ async fn a_trapping_query_handler_answers_500_and_is_hot_swapped() {
     std::fs::write(&path, handler_wat(TRAPS)).unwrap();
     let component = path.clone();
     let host = TestHost::start_with(move |config| config.query.component = component).await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
 
     for _ in 0..2 {
         let answer = get(&host, "/v1/devices/m/latest", &token, &[]).await;

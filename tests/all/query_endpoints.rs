@@ -82,14 +82,6 @@ async fn request(host: &TestHost, method: Method, path: &str, token: Option<&str
     }
 }
 
-async fn token(host: &TestHost, org: &str) -> String {
-    host.storage()
-        .create_token(org, Some("query endpoint tests"))
-        .await
-        .expect("creating an API token")
-        .secret
-}
-
 /// Submits `points` (`(key, value, ts)`) in batches of at most [`BATCH_POINTS`], all accepted.
 async fn send(meter: &mut Device, label: &str, points: &[(&str, Json, i64)]) {
     for (i, chunk) in points.chunks(BATCH_POINTS).enumerate() {
@@ -145,7 +137,7 @@ async fn every_endpoint_answers_its_documented_body() {
     send_small_set(&mut meter).await;
     let mut other = host.device("m2", "acme").await;
     send(&mut other, "m2", &[("power", json!(7), BASE)]).await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
     let token = Some(token.as_str());
 
     let devices = get(&host, "/v1/devices", token).await;
@@ -250,7 +242,7 @@ async fn history_pages_through_ten_thousand_points_without_repeat_or_gap() {
         .map(|(ts, v)| ("power", json!(v), *ts))
         .collect();
     send(&mut meter, "many", &points).await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
 
     let base = format!(
         "/v1/devices/m1/keys/power/history?from={BASE}&to={}&limit=1000",
@@ -315,7 +307,7 @@ async fn trend_aggregates_equal_those_computed_from_the_points_sent() {
     let points: Vec<(&str, Json, i64)> =
         sent.iter().map(|(ts, v)| ("load", json!(v), *ts)).collect();
     send(&mut meter, "trend", &points).await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
 
     for (bucket, width) in [("1h", HOUR), ("15m", 15 * MINUTE)] {
         let mut expected: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
@@ -379,7 +371,7 @@ const STOCKHOLM_OCT_27: i64 = 1_793_055_600_000;
 async fn daily_buckets_follow_daylight_saving_in_stockholm() {
     let host = TestHost::start().await;
     let mut meter = host.device("m1", "acme").await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
     for (label, days) in [
         (
             "spring",
@@ -465,8 +457,8 @@ async fn another_organisations_device_is_not_found_like_a_missing_one() {
     let host = TestHost::start().await;
     let mut meter = host.device("m1", "acme").await;
     send_small_set(&mut meter).await;
-    let acme = token(&host, "acme").await;
-    let globex = token(&host, "globex").await;
+    let acme = host.api_token("acme").await;
+    let globex = host.api_token("globex").await;
 
     let range = format!("from={BASE}&to={}", BASE + HOUR);
     for suffix in [
@@ -501,7 +493,7 @@ async fn unaligned_or_incomplete_ranges_redirect_to_the_canonical_url() {
     let host = TestHost::start().await;
     let mut meter = host.device("m1", "acme").await;
     send_small_set(&mut meter).await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
     let token = Some(token.as_str());
     let history = "/v1/devices/m1/keys/power/history";
     let trend = "/v1/devices/m1/keys/power/trend";
@@ -579,7 +571,7 @@ async fn invalid_parameters_are_400_with_their_code() {
     let host = TestHost::start().await;
     let mut meter = host.device("m1", "acme").await;
     send_small_set(&mut meter).await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
     let token = Some(token.as_str());
     let history = "/v1/devices/m1/keys/power/history";
     let trend = "/v1/devices/m1/keys/power/trend";
@@ -650,7 +642,7 @@ async fn a_text_key_has_counts_but_no_numeric_trend() {
         &[("status", json!("stopped"), BASE + 3 * MINUTE)],
     )
     .await;
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
     let trend = "/v1/devices/m1/keys/status/trend";
     let range = format!("from={BASE}&to={}", BASE + HOUR);
 

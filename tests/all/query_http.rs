@@ -14,14 +14,6 @@ use crate::ingest::harness::{TestHost, batch, now_ms, ok, point};
 /// Five minutes: the grid history ranges are aligned to.
 const GRID_MS: i64 = 300_000;
 
-async fn token(host: &TestHost, org: &str) -> String {
-    host.storage()
-        .create_token(org, Some("query http tests"))
-        .await
-        .expect("creating an API token")
-        .secret
-}
-
 /// `GET path` with the token and `extra` headers: status, headers and body.
 async fn get(
     host: &TestHost,
@@ -51,7 +43,7 @@ async fn answers_carry_a_strong_etag_and_a_matching_if_none_match_gets_304() {
         .submit(&batch("e1", vec![point("power", 2.5, now_ms() - 1000)]))
         .await);
     assert_eq!(receipt["accepted"], json!(1));
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
     let path = "/v1/devices/meter-e1/latest";
 
     let (status, headers, body) = get(&host, path, &token, &[]).await;
@@ -122,7 +114,7 @@ async fn a_late_point_drops_the_cached_answer_of_its_range_before_it_is_acknowle
     ok(&meter
         .submit(&batch("c1", vec![point("power", 1.5, first)]))
         .await);
-    let acme = token(&host, "acme").await;
+    let acme = host.api_token("acme").await;
     let path = format!("/v1/devices/meter-e2/keys/power/history?from={from}&to={to}");
     let (points, headers) = history(&host, &path, &acme).await;
     assert_eq!(points, [(first, json!(1.5))]);
@@ -147,7 +139,7 @@ async fn a_late_point_drops_the_cached_answer_of_its_range_before_it_is_acknowle
     let (points, _) = history(&host, &path, &acme).await;
     assert_eq!(points, [(first, json!(1.5)), (second, json!(2.5))]);
     // Another organisation never sees the cached answer.
-    let globex = token(&host, "globex").await;
+    let globex = host.api_token("globex").await;
     let (status, _, _) = get(&host, &path, &globex, &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -180,7 +172,7 @@ async fn with_a_certificate_the_api_listener_speaks_https() {
     ok(&meter
         .submit(&batch("h1", vec![point("power", 4.0, now_ms() - 1000)]))
         .await);
-    let token = token(&host, "acme").await;
+    let token = host.api_token("acme").await;
     let addr = host.host().api_addr().to_string();
 
     let mut client = DeviceClient::connect(&addr, "127.0.0.1", api_client_tls(&host))

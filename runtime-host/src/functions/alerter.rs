@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use wasmtime::Store;
+
 use super::engine::FunctionEngine;
 use super::error::{CallError, LoadError};
 use super::instance::InstanceState;
@@ -86,16 +88,8 @@ impl AlerterFunction {
         &self,
         rules: &str,
     ) -> Result<Result<Vec<RuleSummary>, String>, CallError> {
-        let mut call = self.engine.begin_call_within(self.deadline).await?;
-        let outcome = async {
-            let instance = self.pre.instantiate_async(&mut call.store).await?;
-            instance
-                .weir_functions_alert()
-                .call_check_rules(&mut call.store, rules)
-                .await
-        }
-        .await;
-        call.finish(&self.name, outcome)
+        self.call(async |alert, store| alert.call_check_rules(store, rules).await)
+            .await
     }
 
     /// Evaluates `device`'s accepted points against `rules` and their stored `states`.
@@ -106,16 +100,12 @@ impl AlerterFunction {
         rules: &[Rule],
         states: &[RuleState],
     ) -> Result<Evaluation, CallError> {
-        let mut call = self.engine.begin_call_within(self.deadline).await?;
-        let outcome = async {
-            let instance = self.pre.instantiate_async(&mut call.store).await?;
-            instance
-                .weir_functions_alert()
-                .call_evaluate(&mut call.store, device, points, rules, states)
+        self.call(async |alert, store| {
+            alert
+                .call_evaluate(store, device, points, rules, states)
                 .await
-        }
-        .await;
-        call.finish(&self.name, outcome)
+        })
+        .await
     }
 
     /// The staleness check: raises a no-data alert for every key silent for its rule's
@@ -127,16 +117,12 @@ impl AlerterFunction {
         rules: &[Rule],
         states: &[RuleState],
     ) -> Result<Evaluation, CallError> {
-        let mut call = self.engine.begin_call_within(self.deadline).await?;
-        let outcome = async {
-            let instance = self.pre.instantiate_async(&mut call.store).await?;
-            instance
-                .weir_functions_alert()
-                .call_evaluate_stale(&mut call.store, device, now, rules, states)
+        self.call(async |alert, store| {
+            alert
+                .call_evaluate_stale(store, device, now, rules, states)
                 .await
-        }
-        .await;
-        call.finish(&self.name, outcome)
+        })
+        .await
     }
 
     /// A manual clear: the stored `state` with the active alert of `key` for `trigger` ended;
@@ -147,18 +133,27 @@ impl AlerterFunction {
         key: &str,
         trigger: Trigger,
     ) -> Result<Result<Vec<u8>, String>, CallError> {
+        self.call(async |alert, store| alert.call_manual_clear(store, state, key, trigger).await)
+            .await
+    }
+
+    /// Runs `export` on a fresh instance, within the deadline and the ingest budget.
+    async fn call<R>(
+        &self,
+        export: impl AsyncFnOnce(&AlertGuest, &mut Store<InstanceState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
         let mut call = self.engine.begin_call_within(self.deadline).await?;
         let outcome = async {
             let instance = self.pre.instantiate_async(&mut call.store).await?;
-            instance
-                .weir_functions_alert()
-                .call_manual_clear(&mut call.store, state, key, trigger)
-                .await
+            export(instance.weir_functions_alert(), &mut call.store).await
         }
         .await;
         call.finish(&self.name, outcome)
     }
 }
+
+/// The guest's `alert` exports.
+type AlertGuest = bindings::exports::weir::functions::alert::Guest;
 
 impl Severity {
     /// The severity's name, as events store and show it.

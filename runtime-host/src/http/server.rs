@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use weir_pki::{DeviceIdentity, ReloadingServerConfig, identity_from_cert};
 
@@ -51,17 +52,8 @@ pub async fn serve_plain<H, F>(
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(stream, handle.clone()));
-                }
-                Err(error) => accept_failed(error).await,
-            },
-            _ = shutdown.changed() => break,
-        }
+    while let Some((stream, _)) = next_connection(&listener, &mut shutdown).await {
+        tokio::spawn(serve_connection(stream, handle.clone()));
     }
 }
 
@@ -77,18 +69,7 @@ pub async fn serve_https<H, F>(
     F: Future<Output = Response> + Send + 'static,
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    accept_failed(error).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {
         let (acceptor, handle) = (acceptor.clone(), handle.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -113,18 +94,7 @@ pub async fn serve_devices<H, F>(
     H: Fn(DeviceIdentity, hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    accept_failed(error).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let (handle, metrics) = (handle.clone(), metrics.clone());
         tokio::spawn(async move {
@@ -158,6 +128,25 @@ pub async fn serve_devices<H, F>(
             tracing::debug!(%peer, device = %identity.device, org = %identity.org, "device connected");
             serve_connection(stream, move |request| handle(identity.clone(), request)).await;
         });
+    }
+}
+
+/// The next accepted connection (with Nagle off), or `None` once `shutdown` turns true.
+async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(error) => accept_failed(error).await,
+            },
+            _ = shutdown.changed() => return None,
+        }
     }
 }
 

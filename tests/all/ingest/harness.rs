@@ -181,6 +181,15 @@ impl TestHost {
         self.api_request(Method::GET, path, &[]).await
     }
 
+    /// A new API token of `org` (its secret).
+    pub async fn api_token(&self, org: &str) -> String {
+        self.storage()
+            .create_token(org, Some("tests"))
+            .await
+            .expect("creating an API token")
+            .secret
+    }
+
     /// `method path` with extra `headers` on the API listener over plain HTTP/1.1: status and
     /// body.
     pub async fn api_request(
