@@ -176,6 +176,52 @@ async fn threshold_rule_raises_and_clears_with_hysteresis() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn every_recorded_event_is_published_on_the_organisations_channel() {
+    let (host, _rules) = host_with_rules().await;
+    let client = redis::Client::open(host.stack().config.redis_url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("weir:events:acme").await.unwrap();
+    let mut meter = host.device("m9", "acme").await;
+    let t = now_ms() - 60 * MINUTE;
+    send(&mut meter, "p1", &[("meter.2.temperature", json!(95.5), t)]).await;
+    send(
+        &mut meter,
+        "p2",
+        &[("meter.2.temperature", json!(60), t + MINUTE)],
+    )
+    .await;
+
+    let mut messages = pubsub.on_message();
+    let mut received = Vec::new();
+    for _ in 0..2 {
+        let message = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut messages),
+        )
+        .await
+        .expect("an event message within 5 s")
+        .unwrap();
+        let payload: String = message.get_payload().unwrap();
+        received.push(serde_json::from_str::<Json>(&payload).unwrap());
+    }
+    let summary: Vec<_> = received
+        .iter()
+        .map(|m| (m["kind"].clone(), m["severity"].clone(), m["ts"].clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (json!("raise"), json!("critical"), json!(t)),
+            (json!("clear"), json!("critical"), json!(t + MINUTE)),
+        ]
+    );
+    assert_eq!(received[0]["rule_id"], "meter-hot");
+    assert_eq!(received[0]["rule_version"], 3);
+    assert_eq!(received[0]["device"], "m9");
+    assert_eq!(received[0]["value"], json!(95.5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn duration_and_count_rules_raise_only_when_met() {
     let (host, _rules) = host_with_rules().await;
     let token = host.api_token("acme").await;

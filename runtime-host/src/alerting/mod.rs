@@ -4,6 +4,7 @@
 //! - `rules.rs` — the rule book: one file per organisation, checked by the component;
 //! - `state.rs` — the per-(rule, device) state hashes in Redis;
 //! - `stale.rs` — the timer raising no-data alerts (`evaluate-stale`);
+//! - `publish.rs` — every recorded event, live on Redis pub/sub (`weir:events:<org>`);
 //! - this module — [`Alerting`]: loading at start, the evaluate-on-batch step, manual clears.
 //!
 //! Alerting never fails a submit: it runs after the batch is durable, and a failing alerter,
@@ -13,6 +14,7 @@
 //! written after the states were, those events are lost (an outbox would keep them), and the
 //! event table catches up at the alert's next raise.
 
+pub mod publish;
 pub mod rules;
 pub mod stale;
 pub mod state;
@@ -30,6 +32,7 @@ use crate::functions::alerter::{
 };
 use crate::functions::{AlerterFunction, CallError, FunctionEngine, FunctionSlot};
 use crate::metrics::Metrics;
+use publish::EventPublisher;
 use rules::RuleBook;
 use state::AlertStates;
 
@@ -70,6 +73,7 @@ pub struct Alerting {
     rules: ArcSwap<RuleBook>,
     rules_dir: std::path::PathBuf,
     states: AlertStates,
+    publisher: EventPublisher,
     storage: Storage,
     metrics: Arc<Metrics>,
     stale_interval: std::time::Duration,
@@ -107,6 +111,7 @@ impl Alerting {
             function: Arc::new(FunctionSlot::new(function)),
             rules: ArcSwap::from_pointee(book),
             rules_dir: rules_dir.clone(),
+            publisher: EventPublisher::new(states.connection()),
             states,
             storage: storage.clone(),
             metrics: metrics.clone(),
@@ -202,6 +207,11 @@ impl Alerting {
             .map(|event| change(&device.org, event))
             .collect();
         self.storage.record_alert_changes(&changes).await?;
+        // Recorded first: the live channel never shows an event the record lacks.
+        if let Err(error) = self.publisher.publish(&device.org, &changes).await {
+            self.metrics.alert_failure("publish_failed");
+            tracing::warn!(%device, %error, "alert events recorded but not published");
+        }
         Ok(())
     }
 

@@ -37,6 +37,11 @@ impl AlertStates {
         Ok(AlertStates { connection })
     }
 
+    /// The connection, for other users of the same Redis (the event publisher).
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
     /// Every stored state of `device` of `org`.
     pub async fn get(&self, org: &str, device: &str) -> anyhow::Result<Vec<RuleState>> {
         let mut connection = self.connection.clone();
@@ -118,7 +123,8 @@ impl AlertStates {
     }
 }
 
-async fn within_deadline<T>(
+/// `call`, failing when Redis does not answer within [`CALL_TIMEOUT`].
+pub(super) async fn within_deadline<T>(
     call: impl Future<Output = redis::RedisResult<T>>,
 ) -> anyhow::Result<T> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
@@ -135,7 +141,8 @@ pub fn hash_key(org: &str, device: &str) -> String {
     format!("weir:alert:{}:{}", escape(org), escape(device))
 }
 
-fn escape(name: &str) -> String {
+/// `name` with `%` and `:` escaped, so it cannot split a Redis key or channel name.
+pub(super) fn escape(name: &str) -> String {
     name.replace('%', "%25").replace(':', "%3A")
 }
 
