@@ -34,3 +34,16 @@ pub fn component_bytes(relative: &str) -> Vec<u8> {
     let path = component_path(relative);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
+
+/// A component with one more custom section: a new version (new digest), same behaviour.
+pub fn with_custom_section(component: &[u8], payload: &[u8]) -> Vec<u8> {
+    let name = b"weir-test-version";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(payload);
+    let mut bytes = component.to_vec();
+    bytes.push(0); // custom section id
+    bytes.push(u8::try_from(section.len()).expect("a short section"));
+    bytes.extend(section);
+    bytes
+}
