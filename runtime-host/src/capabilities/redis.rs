@@ -239,17 +239,16 @@ pub(crate) struct RedisView<'a> {
 }
 
 impl RedisView<'_> {
-    /// Runs `command` (named `name`) on the connection behind `handle`, if the grant allows it.
+    /// Runs `command` on the connection behind `handle`, if the grant allows it.
     async fn run<T: redis::FromRedisValue>(
         &mut self,
         handle: &Resource<RedisConnection>,
-        name: &str,
         command: &redis::Cmd,
     ) -> wasmtime::Result<Result<T, Error>> {
         // A handle the guest does not own is misuse: that traps.
         let mut connection = self.table.get(handle)?.connection.clone();
         if let Some(backend) = &self.state.backend
-            && let Err(refused) = backend.check(name)
+            && let Err(refused) = backend.check(&command_name(command))
         {
             return Ok(Err(refused));
         }
@@ -261,6 +260,14 @@ impl RedisView<'_> {
                 ))),
             },
         )
+    }
+}
+
+/// The command's name: its first argument.
+fn command_name(command: &redis::Cmd) -> String {
+    match command.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).into_owned(),
+        _ => String::new(),
     }
 }
 
@@ -314,10 +321,7 @@ impl wit::HostConnection for RedisView<'_> {
         payload: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let command = redis::cmd("PUBLISH").arg(channel).arg(payload).clone();
-        Ok(self
-            .run::<i64>(&handle, "PUBLISH", &command)
-            .await?
-            .map(drop))
+        Ok(self.run::<i64>(&handle, &command).await?.map(drop))
     }
 
     async fn get(
@@ -325,7 +329,7 @@ impl wit::HostConnection for RedisView<'_> {
         handle: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        self.run(&handle, "GET", redis::cmd("GET").arg(key)).await
+        self.run(&handle, redis::cmd("GET").arg(key)).await
     }
 
     async fn set(
@@ -334,7 +338,7 @@ impl wit::HostConnection for RedisView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        self.run(&handle, "SET", redis::cmd("SET").arg(key).arg(value))
+        self.run(&handle, redis::cmd("SET").arg(key).arg(value))
             .await
     }
 
@@ -343,7 +347,7 @@ impl wit::HostConnection for RedisView<'_> {
         handle: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<i64, Error>> {
-        self.run(&handle, "INCR", redis::cmd("INCR").arg(key)).await
+        self.run(&handle, redis::cmd("INCR").arg(key)).await
     }
 
     async fn del(
@@ -351,7 +355,7 @@ impl wit::HostConnection for RedisView<'_> {
         handle: Resource<RedisConnection>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<u32, Error>> {
-        self.run(&handle, "DEL", redis::cmd("DEL").arg(keys)).await
+        self.run(&handle, redis::cmd("DEL").arg(keys)).await
     }
 
     async fn sadd(
@@ -360,7 +364,7 @@ impl wit::HostConnection for RedisView<'_> {
         key: String,
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, Error>> {
-        self.run(&handle, "SADD", redis::cmd("SADD").arg(key).arg(values))
+        self.run(&handle, redis::cmd("SADD").arg(key).arg(values))
             .await
     }
 
@@ -369,8 +373,7 @@ impl wit::HostConnection for RedisView<'_> {
         handle: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<Vec<String>, Error>> {
-        self.run(&handle, "SMEMBERS", redis::cmd("SMEMBERS").arg(key))
-            .await
+        self.run(&handle, redis::cmd("SMEMBERS").arg(key)).await
     }
 
     async fn srem(
@@ -379,7 +382,7 @@ impl wit::HostConnection for RedisView<'_> {
         key: String,
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, Error>> {
-        self.run(&handle, "SREM", redis::cmd("SREM").arg(key).arg(values))
+        self.run(&handle, redis::cmd("SREM").arg(key).arg(values))
             .await
     }
 
@@ -396,7 +399,7 @@ impl wit::HostConnection for RedisView<'_> {
                 RedisParameter::Binary(value) => cmd.arg(value),
             };
         }
-        let reply = match self.run::<Value>(&handle, &command, &cmd).await? {
+        let reply = match self.run::<Value>(&handle, &cmd).await? {
             Ok(reply) => reply,
             Err(error) => return Ok(Err(error)),
         };

@@ -12,6 +12,7 @@ use wasmtime::Store;
 use super::engine::FunctionEngine;
 use super::error::{CallError, LoadError};
 use super::instance::InstanceState;
+use super::version::FunctionVersion;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -34,27 +35,29 @@ pub const WORLD: &str = "weir:functions/alerter@0.1.0";
 
 /// One loaded version of an alerter, ready to be called concurrently.
 pub struct AlerterFunction {
-    name: String,
-    digest: String,
+    version: FunctionVersion,
     engine: FunctionEngine,
     deadline: Duration,
     pre: bindings::AlerterPre<InstanceState>,
 }
 
+impl std::ops::Deref for AlerterFunction {
+    type Target = FunctionVersion;
+
+    fn deref(&self) -> &FunctionVersion {
+        &self.version
+    }
+}
+
 impl AlerterFunction {
     /// Compiles and links `bytes` as the alerter `name`, checking it against the world.
     pub fn load(engine: &FunctionEngine, name: &str, bytes: &[u8]) -> Result<Self, LoadError> {
-        let prepared = engine.prepare(name, bytes)?;
-        let pre = bindings::AlerterPre::new(prepared.instance_pre).map_err(|error| {
-            LoadError::WorldMismatch {
-                function: name.to_string(),
-                world: WORLD,
-                reason: format!("{error:#}"),
-            }
-        })?;
+        let (version, pre) =
+            engine
+                .prepare(name, bytes)?
+                .typed(name, WORLD, bindings::AlerterPre::new)?;
         Ok(AlerterFunction {
-            name: name.to_string(),
-            digest: prepared.digest,
+            version,
             engine: engine.clone(),
             deadline: engine.limits().deadline,
             pre,
@@ -71,16 +74,6 @@ impl AlerterFunction {
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
         self
-    }
-
-    /// The function's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// SHA-256 of the component, hex: the version's identity.
-    pub fn digest(&self) -> &str {
-        &self.digest
     }
 
     /// Parses and checks a rule file; `Err(Ok(message))` names the rule and field at fault.
@@ -148,7 +141,7 @@ impl AlerterFunction {
             export(instance.weir_functions_alert(), &mut call.store).await
         }
         .await;
-        call.finish(&self.name, outcome)
+        call.finish(&self.version.name, outcome)
     }
 }
 

@@ -30,6 +30,7 @@ use wasmtime_wasi_http::{WasiHttp, WasiHttpView};
 use super::engine::FunctionEngine;
 use super::error::{CallError, LoadError};
 use super::instance::InstanceState;
+use super::version::FunctionVersion;
 use crate::capabilities::{self, Granted};
 use crate::http::Response;
 
@@ -70,12 +71,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InstanceState>) -> wasmtime::Res
 
 /// One loaded version of an HTTP function, ready to serve requests concurrently.
 pub struct HttpFunction {
-    name: String,
-    digest: String,
-    from_cache: bool,
+    version: FunctionVersion,
     deadline: Duration,
     engine: FunctionEngine,
     pre: ProxyPre<InstanceState>,
+}
+
+impl std::ops::Deref for HttpFunction {
+    type Target = FunctionVersion;
+
+    fn deref(&self) -> &FunctionVersion {
+        &self.version
+    }
 }
 
 impl HttpFunction {
@@ -83,17 +90,11 @@ impl HttpFunction {
     /// WASI 0.2 HTTP handler and imports nothing the host does not provide. Calls get the
     /// engine's deadline until [`with_deadline`](Self::with_deadline) says otherwise.
     pub fn load(engine: &FunctionEngine, name: &str, bytes: &[u8]) -> Result<Self, LoadError> {
-        let prepared = engine.prepare_http(name, bytes)?;
-        let pre =
-            ProxyPre::new(prepared.instance_pre).map_err(|error| LoadError::WorldMismatch {
-                function: name.to_string(),
-                world: WORLD,
-                reason: format!("{error:#}"),
-            })?;
+        let (version, pre) = engine
+            .prepare_http(name, bytes)?
+            .typed(name, WORLD, ProxyPre::new)?;
         Ok(HttpFunction {
-            name: name.to_string(),
-            digest: prepared.digest,
-            from_cache: prepared.from_cache,
+            version,
             deadline: engine.limits().deadline,
             engine: engine.clone(),
             pre,
@@ -111,21 +112,6 @@ impl HttpFunction {
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
         self
-    }
-
-    /// The function's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// SHA-256 of the component, hex: the version's identity.
-    pub fn digest(&self) -> &str {
-        &self.digest
-    }
-
-    /// Whether the compiled artifact came from the on-disk cache rather than Cranelift.
-    pub fn was_cached(&self) -> bool {
-        self.from_cache
     }
 
     /// The deadline of one call.
@@ -170,14 +156,14 @@ impl HttpFunction {
                 .and_then(|request| Ok((request, http.new_response_outparam(sender)?)))
         };
         let (request, outparam) = resources.map_err(|error| CallError::Trapped {
-            function: self.name.clone(),
+            function: self.version.name.clone(),
             message: format!("cannot hand the request over: {error:#}"),
         })?;
 
         // The guest may go on writing the body after it sent the head: it runs on a task of its
         // own while this one reads the response.
         let pre = self.pre.clone();
-        let name = self.name.clone();
+        let name = self.version.name.clone();
         let task = tokio::spawn(async move {
             let outcome = async {
                 let proxy = pre.instantiate_async(&mut call.store).await?;
@@ -197,7 +183,7 @@ impl HttpFunction {
             Err(_) => {
                 abort.abort();
                 Err(CallError::DeadlineExceeded {
-                    function: self.name.clone(),
+                    function: self.version.name.clone(),
                     deadline: self.deadline,
                 })
             }
@@ -237,7 +223,7 @@ impl HttpFunction {
             }
         };
         // A failure after the whole response was written is only logged.
-        let name = self.name.clone();
+        let name = self.version.name.clone();
         tokio::spawn(async move {
             if let Ok(Err(error)) = task.await {
                 tracing::warn!(function = %name, %error, "HTTP function failed after responding");
@@ -249,7 +235,7 @@ impl HttpFunction {
     async fn outcome(&self, task: JoinHandle<Result<(), CallError>>) -> Result<(), CallError> {
         task.await.unwrap_or_else(|error| {
             Err(CallError::Trapped {
-                function: self.name.clone(),
+                function: self.version.name.clone(),
                 message: format!("its task ended abnormally: {error}"),
             })
         })
@@ -257,7 +243,7 @@ impl HttpFunction {
 
     fn invalid(&self, message: String) -> CallError {
         CallError::InvalidAnswer {
-            function: self.name.clone(),
+            function: self.version.name.clone(),
             message,
         }
     }

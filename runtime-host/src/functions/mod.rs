@@ -16,6 +16,7 @@ mod instance;
 mod limits;
 mod slot;
 pub mod validator;
+mod version;
 
 pub use alerter::AlerterFunction;
 pub use engine::FunctionEngine;
@@ -24,3 +25,4 @@ pub use http_handler::HttpFunction;
 pub use limits::Limits;
 pub use slot::FunctionSlot;
 pub use validator::ValidatorFunction;
+pub use version::FunctionVersion;

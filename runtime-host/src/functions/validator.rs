@@ -6,6 +6,7 @@ use std::path::Path;
 use super::engine::FunctionEngine;
 use super::error::{CallError, LoadError};
 use super::instance::InstanceState;
+use super::version::FunctionVersion;
 
 /// Also the home of the `weir:functions/types` types every world shares (see `alerter`).
 pub(super) mod bindings {
@@ -27,28 +28,28 @@ pub const WORLD: &str = "weir:functions/validator@0.1.0";
 
 /// One loaded version of a validator, ready to be called concurrently.
 pub struct ValidatorFunction {
-    name: String,
-    digest: String,
-    from_cache: bool,
+    version: FunctionVersion,
     engine: FunctionEngine,
     pre: bindings::ValidatorPre<InstanceState>,
+}
+
+impl std::ops::Deref for ValidatorFunction {
+    type Target = FunctionVersion;
+
+    fn deref(&self) -> &FunctionVersion {
+        &self.version
+    }
 }
 
 impl ValidatorFunction {
     /// Compiles and links `bytes` as the validator `name`, checking it against the world.
     pub fn load(engine: &FunctionEngine, name: &str, bytes: &[u8]) -> Result<Self, LoadError> {
-        let prepared = engine.prepare(name, bytes)?;
-        let pre = bindings::ValidatorPre::new(prepared.instance_pre).map_err(|error| {
-            LoadError::WorldMismatch {
-                function: name.to_string(),
-                world: WORLD,
-                reason: format!("{error:#}"),
-            }
-        })?;
+        let (version, pre) =
+            engine
+                .prepare(name, bytes)?
+                .typed(name, WORLD, bindings::ValidatorPre::new)?;
         Ok(ValidatorFunction {
-            name: name.to_string(),
-            digest: prepared.digest,
-            from_cache: prepared.from_cache,
+            version,
             engine: engine.clone(),
             pre,
         })
@@ -58,21 +59,6 @@ impl ValidatorFunction {
     pub fn load_file(engine: &FunctionEngine, path: &Path) -> Result<Self, LoadError> {
         let (name, bytes) = super::engine::read_component_file(path, "validator")?;
         Self::load(engine, &name, &bytes)
-    }
-
-    /// The function's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// SHA-256 of the component, hex: the version's identity.
-    pub fn digest(&self) -> &str {
-        &self.digest
-    }
-
-    /// Whether the compiled artifact came from the on-disk cache rather than Cranelift.
-    pub fn was_cached(&self) -> bool {
-        self.from_cache
     }
 
     /// Judges a batch in one call of a fresh instance; one verdict per point, in order.
@@ -91,10 +77,10 @@ impl ValidatorFunction {
                 .await
         }
         .await;
-        let verdicts = call.finish(&self.name, outcome)?;
+        let verdicts = call.finish(&self.version.name, outcome)?;
         if verdicts.len() != points.len() {
             return Err(CallError::InvalidAnswer {
-                function: self.name.clone(),
+                function: self.version.name.clone(),
                 message: format!("{} verdicts for {} points", verdicts.len(), points.len()),
             });
         }
