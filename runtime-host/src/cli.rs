@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::functions::signature::PrivateKey;
 use crate::functions::{FunctionEngine, ValidatorFunction};
 use crate::registry::{FunctionName, FunctionRegistry};
 use crate::telemetry::{self, LogFormat};
@@ -48,7 +49,8 @@ enum Command {
     /// Check function components; deploy, list and roll back the versions each region runs.
     ///
     /// The function registry (in PostgreSQL) keeps every deployed version, content-addressed by
-    /// SHA-256, and which version each region runs under each name (`validator`, `query`). Hosts
+    /// SHA-256, and which version each region runs under each name (`validator`, `query`,
+    /// `alerter`; alert rule sets are `weir rules`). Hosts
     /// started with `WEIR_REGION=R` run R's versions (the files of `functions_dir` for names R
     /// has none for) and switch to a newly assigned one within a second, without a restart or a
     /// failed request; batches in flight finish on the version they started with. Other regions
@@ -56,9 +58,27 @@ enum Command {
     /// `database_url` like `weir migrate`.
     #[command(subcommand)]
     Functions(FunctionsCommand),
+    /// Apply, list and roll back the alert rule sets each region runs, one per organisation.
+    ///
+    /// A rule set is a rule file (TOML or JSON, as written), stored in the function registry
+    /// content-addressed by SHA-256 under the name `rules:<org>` and assigned per region. The
+    /// region's hosts evaluate with a newly applied set within a second, without a restart; a
+    /// batch in flight keeps the rules it started with. A region's rule set of an organisation
+    /// wins over the rules directory's file of that organisation. Takes `--config` and connects
+    /// to `database_url` like `weir migrate`.
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Manage the query API's bearer tokens: create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage the webhooks alert events are POSTed to: add, list, remove.
+    ///
+    /// Every event of the organisation (or of one rule) is POSTed as JSON, signed with the
+    /// webhook's secret (`Weir-Signature: t=<unix s>,v1=<hex HMAC-SHA256 of "<t>.<body>">`),
+    /// and retried with backoff until the webhook answers 2xx: at least once, so receivers
+    /// deduplicate by `Weir-Delivery-Id`.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
 }
 
 /// Files written in a PKI directory: `ca.pem`, `ca-key.pem`, `crl.pem`, `index.json`,
@@ -156,10 +176,11 @@ enum FunctionsCommand {
     /// Deploy FILE as the NAME function of a region; its hosts switch within a second.
     ///
     /// The component is compiled and checked first (world: validator for `validator`, WASI HTTP
-    /// proxy for `query`; a validator must also pass the host's self-check); one that fails is
-    /// refused, nothing is stored, and the running version stays. Prints the SHA-256.
+    /// proxy for `query`, alerter for `alerter`; a validator must also pass the host's
+    /// self-check, an alerter must accept the region's rule sets); one that fails is refused,
+    /// nothing is stored, and the running version stays. Prints the SHA-256.
     Deploy {
-        /// `validator` or `query`.
+        /// `validator`, `query` or `alerter`.
         name: FunctionName,
         /// The component file (`.wasm`).
         file: PathBuf,
@@ -184,8 +205,73 @@ enum FunctionsCommand {
     /// The previous version is the newest earlier assignment of another version; rolling back
     /// twice returns to where the first rollback started. Fails when there is none.
     Rollback {
-        /// `validator` or `query`.
+        /// `validator`, `query` or `alerter`.
         name: FunctionName,
+        /// The region.
+        #[arg(long)]
+        region: String,
+        /// TOML configuration file; `WEIR_*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Create the operator's Ed25519 signing key: writes the private key (PKCS#8 PEM, mode 600)
+    /// and prints the public key to configure hosts with (`WEIR_SIGNING_PUBLIC_KEY`).
+    Keygen {
+        /// Where to write the private key; refused if it exists.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a component with the operator's key (replacing any earlier signature). Hosts with
+    /// `functions.signing_public_key` load only components signed for it.
+    Sign {
+        /// The component file (`.wasm`).
+        file: PathBuf,
+        /// The private key file from `weir functions keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the signed component; default: FILE itself.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Apply FILE as an organisation's rule set in a region; its hosts use it within a second.
+    ///
+    /// The file is checked first by the alerter the region runs (its deployed one, else the
+    /// configured component file); a file it refuses is refused with its message, naming the
+    /// rule and field at fault, and nothing is stored. Prints the SHA-256 and the rules.
+    Apply {
+        /// The rule file (`.toml` or `.json`).
+        file: PathBuf,
+        /// The region whose hosts evaluate with it.
+        #[arg(long)]
+        region: String,
+        /// The organisation whose devices the rules watch; the file's stem by default
+        /// (`acme.toml` → `acme`).
+        #[arg(long)]
+        org: Option<String>,
+        /// TOML configuration file; `WEIR_*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// List the rule sets each region ran for each organisation, newest first (`*`: current),
+    /// with their rules' ids and versions.
+    List {
+        /// Only this region.
+        #[arg(long)]
+        region: Option<String>,
+        /// TOML configuration file; `WEIR_*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Make an organisation's previous rule set current again in a region (hosts switch in a
+    /// second). Fails when there is none.
+    Rollback {
+        /// The organisation.
+        #[arg(long)]
+        org: String,
         /// The region.
         #[arg(long)]
         region: String,
@@ -230,6 +316,47 @@ enum TokenCommand {
     },
 }
 
+/// Webhooks of alert events, per organisation or per rule.
+#[derive(Debug, Subcommand)]
+enum WebhooksCommand {
+    /// Add a webhook and print its signing secret (the only time it is shown).
+    Add {
+        /// The organisation whose alert events it receives.
+        #[arg(long)]
+        org: String,
+        /// Where to POST them: an http:// or https:// URL.
+        #[arg(long)]
+        url: String,
+        /// Only this rule's events (default: every rule of the organisation).
+        #[arg(long)]
+        rule: Option<String>,
+        /// The signing secret, at least 16 characters (default: 32 random bytes in hex).
+        #[arg(long)]
+        secret: Option<String>,
+        /// TOML configuration file; `WEIR_*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// List webhooks (never their secrets) with their pending deliveries.
+    List {
+        /// Only this organisation's webhooks.
+        #[arg(long)]
+        org: Option<String>,
+        /// TOML configuration file; `WEIR_*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Remove a webhook by its id (as `weir webhooks list` shows it), with its pending
+    /// deliveries.
+    Remove {
+        /// The webhook's id.
+        id: i64,
+        /// TOML configuration file; `WEIR_*` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
 /// Entry point of the `weir` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -265,7 +392,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Pki(command) => pki(command),
         Command::Simulate(args) => simulate(args).await,
         Command::Functions(command) => functions(command).await,
+        Command::Rules(command) => rules(command).await,
         Command::Token(command) => token(command).await,
+        Command::Webhooks(command) => webhooks(command).await,
     }
 }
 
@@ -331,6 +460,72 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
                 );
             }
             println!("revoked API token {id}; running hosts refuse it within 30 seconds");
+        }
+    }
+    Ok(())
+}
+
+async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
+    match command {
+        WebhooksCommand::Add {
+            org,
+            url,
+            rule,
+            secret,
+            config,
+        } => {
+            if org.trim().is_empty() {
+                anyhow::bail!("--org must name an organisation");
+            }
+            crate::alerting::webhooks::check_url(&url).context("--url")?;
+            if secret.as_deref().is_some_and(|s| s.len() < 16) {
+                anyhow::bail!("--secret must be at least 16 characters (or omitted: one is made)");
+            }
+            let (storage, _) = migrated_storage(config.as_deref()).await?;
+            let added = storage
+                .add_webhook(&org, rule.as_deref(), &url, secret.as_deref())
+                .await?;
+            eprintln!(
+                "added webhook {} for organisation {org:?} ({}) -> {url}; its signing secret:",
+                added.webhook.id,
+                match &rule {
+                    Some(rule) => format!("rule {rule:?}"),
+                    None => "every rule".to_owned(),
+                }
+            );
+            // The secret alone on stdout (`SECRET=$(weir webhooks add ...)` works).
+            println!("{}", added.secret);
+            eprintln!("Store it now: `weir webhooks list` never shows it.");
+        }
+        WebhooksCommand::List { org, config } => {
+            let (storage, _) = migrated_storage(config.as_deref()).await?;
+            let webhooks = storage.list_webhooks(org.as_deref()).await?;
+            if webhooks.is_empty() {
+                eprintln!("no webhooks");
+            } else {
+                println!(
+                    "{:>6}  {:<20}  {:<20}  {:<20}  {:>7}  URL",
+                    "ID", "ORG", "RULE", "CREATED", "PENDING"
+                );
+            }
+            for webhook in webhooks {
+                println!(
+                    "{:>6}  {:<20}  {:<20}  {:<20}  {:>7}  {}",
+                    webhook.id,
+                    webhook.org,
+                    webhook.rule_id.as_deref().unwrap_or("*"),
+                    utc_time(webhook.created_at_ms),
+                    webhook.pending,
+                    webhook.url
+                );
+            }
+        }
+        WebhooksCommand::Remove { id, config } => {
+            let (storage, _) = migrated_storage(config.as_deref()).await?;
+            if !storage.remove_webhook(id).await? {
+                anyhow::bail!("no webhook {id} (see `weir webhooks list`)");
+            }
+            println!("removed webhook {id} and its pending deliveries");
         }
     }
     Ok(())
@@ -480,6 +675,131 @@ async fn functions(command: FunctionsCommand) -> anyhow::Result<()> {
             let assignment = registry.rollback(name, &region).await?;
             println!(
                 "rolled {name} back in region {region}: {} (was {}); its hosts switch within a second",
+                assignment.sha256,
+                assignment.previous.as_deref().unwrap_or("-")
+            );
+        }
+        FunctionsCommand::Keygen { out } => {
+            let key = PrivateKey::generate()?;
+            write_private(&out, key.to_pem().as_bytes())?;
+            eprintln!("wrote the private key to {}; keep it secret", out.display());
+            println!("{}", key.public_key().to_hex());
+        }
+        FunctionsCommand::Sign { file, key, out } => {
+            let pem = std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read the key {}", key.display()))?;
+            let key = PrivateKey::from_pem(&pem).with_context(|| key.display().to_string())?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let signed = key
+                .sign(&bytes)
+                .with_context(|| format!("signing {}", file.display()))?;
+            let out = out.unwrap_or(file);
+            std::fs::write(&out, &signed)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "signed {} for public key {}",
+                out.display(),
+                key.public_key().to_hex()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes a new file only its owner can read; refuses to overwrite.
+fn write_private(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    file.write_all(contents)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+async fn rules(command: RulesCommand) -> anyhow::Result<()> {
+    match command {
+        RulesCommand::Apply {
+            file,
+            region,
+            org,
+            config,
+        } => {
+            let org = match org {
+                Some(org) => org,
+                None => file
+                    .file_stem()
+                    .and_then(|stem| stem.to_str())
+                    .map(str::to_owned)
+                    .with_context(|| {
+                        format!(
+                            "cannot name the organisation after {}: give --org",
+                            file.display()
+                        )
+                    })?,
+            };
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let registry = FunctionRegistry::connect(Config::load(config.as_deref())?).await?;
+            let applied = registry.apply_rules(&org, &text, &region).await?;
+            let sha256 = &applied.assignment.sha256;
+            if applied.assignment.changed {
+                println!(
+                    "applied the rules of {org} {sha256} to region {region}; its hosts use them within a second"
+                );
+            } else {
+                println!(
+                    "the rules of {org} {sha256} are already current in region {region}; nothing changed"
+                );
+            }
+            for (id, version) in &applied.rules {
+                println!("  {id} v{version}");
+            }
+        }
+        RulesCommand::List { region, config } => {
+            let registry = FunctionRegistry::connect(Config::load(config.as_deref())?).await?;
+            let records = registry.list_rules(region.as_deref()).await?;
+            if records.is_empty() {
+                eprintln!("no rule sets applied");
+                return Ok(());
+            }
+            println!(
+                "{:<16}  {:<16}  {:<12}  {:<20}  {:<8}  {:<7}  RULES",
+                "REGION", "ORG", "SHA256", "ASSIGNED", "ACTION", "CURRENT"
+            );
+            for set in records {
+                let rules = match &set.rules {
+                    Some(rules) => rules
+                        .iter()
+                        .map(|(id, version)| format!("{id} v{version}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    None => "?".to_owned(),
+                };
+                println!(
+                    "{:<16}  {:<16}  {:<12}  {:<20}  {:<8}  {:<7}  {rules}",
+                    set.record.region,
+                    set.org,
+                    &set.record.sha256[..12],
+                    utc_time(set.record.assigned_at_ms),
+                    set.record.action,
+                    if set.record.current { "*" } else { "" }
+                );
+            }
+        }
+        RulesCommand::Rollback {
+            org,
+            region,
+            config,
+        } => {
+            let registry = FunctionRegistry::connect(Config::load(config.as_deref())?).await?;
+            let assignment = registry.rollback_rules(&org, &region).await?;
+            println!(
+                "rolled the rules of {org} back in region {region}: {} (was {}); its hosts switch within a second",
                 assignment.sha256,
                 assignment.previous.as_deref().unwrap_or("-")
             );

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::capabilities::ComponentGrants;
 use crate::functions::Limits;
+use crate::functions::signature::PublicKey;
 use crate::functions::validator::{Policy, UnknownKeyPolicy};
 
 /// Everything `weir serve` can be told.
@@ -45,7 +46,9 @@ pub struct Config {
 }
 
 /// Alerting: the alerter component evaluates every accepted batch against its organisation's
-/// rules. Off (and logged) unless both the component and the rules directory are there.
+/// rules (the rules directory's files, overlaid by the region's rule sets in the function
+/// registry). On whenever there is an alerter (the region's from the registry, or the
+/// component file), with or without a rules directory; off (and logged) without one.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertingConfig {
@@ -60,6 +63,15 @@ pub struct AlertingConfig {
     /// Seconds between staleness checks, which raise the no-data alerts of rules with a
     /// `stale_after` (`WEIR_ALERT_STALE_CHECK_S`).
     pub stale_check_s: u64,
+    /// Longest a webhook POST may take, connection included, in milliseconds
+    /// (`WEIR_WEBHOOK_TIMEOUT_MS`).
+    pub webhook_timeout_ms: u64,
+    /// Wait before a failed webhook delivery's first retry, in milliseconds; it doubles per
+    /// attempt (`WEIR_WEBHOOK_RETRY_MIN_MS`).
+    pub webhook_retry_min_ms: u64,
+    /// Longest wait between two attempts of a webhook delivery, in seconds
+    /// (`WEIR_WEBHOOK_RETRY_MAX_S`).
+    pub webhook_retry_max_s: u64,
 }
 
 /// The query API: a Spin HTTP component serving `/v1/` on the API listener, and its grants
@@ -148,6 +160,10 @@ pub struct FunctionsConfig {
     pub memory_mb: u64,
     /// Most instances alive at once (`WEIR_FUNCTION_INSTANCES`).
     pub max_instances: u32,
+    /// The operator's Ed25519 public key, 64 hex digits: when set, every component must carry
+    /// its signature (`weir functions sign`), or it is refused at deploy and at load
+    /// (`WEIR_SIGNING_PUBLIC_KEY`).
+    pub signing_public_key: Option<String>,
 }
 
 /// Validation policy handed to the validator with every batch.
@@ -200,6 +216,9 @@ impl Default for AlertingConfig {
             rules_dir: None,
             deadline_ms: None,
             stale_check_s: 30,
+            webhook_timeout_ms: 5000,
+            webhook_retry_min_ms: 1000,
+            webhook_retry_max_s: 300,
         }
     }
 }
@@ -255,6 +274,7 @@ impl Default for FunctionsConfig {
             deadline_ms: limits.deadline.as_millis() as u64,
             memory_mb: (limits.memory_bytes >> 20) as u64,
             max_instances: limits.max_instances,
+            signing_public_key: None,
         }
     }
 }
@@ -309,6 +329,9 @@ impl Config {
         }
         if let Some(v) = var("WEIR_API_LISTEN") {
             self.api_listen = v;
+        }
+        if let Some(v) = var("WEIR_SIGNING_PUBLIC_KEY") {
+            self.functions.signing_public_key = Some(v);
         }
         let tls = &mut self.tls;
         for (name, field) in [
@@ -409,6 +432,21 @@ impl Config {
             "WEIR_ALERT_STALE_CHECK_S",
             &mut self.alerting.stale_check_s,
         )?;
+        parse_env(
+            &var,
+            "WEIR_WEBHOOK_TIMEOUT_MS",
+            &mut self.alerting.webhook_timeout_ms,
+        )?;
+        parse_env(
+            &var,
+            "WEIR_WEBHOOK_RETRY_MIN_MS",
+            &mut self.alerting.webhook_retry_min_ms,
+        )?;
+        parse_env(
+            &var,
+            "WEIR_WEBHOOK_RETRY_MAX_S",
+            &mut self.alerting.webhook_retry_max_s,
+        )?;
         if var("WEIR_ALERT_DEADLINE_MS").is_some() {
             let mut deadline = 0u64;
             parse_env(&var, "WEIR_ALERT_DEADLINE_MS", &mut deadline)?;
@@ -437,6 +475,8 @@ impl Config {
         if self.functions.max_instances == 0 {
             bail!("functions.max_instances must be at least 1");
         }
+        self.signing_key()
+            .context("functions.signing_public_key (WEIR_SIGNING_PUBLIC_KEY)")?;
         if self.ingest.device_rate_per_second <= 0.0 || self.ingest.device_burst < 1.0 {
             bail!("ingest.device_rate_per_second must be > 0 and ingest.device_burst >= 1");
         }
@@ -448,6 +488,16 @@ impl Config {
         }
         if self.alerting.deadline_ms == Some(0) || self.alerting.stale_check_s == 0 {
             bail!("alerting.deadline_ms and alerting.stale_check_s must be at least 1");
+        }
+        let webhooks = &self.alerting;
+        if webhooks.webhook_timeout_ms == 0
+            || webhooks.webhook_retry_min_ms == 0
+            || webhooks.webhook_retry_min_ms > webhooks.webhook_retry_max_s.saturating_mul(1000)
+        {
+            bail!(
+                "alerting.webhook_timeout_ms and alerting.webhook_retry_min_ms must be at least 1, \
+                 and webhook_retry_min_ms at most webhook_retry_max_s (in ms)"
+            );
         }
         if self.query.database_connections == 0 {
             bail!("query.database_connections must be at least 1");
@@ -565,6 +615,25 @@ impl Config {
     /// The alerter component's file (`alerting.component` inside `functions_dir`).
     pub fn alert_component(&self) -> PathBuf {
         self.functions_dir.join(&self.alerting.component)
+    }
+
+    /// The function engine this configuration describes: its limits, its compiled-artifact
+    /// cache and, when a signing key is configured, signed components only.
+    pub fn function_engine(&self) -> anyhow::Result<crate::functions::FunctionEngine> {
+        crate::functions::FunctionEngine::with_signing_key(
+            self.limits(),
+            Some(&self.artifact_dir()),
+            self.signing_key()?,
+        )
+    }
+
+    /// The public key components must be signed for, when one is configured.
+    pub fn signing_key(&self) -> anyhow::Result<Option<PublicKey>> {
+        self.functions
+            .signing_public_key
+            .as_deref()
+            .map(PublicKey::from_hex)
+            .transpose()
     }
 
     /// The deadline of one alerter call.

@@ -1,7 +1,7 @@
 //! A running Weir host: builds every part from the configuration (the validator, the query
 //! function and its capabilities, storage, the listeners), and runs the background duties
 //! (metadata invalidation, following the function registry, Redis repair, partition and batch
-//! maintenance, CRL reloads).
+//! maintenance, CRL reloads, the staleness timer and the webhook deliveries of alerting).
 //! `weir serve` and the integration tests start it the same way.
 
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ use weir_storage::{LatestCache, MetadataChange, Storage};
 
 use crate::alerting::Alerting;
 use crate::api::Api;
+use crate::api::event_stream::EventStreams;
 use crate::api::query::QueryApi;
 use crate::capabilities::{HostCapabilities, PostgresBackend, RedisAccess, RedisBackend};
 use crate::config::Config;
@@ -56,7 +57,7 @@ impl Host {
     /// that could not start.
     pub async fn start(config: Config) -> anyhow::Result<Host> {
         let config = Arc::new(config);
-        let engine = FunctionEngine::new(config.limits(), Some(&config.artifact_dir()))?;
+        let engine = config.function_engine()?;
         let storage =
             Storage::connect(&config.database_url, config.ingest.database_pool, POOL_WAIT)
                 .await
@@ -77,7 +78,9 @@ impl Host {
         let latest = LatestCache::connect(&config.redis_url)
             .await
             .with_context(|| format!("connecting to Redis at {}", config.redis_url))?;
-        let alerting = Alerting::start(&config, &engine, &storage, &metrics).await?;
+        let alerter = registry::initial_alerter(&registry, &metrics).await?;
+        let rule_sets = registry::initial_rule_sets(&registry, alerter.as_ref(), &metrics).await;
+        let alerting = Alerting::start(&config, alerter, rule_sets, &storage, &metrics).await?;
         let ingest = Arc::new(
             Ingest::new(config.clone(), validator, storage, latest, metrics.clone())
                 .with_alerting(alerting),
@@ -104,9 +107,11 @@ impl Host {
             renewal,
             max_body_bytes: config.ingest.max_body_bytes,
         });
+        let event_streams = EventStreams::new(metrics.clone());
         let api = Arc::new(Api {
             ingest: ingest.clone(),
             query: query.clone(),
+            event_streams: event_streams.clone(),
         });
 
         let device_listener = TcpListener::bind(&config.device_listen)
@@ -143,6 +148,7 @@ impl Host {
                 tasks.spawn(serve_plain(api_listener, handle_api, shutdown.subscribe()));
             }
         }
+        tasks.spawn(event_streams.run(config.redis_url.clone(), shutdown.subscribe()));
         tasks.spawn(watch_files_and_repair(
             tls,
             ingest.clone(),
@@ -158,6 +164,7 @@ impl Host {
             registry::Slots {
                 validator: ingest.validator.clone(),
                 query: query.clone(),
+                alerting: ingest.alerting.clone(),
             },
             metrics.clone(),
             shutdown.subscribe(),
@@ -167,6 +174,12 @@ impl Host {
                 alerting.clone(),
                 shutdown.subscribe(),
             ));
+            let webhooks = crate::alerting::webhooks::WebhookWorker::new(
+                &config,
+                ingest.storage.clone(),
+                metrics.clone(),
+            )?;
+            tasks.spawn(webhooks.run(shutdown.subscribe()));
         }
         tasks.spawn(follow_metadata_changes(
             ingest.clone(),

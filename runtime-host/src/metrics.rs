@@ -14,6 +14,13 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// A webhook delivery attempt's outcome as a label: `delivered` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// The outcome.
+    pub outcome: String,
+}
+
 /// Every metric the host exports.
 pub struct Metrics {
     registry: Registry,
@@ -45,6 +52,16 @@ pub struct Metrics {
     pub function_registry_loads: Family<CodeLabel, Counter>,
     /// Alerting steps that failed (the batch stays stored), by code.
     pub alert_failures: Family<CodeLabel, Counter>,
+    /// Open `GET /v1/events/stream` connections.
+    pub event_streams: Gauge,
+    /// Times the live-event relay lost its Redis subscription (or could not make one).
+    pub event_relay_reconnects: Counter,
+    /// Times a slow event stream fell behind and was told to re-read `GET /v1/events`.
+    pub event_streams_lagged: Counter,
+    /// Webhook delivery attempts by outcome (`delivered`, `failed`).
+    pub webhook_deliveries: Family<OutcomeLabel, Counter>,
+    /// Webhook deliveries not made yet (every host's outbox), as this host last counted.
+    pub webhook_pending: Gauge,
 }
 
 impl Default for Metrics {
@@ -89,6 +106,36 @@ impl Metrics {
             "alert_failures",
             "Alerting steps that failed (the batch stays stored), by code",
             alert_failures.clone(),
+        );
+        let event_streams = Gauge::default();
+        metrics_registry.register(
+            "event_streams",
+            "Open live alert event streams (GET /v1/events/stream)",
+            event_streams.clone(),
+        );
+        let event_relay_reconnects = Counter::default();
+        metrics_registry.register(
+            "event_relay_reconnects",
+            "Times the live-event relay lost or could not make its Redis subscription",
+            event_relay_reconnects.clone(),
+        );
+        let event_streams_lagged = Counter::default();
+        metrics_registry.register(
+            "event_streams_lagged",
+            "Times a slow event stream fell behind and was told to re-read the events",
+            event_streams_lagged.clone(),
+        );
+        let webhook_deliveries = Family::<OutcomeLabel, Counter>::default();
+        metrics_registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, failed)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_pending = Gauge::default();
+        metrics_registry.register(
+            "webhook_pending_deliveries",
+            "Webhook deliveries not made yet, in the outbox",
+            webhook_pending.clone(),
         );
         let submit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         metrics_registry.register(
@@ -150,7 +197,21 @@ impl Metrics {
             answer_cache,
             function_registry_loads,
             alert_failures,
+            event_streams,
+            event_relay_reconnects,
+            event_streams_lagged,
+            webhook_deliveries,
+            webhook_pending,
         }
+    }
+
+    /// Counts a webhook delivery attempt by outcome.
+    pub fn webhook_delivery(&self, outcome: &str) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// Counts a failed alerting step by its code.

@@ -1,21 +1,27 @@
 //! The host's side of the function registry (`weir_storage::registry`): which function versions
-//! a region runs, deploying and rolling them back (`weir functions deploy/list/rollback`), and
-//! following the registry while serving.
+//! and alert rule sets a region runs, deploying and rolling them back (`weir functions
+//! deploy/list/rollback`, `weir rules apply/list/rollback`), and following the registry while
+//! serving.
 //!
 //! A version is checked the same way everywhere before it may serve: compiled and linked with
 //! the host's engine, matched against its world (the validator world for `validator`, the WASI
-//! HTTP proxy world for `query`), and for a validator, the self-check of `weir serve`. A deploy
-//! stores nothing that fails these checks; a host that still cannot load an assigned version
-//! (say, another wasmtime) logs it, counts it (`weir_function_registry_loads_total{code="refused"}`)
-//! and keeps the version it runs.
+//! HTTP proxy world for `query`, the alerter world for `alerter`), and for a validator, the
+//! self-check of `weir serve`; a new alerter must also accept the region's rule sets. A rule set
+//! (registry name `rules:<org>`, one per organisation, its content the rule file's text) is
+//! checked by the `check-rules` of the alerter the region runs. A deploy stores nothing that
+//! fails these checks; a host that still cannot load an assigned version (say, another
+//! wasmtime) logs it, counts it (`weir_function_registry_loads_total{code="refused"}`) and keeps
+//! the version it runs.
 //!
 //! A host of region R starts with R's assigned versions (the files of `functions_dir` for names
-//! R has none for), then [`follow`] keeps it current: it listens on the registry's NOTIFY channel
-//! and re-reads R's assignments when R changes (and every [`CHECK_INTERVAL`] besides, in case a
-//! notification was lost), loads what changed, and swaps it into the function's slot. Calls in
-//! flight finish on the version they started with (see [`FunctionSlot`]).
+//! R has none for; the rules directory's files for organisations R has no rule set for), then
+//! [`follow`] keeps it current: it listens on the registry's NOTIFY channel and re-reads R's
+//! assignments when R changes (and every [`CHECK_INTERVAL`] besides, in case a notification was
+//! lost), loads what changed, and swaps it into the function's slot or the rule book. Calls in
+//! flight finish on the version they started with (see [`FunctionSlot`]); a batch keeps the
+//! rules it loaded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -23,11 +29,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
-use weir_storage::{ArtifactKind, Assignment, AssignmentRecord, RegistryListener, Storage};
+use weir_storage::{
+    ArtifactKind, Assignment, AssignmentRecord, CurrentArtifact, RegistryListener, Storage,
+};
 
+use crate::alerting::Alerting;
+use crate::alerting::rules::{RuleSet, RuleSource};
 use crate::api::query::QueryApi;
 use crate::config::Config;
-use crate::functions::{FunctionEngine, FunctionSlot, HttpFunction, ValidatorFunction};
+use crate::functions::{
+    AlerterFunction, FunctionEngine, FunctionSlot, HttpFunction, ValidatorFunction,
+};
 use crate::metrics::Metrics;
 
 /// How often a host re-reads its region's assignments without being notified: the safety net
@@ -41,17 +53,24 @@ pub enum FunctionName {
     Validator,
     /// The query API's HTTP handler.
     Query,
+    /// The alerter evaluating accepted batches against the rule sets.
+    Alerter,
 }
 
 impl FunctionName {
     /// Every name, in listing order.
-    pub const ALL: [FunctionName; 2] = [FunctionName::Validator, FunctionName::Query];
+    pub const ALL: [FunctionName; 3] = [
+        FunctionName::Validator,
+        FunctionName::Query,
+        FunctionName::Alerter,
+    ];
 
     /// The name as the registry and the command line spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             FunctionName::Validator => "validator",
             FunctionName::Query => "query",
+            FunctionName::Alerter => "alerter",
         }
     }
 
@@ -60,6 +79,7 @@ impl FunctionName {
         match self {
             FunctionName::Validator => ArtifactKind::Validator,
             FunctionName::Query => ArtifactKind::Query,
+            FunctionName::Alerter => ArtifactKind::Alerter,
         }
     }
 }
@@ -77,7 +97,9 @@ impl FromStr for FunctionName {
         FunctionName::ALL
             .into_iter()
             .find(|name| name.as_str() == text)
-            .ok_or_else(|| format!("unknown function {text:?}: expected validator or query"))
+            .ok_or_else(|| {
+                format!("unknown function {text:?}: expected validator, query or alerter")
+            })
     }
 }
 
@@ -87,6 +109,8 @@ pub enum CheckedFunction {
     Validator(ValidatorFunction),
     /// An HTTP function that matched the proxy world, with the configured deadline.
     Query(HttpFunction),
+    /// An alerter that matched its world, with the configured deadline.
+    Alerter(AlerterFunction),
 }
 
 impl CheckedFunction {
@@ -95,6 +119,7 @@ impl CheckedFunction {
         match self {
             CheckedFunction::Validator(function) => function.digest(),
             CheckedFunction::Query(function) => function.digest(),
+            CheckedFunction::Alerter(function) => function.digest(),
         }
     }
 }
@@ -116,6 +141,9 @@ pub async fn check(
         FunctionName::Query => {
             HttpFunction::load(&engine, name.as_str(), &bytes).map(CheckedFunction::Query)
         }
+        FunctionName::Alerter => {
+            AlerterFunction::load(&engine, name.as_str(), &bytes).map(CheckedFunction::Alerter)
+        }
     })
     .await
     .context("the compiling task failed")??;
@@ -126,6 +154,9 @@ pub async fn check(
         }
         CheckedFunction::Query(function) => {
             CheckedFunction::Query(function.with_deadline(config.query_deadline()))
+        }
+        CheckedFunction::Alerter(function) => {
+            CheckedFunction::Alerter(function.with_deadline(config.alert_deadline()))
         }
     })
 }
@@ -156,12 +187,13 @@ impl FunctionRegistry {
             .await
             .context("connecting to PostgreSQL")?;
         storage.migrate().await.context("migrating the database")?;
-        let engine = FunctionEngine::new(config.limits(), Some(&config.artifact_dir()))?;
+        let engine = config.function_engine()?;
         Ok(FunctionRegistry::new(storage, engine, Arc::new(config)))
     }
 
-    /// Checks `bytes` as `name` (see [`check`]) and, only if it passes, stores it and makes it
-    /// the current version in `region`; the region's hosts switch to it within a second.
+    /// Checks `bytes` as `name` (see [`check`]; a new alerter must also accept every rule set
+    /// of the region) and, only if it passes, stores it and makes it the current version in
+    /// `region`; the region's hosts switch to it within a second.
     pub async fn deploy(
         &self,
         name: FunctionName,
@@ -169,9 +201,17 @@ impl FunctionRegistry {
         region: &str,
     ) -> anyhow::Result<Assignment> {
         check_region(region)?;
-        check(&self.engine, &self.config, name, bytes.to_vec())
+        let checked = check(&self.engine, &self.config, name, bytes.to_vec())
             .await
             .with_context(|| format!("refused: this is not a working {name} function"))?;
+        if let CheckedFunction::Alerter(alerter) = &checked {
+            for (org, sha256) in self.rule_set_versions(region).await? {
+                let source = self.rule_source(&org, &sha256).await?;
+                RuleSet::check(source, alerter).await.with_context(|| {
+                    format!("refused: this alerter does not accept the rules of {org} in region {region}")
+                })?;
+            }
+        }
         Ok(self
             .storage
             .deploy_artifact(region, name.as_str(), name.kind(), bytes)
@@ -219,6 +259,134 @@ impl FunctionRegistry {
         }
     }
 
+    /// Checks `text` (a rule file, TOML or JSON) as the rules of `org` with the alerter
+    /// `region` runs (its assigned one, else the configured file) and, only if it passes,
+    /// stores it as `rules:<org>` and makes it current in `region`; the region's hosts evaluate
+    /// with it within a second. Refused, the error carries the alerter's message (naming the
+    /// rule and field at fault) and nothing is stored.
+    pub async fn apply_rules(
+        &self,
+        org: &str,
+        text: &str,
+        region: &str,
+    ) -> anyhow::Result<AppliedRules> {
+        check_region(region)?;
+        check_org(org)?;
+        let alerter = self.region_alerter(region).await?;
+        let summaries = alerter
+            .check_rules(text)
+            .await
+            .context("checking the rules")?
+            .map_err(|message| anyhow::anyhow!("refused: the rules of {org}: {message}"))?;
+        let assignment = self
+            .storage
+            .deploy_artifact(
+                region,
+                &rules_name(org),
+                ArtifactKind::Rules,
+                text.as_bytes(),
+            )
+            .await?;
+        Ok(AppliedRules {
+            assignment,
+            rules: summaries.into_iter().map(|s| (s.id, s.version)).collect(),
+        })
+    }
+
+    /// Makes the rule set `region` had for `org` before the current one current again.
+    pub async fn rollback_rules(&self, org: &str, region: &str) -> anyhow::Result<Assignment> {
+        check_region(region)?;
+        check_org(org)?;
+        self.storage
+            .roll_back_artifact(region, &rules_name(org))
+            .await?
+            .with_context(|| {
+                format!("{org} has no earlier rule set in region {region:?} to roll back to")
+            })
+    }
+
+    /// The rule set history of `region` (or every region), by region and organisation, newest
+    /// first, current ones marked; with the id and version of each rule, as the region's alerter
+    /// reads them (`None` when there is no alerter to read them with, or it refuses them).
+    pub async fn list_rules(&self, region: Option<&str>) -> anyhow::Result<Vec<RuleSetRecord>> {
+        let mut alerters: HashMap<String, Option<AlerterFunction>> = HashMap::new();
+        let mut records = Vec::new();
+        for record in self.storage.artifact_history(region).await? {
+            let Some(org) = rules_org(&record.name).map(str::to_owned) else {
+                continue;
+            };
+            if !alerters.contains_key(&record.region) {
+                let alerter = self.region_alerter(&record.region).await.ok();
+                alerters.insert(record.region.clone(), alerter);
+            }
+            let rules = match &alerters[&record.region] {
+                Some(alerter) => match self.rule_source(&org, &record.sha256).await {
+                    Ok(source) => match alerter.check_rules(&source.text).await {
+                        Ok(Ok(summaries)) => {
+                            Some(summaries.into_iter().map(|s| (s.id, s.version)).collect())
+                        }
+                        _ => None,
+                    },
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            records.push(RuleSetRecord { org, record, rules });
+        }
+        Ok(records)
+    }
+
+    /// The alerter `region` runs: its assigned version, else the configured component file.
+    pub async fn region_alerter(&self, region: &str) -> anyhow::Result<AlerterFunction> {
+        if let Some(CheckedFunction::Alerter(alerter)) =
+            self.load_assigned(region, FunctionName::Alerter).await?
+        {
+            return Ok(alerter);
+        }
+        let path = self.config.alert_component();
+        let engine = self.engine.clone();
+        let region = region.to_owned();
+        let alerter = tokio::task::spawn_blocking(move || {
+            AlerterFunction::load_file(&engine, &path).with_context(|| {
+                format!(
+                    "no alerter to check rules with: region {region:?} has none deployed \
+                     (`weir functions deploy alerter`), and {} does not load (build it with \
+                     `cargo xtask components`, or set WEIR_FUNCTIONS_DIR)",
+                    path.display()
+                )
+            })
+        });
+        Ok(alerter
+            .await
+            .context("the compiling task failed")??
+            .with_deadline(self.config.alert_deadline()))
+    }
+
+    /// The versions (SHA-256) of `region`'s current rule sets, by organisation.
+    async fn rule_set_versions(&self, region: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let assigned = self.storage.current_artifacts(region).await?;
+        Ok(assigned
+            .into_iter()
+            .filter_map(|artifact| Some((rules_org(&artifact.name)?.to_owned(), artifact.sha256)))
+            .collect())
+    }
+
+    /// The rule set version `sha256` of `org`, read from the registry.
+    async fn rule_source(&self, org: &str, sha256: &str) -> anyhow::Result<RuleSource> {
+        let bytes = self
+            .storage
+            .artifact_bytes(sha256)
+            .await?
+            .with_context(|| format!("rule set {sha256} is not in the registry"))?;
+        let text = String::from_utf8(bytes)
+            .with_context(|| format!("rule set {sha256} of {org} is not UTF-8"))?;
+        Ok(RuleSource {
+            org: org.to_owned(),
+            origin: format!("{} {} (registry)", rules_name(org), &sha256[..12]),
+            text,
+        })
+    }
+
     async fn load_version(
         &self,
         name: FunctionName,
@@ -233,6 +401,49 @@ impl FunctionRegistry {
             .await
             .with_context(|| format!("{name} version {}", &sha256[..12]))
     }
+}
+
+/// What [`FunctionRegistry::apply_rules`] did.
+#[derive(Debug, Clone)]
+pub struct AppliedRules {
+    /// The assignment of `rules:<org>` in the region.
+    pub assignment: Assignment,
+    /// The id and version of every rule of the set, in file order.
+    pub rules: Vec<(String, u32)>,
+}
+
+/// One assignment of a rule set, for `weir rules list`.
+#[derive(Debug, Clone)]
+pub struct RuleSetRecord {
+    /// The organisation.
+    pub org: String,
+    /// The assignment (`name` is `rules:<org>`).
+    pub record: AssignmentRecord,
+    /// The id and version of every rule, when the region's alerter could read them.
+    pub rules: Option<Vec<(String, u32)>>,
+}
+
+/// Prefix of the registry names of rule sets: `rules:<org>`.
+const RULES_PREFIX: &str = "rules:";
+
+/// The registry name of `org`'s rule set.
+pub fn rules_name(org: &str) -> String {
+    format!("{RULES_PREFIX}{org}")
+}
+
+/// The organisation whose rule set `name` is, if it is one.
+pub fn rules_org(name: &str) -> Option<&str> {
+    name.strip_prefix(RULES_PREFIX)
+}
+
+/// An organisation is what device certificates carry in O: any 1 to 255 bytes but control
+/// characters.
+fn check_org(org: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !org.is_empty() && org.len() <= 255 && !org.chars().any(char::is_control),
+        "invalid organisation {org:?}: use 1 to 255 bytes, no control characters"
+    );
+    Ok(())
 }
 
 /// A region is a short name: letters, digits, `.`, `_`, `-`.
@@ -296,6 +507,69 @@ pub(crate) async fn initial_query(
     Ok(Some(function))
 }
 
+/// The alerter a host starts with: its region's assigned version, else the configured file if
+/// it exists; `None` (no alerting) without either.
+pub(crate) async fn initial_alerter(
+    registry: &FunctionRegistry,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<AlerterFunction>> {
+    let config = &registry.config;
+    if let Some(CheckedFunction::Alerter(function)) =
+        initial_assigned(registry, metrics, FunctionName::Alerter).await
+    {
+        return Ok(Some(function));
+    }
+    let path = config.alert_component();
+    if !path.exists() {
+        return Ok(None);
+    }
+    let function = AlerterFunction::load_file(&registry.engine, &path)
+        .with_context(|| format!("loading the alerter {}", path.display()))?
+        .with_deadline(config.alert_deadline());
+    Ok(Some(function))
+}
+
+/// The rule sets the region assigns, checked by `alerter`, that a host starts with. A set the
+/// alerter refuses here is logged and counted, and the rules directory's file of its
+/// organisation (if any) stays in force.
+pub(crate) async fn initial_rule_sets(
+    registry: &FunctionRegistry,
+    alerter: Option<&AlerterFunction>,
+    metrics: &Metrics,
+) -> Vec<RuleSet> {
+    let region = &registry.config.region;
+    let versions = match registry.rule_set_versions(region).await {
+        Ok(versions) => versions,
+        Err(error) => {
+            tracing::error!(%region, error = format!("{error:#}"), "cannot read the region's rule sets; starting without them");
+            return Vec::new();
+        }
+    };
+    let Some(alerter) = alerter else {
+        if !versions.is_empty() {
+            tracing::warn!(%region, "the region assigns alert rule sets, but this host has no alerter: alerting is off");
+        }
+        return Vec::new();
+    };
+    let mut sets = Vec::new();
+    for (org, sha256) in versions {
+        let checked =
+            async { RuleSet::check(registry.rule_source(&org, &sha256).await?, alerter).await };
+        match checked.await {
+            Ok(set) => {
+                metrics.function_registry_load("swapped");
+                tracing::info!(%region, %org, version = %&sha256[..12], "running the registry's rule set");
+                sets.push(set);
+            }
+            Err(error) => {
+                metrics.function_registry_load("refused");
+                tracing::error!(%region, %org, version = %sha256, error = format!("{error:#}"), "the registry's rule set is refused here; starting without it");
+            }
+        }
+    }
+    sets
+}
+
 /// The region's assigned version of `name`, if there is one and it loads (logged either way).
 async fn initial_assigned(
     registry: &FunctionRegistry,
@@ -322,6 +596,7 @@ async fn initial_assigned(
 pub(crate) struct Slots {
     pub(crate) validator: Arc<FunctionSlot<ValidatorFunction>>,
     pub(crate) query: Option<Arc<QueryApi>>,
+    pub(crate) alerting: Option<Arc<Alerting>>,
 }
 
 impl Slots {
@@ -332,28 +607,44 @@ impl Slots {
             FunctionName::Query => {
                 Some(self.query.as_ref()?.function.current().digest().to_owned())
             }
-        }
-    }
-
-    /// Makes `function` the version new calls use; returns the digest it replaced.
-    fn swap(&self, function: CheckedFunction) -> Option<String> {
-        match function {
-            CheckedFunction::Validator(validator) => {
-                Some(self.validator.replace(validator).digest().to_owned())
-            }
-            CheckedFunction::Query(function) => Some(
-                self.query
+            FunctionName::Alerter => Some(
+                self.alerting
                     .as_ref()?
                     .function
-                    .replace(function)
+                    .current()
                     .digest()
                     .to_owned(),
             ),
         }
     }
+
+    /// Makes `function` the version new calls use; returns the digest it replaced. A new
+    /// alerter must accept the rule sets in force (which it then checks into the book).
+    async fn swap(&self, function: CheckedFunction) -> anyhow::Result<Option<String>> {
+        Ok(match function {
+            CheckedFunction::Validator(validator) => {
+                Some(self.validator.replace(validator).digest().to_owned())
+            }
+            CheckedFunction::Query(function) => self
+                .query
+                .as_ref()
+                .map(|query| query.function.replace(function).digest().to_owned()),
+            CheckedFunction::Alerter(function) => match &self.alerting {
+                Some(alerting) => Some(
+                    alerting
+                        .rules()
+                        .switch_alerter(function)
+                        .await?
+                        .digest()
+                        .to_owned(),
+                ),
+                None => None,
+            },
+        })
+    }
 }
 
-/// Keeps the host's functions on its region's assigned versions until `shutdown`.
+/// Keeps the host's functions and rule sets on its region's assigned versions until `shutdown`.
 pub(crate) async fn follow(
     registry: FunctionRegistry,
     slots: Slots,
@@ -366,7 +657,8 @@ pub(crate) async fn follow(
         slots,
         metrics,
         refused: HashMap::new(),
-        warned_no_query: false,
+        refused_rules: HashMap::new(),
+        warned: HashSet::new(),
     };
     let mut listener: Option<RegistryListener> = None;
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
@@ -413,47 +705,120 @@ struct Follower {
     metrics: Arc<Metrics>,
     /// The version of each name that failed to load here, not tried again until reassigned.
     refused: HashMap<FunctionName, String>,
-    warned_no_query: bool,
+    /// The same for the rule set of each organisation.
+    refused_rules: HashMap<String, String>,
+    /// What the host has no slot for and already said so (`query`, `alerter`, `rules`).
+    warned: HashSet<&'static str>,
 }
 
 impl Follower {
-    /// Loads and swaps in every assigned version that differs from the running one.
+    /// Loads and swaps in every assigned version that differs from the running one: the
+    /// alerter first, then the rule sets (checked by the alerter now running), then the other
+    /// functions (so a rule set never waits for a validator to compile).
     async fn catch_up(&mut self) {
-        let region = &self.registry.config.region;
-        let assigned = match self.registry.storage.current_artifacts(region).await {
+        let region = self.registry.config.region.clone();
+        let assigned = match self.registry.storage.current_artifacts(&region).await {
             Ok(assigned) => assigned,
             Err(error) => {
                 tracing::debug!(%error, "cannot read the registry now; will retry");
                 return;
             }
         };
-        for artifact in assigned {
-            // Names this host does not run yet (alerter, rules) are left to later versions.
-            let Ok(name) = artifact.name.parse::<FunctionName>() else {
-                continue;
-            };
-            let Some(running) = self.slots.running(name) else {
-                if !self.warned_no_query {
-                    tracing::warn!(%region, function = %name, "a version is assigned, but this host started without a query API; restart it to serve one");
-                    self.warned_no_query = true;
+        self.catch_up_function(&region, FunctionName::Alerter, &assigned)
+            .await;
+        self.catch_up_rules(&region, &assigned).await;
+        for name in [FunctionName::Validator, FunctionName::Query] {
+            self.catch_up_function(&region, name, &assigned).await;
+        }
+    }
+
+    async fn catch_up_function(
+        &mut self,
+        region: &str,
+        name: FunctionName,
+        assigned: &[CurrentArtifact],
+    ) {
+        let Some(sha256) = assigned
+            .iter()
+            .find(|artifact| artifact.name == name.as_str())
+            .map(|artifact| artifact.sha256.clone())
+        else {
+            return;
+        };
+        let sha256 = sha256.as_str();
+        let Some(running) = self.slots.running(name) else {
+            if self.warned.insert(name.as_str()) {
+                match name {
+                    FunctionName::Alerter => {
+                        tracing::warn!(%region, function = %name, "a version is assigned, but this host started without alerting; restart it to run one")
+                    }
+                    _ => {
+                        tracing::warn!(%region, function = %name, "a version is assigned, but this host started without a query API; restart it to serve one")
+                    }
                 }
-                continue;
-            };
-            if running == artifact.sha256 || self.refused.get(&name) == Some(&artifact.sha256) {
+            }
+            return;
+        };
+        if running == sha256 || self.refused.get(&name).map(String::as_str) == Some(sha256) {
+            return;
+        }
+        let swapped = match self.registry.load_version(name, sha256).await {
+            Ok(function) => {
+                let new = function.digest().to_owned();
+                self.slots.swap(function).await.map(|old| (old, new))
+            }
+            Err(error) => Err(error),
+        };
+        match swapped {
+            Ok((old, new)) => {
+                self.refused.remove(&name);
+                self.metrics.function_registry_load("swapped");
+                tracing::info!(%region, function = %name, old = ?old, %new, "switched to the registry's version");
+            }
+            Err(error) => {
+                self.refused.insert(name, sha256.to_owned());
+                self.metrics.function_registry_load("refused");
+                tracing::error!(%region, function = %name, version = %sha256, error = format!("{error:#}"), "the registry's version does not load here; the running one stays");
+            }
+        }
+    }
+
+    /// Checks and puts in force every assigned rule set that differs from the one in force;
+    /// one refused here is logged and counted, and the organisation's rules in force stay.
+    async fn catch_up_rules(&mut self, region: &str, assigned: &[CurrentArtifact]) {
+        let sets: Vec<(String, String)> = assigned
+            .iter()
+            .filter_map(|a| Some((rules_org(&a.name)?.to_owned(), a.sha256.clone())))
+            .collect();
+        if sets.is_empty() {
+            return;
+        }
+        let Some(alerting) = &self.slots.alerting else {
+            if self.warned.insert("rules") {
+                tracing::warn!(%region, "alert rule sets are assigned, but this host started without alerting (no alerter); restart it with one");
+            }
+            return;
+        };
+        let in_force = alerting.rules().registry_versions().await;
+        for (org, sha256) in sets {
+            if in_force.get(&org) == Some(&sha256) || self.refused_rules.get(&org) == Some(&sha256)
+            {
                 continue;
             }
-            match self.registry.load_version(name, &artifact.sha256).await {
-                Ok(function) => {
-                    let new = function.digest().to_owned();
-                    let old = self.slots.swap(function);
-                    self.refused.remove(&name);
+            let applied = async {
+                let source = self.registry.rule_source(&org, &sha256).await?;
+                alerting.rules().apply_registry(source).await
+            };
+            match applied.await {
+                Ok(()) => {
                     self.metrics.function_registry_load("swapped");
-                    tracing::info!(%region, function = %name, old = ?old, %new, "switched to the registry's version");
+                    tracing::info!(%region, %org, old = ?in_force.get(&org), new = %sha256, "switched to the registry's rule set");
+                    self.refused_rules.remove(&org);
                 }
                 Err(error) => {
-                    self.refused.insert(name, artifact.sha256.clone());
                     self.metrics.function_registry_load("refused");
-                    tracing::error!(%region, function = %name, version = %artifact.sha256, error = format!("{error:#}"), "the registry's version does not load here; the running one stays");
+                    tracing::error!(%region, %org, version = %sha256, error = format!("{error:#}"), "the registry's rule set is refused here; the rules in force stay");
+                    self.refused_rules.insert(org, sha256);
                 }
             }
         }
@@ -470,7 +835,18 @@ mod tests {
             assert_eq!(name.as_str().parse::<FunctionName>().unwrap(), name);
         }
         assert_eq!(FunctionName::Query.kind(), ArtifactKind::Query);
-        assert!("alerter".parse::<FunctionName>().is_err());
+        assert_eq!(FunctionName::Alerter.kind(), ArtifactKind::Alerter);
+        assert!("rules".parse::<FunctionName>().is_err());
+    }
+
+    #[test]
+    fn rule_sets_are_named_after_their_organisation() {
+        assert_eq!(rules_name("acme"), "rules:acme");
+        assert_eq!(rules_org("rules:acme"), Some("acme"));
+        assert_eq!(rules_org("validator"), None);
+        assert!(check_org("Acme Corp").is_ok());
+        assert!(check_org("").is_err());
+        assert!(check_org("a\nb").is_err());
     }
 
     #[test]

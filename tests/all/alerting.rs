@@ -459,3 +459,50 @@ async fn an_alerter_past_its_deadline_is_stopped() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_batches_of_one_device_on_two_hosts_lose_no_state() {
+    // The rule raises once the device's state has seen all eight keys: a batch whose evaluation
+    // overwrote another's state would leave a key out, and nothing would be raised.
+    const KEYS: usize = 8;
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rules.path().join("acme.toml"),
+        format!(
+            "[[rules]]\nid = \"all-seen\"\nversion = 1\nkeys = \"c.*\"\n\
+             severity = {{ minor = \"size(keys) >= {KEYS}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let dir = rules.path().to_owned();
+    let host = TestHost::start_with(move |config| config.alerting.rules_dir = Some(dir)).await;
+    let second = host.stack().another_host().await.unwrap();
+    let token = host.api_token("acme").await;
+    let tls = host.enrol("m1", "acme", weir_pki::ClientAlpn::H2);
+    let mut connections = Vec::new();
+    for i in 0..KEYS {
+        let at = if i % 2 == 0 { host.host() } else { &second };
+        connections.push(
+            host.device_at(at, tls.clone(), weir_storage::DeviceRef::new("acme", "m1"))
+                .await,
+        );
+    }
+    let t = now_ms() - 60 * MINUTE;
+    let submits = connections
+        .iter_mut()
+        .enumerate()
+        .map(|(i, device)| async move {
+            let body = batch(
+                &format!("k{i}"),
+                vec![point(&format!("c.{i}"), json!(1), t)],
+            );
+            ok(&device.submit(&body).await)["accepted"].clone()
+        });
+    let accepted = futures_util::future::join_all(submits).await;
+    assert!(accepted.iter().all(|a| *a == json!(1)), "{accepted:?}");
+
+    let listed = events(&host, &token, "").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["rule_id"], "all-seen");
+    assert_eq!(state_fields(&host, "acme", "m1").await, ["all-seen"]);
+}

@@ -4,7 +4,9 @@
 
 mod support;
 
+mod alert_failures;
 mod alerting;
+mod event_stream;
 mod function_loading;
 mod function_sandbox;
 mod hot_swap;
@@ -13,7 +15,10 @@ mod query;
 mod query_endpoints;
 mod query_http;
 mod registry;
+mod rules_registry;
 mod services;
+mod signing;
 mod simulation;
 mod spin_manifest;
 mod validator_component;
+mod webhooks;

@@ -23,10 +23,10 @@ use crate::support::with_custom_section;
 /// periodic check, so the switch came from the notification. The 1 s goal itself is measured,
 /// not asserted, by `cargo bench -p weir-tests --bench deploy` (~265 ms when every host
 /// compiles); under a loaded CI machine the compile alone can pass 1 s.
-const SWITCH_WITHIN: Duration = weir::registry::CHECK_INTERVAL;
+pub(crate) const SWITCH_WITHIN: Duration = weir::registry::CHECK_INTERVAL;
 
 /// The registry as `weir functions` opens it, with a state directory of its own.
-async fn registry(test: &TestHost, state: &tempfile::TempDir) -> FunctionRegistry {
+pub(crate) async fn registry(test: &TestHost, state: &tempfile::TempDir) -> FunctionRegistry {
     let config = Config {
         state_dir: state.path().to_path_buf(),
         ..test.stack().config.clone()
@@ -37,12 +37,12 @@ async fn registry(test: &TestHost, state: &tempfile::TempDir) -> FunctionRegistr
 }
 
 /// The digest of the validator `host` runs.
-fn validator_of(host: &Host) -> String {
+pub(crate) fn validator_of(host: &Host) -> String {
     host.ingest().validator.current().digest().to_owned()
 }
 
 /// A host of region `region` on the same servers as `test`.
-async fn host_of_region(test: &TestHost, region: &str) -> Host {
+pub(crate) async fn host_of_region(test: &TestHost, region: &str) -> Host {
     let config = Config {
         region: region.into(),
         ..test.stack().config.clone()
@@ -51,7 +51,7 @@ async fn host_of_region(test: &TestHost, region: &str) -> Host {
 }
 
 /// Polls until every host in `hosts` runs validator `digest`; returns how long that took.
-async fn until_all_run(hosts: &[&Host], digest: &str) -> Duration {
+pub(crate) async fn until_all_run(hosts: &[&Host], digest: &str) -> Duration {
     let started = Instant::now();
     while !hosts.iter().all(|host| validator_of(host) == digest) {
         assert!(

@@ -49,6 +49,12 @@ pub const COMPONENTS: &[Component] = &[
         destination: "alert.wasm",
     },
     Component {
+        package: "weir-hostile-alerter",
+        manifest: None,
+        wasm: "weir_hostile_alerter.wasm",
+        destination: "test/hostile-alerter.wasm",
+    },
+    Component {
         package: "weir-hostile-validator",
         manifest: None,
         wasm: "weir_hostile_validator.wasm",

@@ -25,6 +25,9 @@ fn env() -> &'static Arc<Env> {
 pub struct Condition {
     source: String,
     program: Program,
+    /// Which of [`VARIABLES`] the expression reads: only those are built for an evaluation
+    /// (building `keys` and `parts` costs allocations a plain `value > 80` does not need).
+    uses: [bool; VARIABLES.len()],
 }
 
 impl Condition {
@@ -49,10 +52,21 @@ impl Condition {
                 VARIABLES.join(", ")
             ));
         }
+        let variables = references.variables();
+        let uses = VARIABLES.map(|name| variables.contains(&name));
         Ok(Condition {
             source: source.to_owned(),
             program,
+            uses,
         })
+    }
+
+    /// Whether the expression reads `variable` (one of [`VARIABLES`]).
+    fn uses(&self, variable: &str) -> bool {
+        VARIABLES
+            .iter()
+            .position(|name| *name == variable)
+            .is_some_and(|at| self.uses[at])
     }
 
     /// The expression as written.
@@ -65,26 +79,40 @@ impl Condition {
     /// hold": rules see devices whose keys come and go, and an alert must not fire on a type error.
     pub fn holds(&self, bindings: &Bindings<'_>) -> bool {
         let mut context = Context::with_env(Arc::clone(env()));
-        context.add_variable_from_value("value", bindings.value.to_cel());
-        context.add_variable_from_value(
-            "previous",
-            bindings.previous.map_or(cel::Value::Null, Value::to_cel),
-        );
-        context.add_variable_from_value("key", bindings.key);
-        context.add_variable_from_value(
-            "parts",
-            cel::Value::List(Arc::new(
-                bindings.key.split('.').map(cel::Value::from).collect(),
-            )),
-        );
-        context.add_variable_from_value("device", bindings.device);
-        context.add_variable_from_value("ts", bindings.ts);
-        let keys: HashMap<String, cel::Value> = bindings
-            .keys
-            .iter()
-            .map(|(key, seen)| (key.clone(), seen.value.to_cel()))
-            .collect();
-        context.add_variable_from_value("keys", keys);
+        if self.uses("value") {
+            context.add_variable_from_value("value", bindings.value.to_cel());
+        }
+        if self.uses("previous") {
+            context.add_variable_from_value(
+                "previous",
+                bindings.previous.map_or(cel::Value::Null, Value::to_cel),
+            );
+        }
+        if self.uses("key") {
+            context.add_variable_from_value("key", bindings.key);
+        }
+        if self.uses("parts") {
+            context.add_variable_from_value(
+                "parts",
+                cel::Value::List(Arc::new(
+                    bindings.key.split('.').map(cel::Value::from).collect(),
+                )),
+            );
+        }
+        if self.uses("device") {
+            context.add_variable_from_value("device", bindings.device);
+        }
+        if self.uses("ts") {
+            context.add_variable_from_value("ts", bindings.ts);
+        }
+        if self.uses("keys") {
+            let keys: HashMap<String, cel::Value> = bindings
+                .keys
+                .iter()
+                .map(|(key, seen)| (key.clone(), seen.value.to_cel()))
+                .collect();
+            context.add_variable_from_value("keys", keys);
+        }
         matches!(self.program.execute(&context), Ok(cel::Value::Bool(true)))
     }
 }

@@ -1,28 +1,31 @@
 //! Alerting: every accepted batch is evaluated by the alerter component against its
 //! organisation's rules; the alerter's state lives in Redis and its events in PostgreSQL.
 //!
-//! - `rules.rs` — the rule book: one file per organisation, checked by the component;
+//! - `rules.rs` — the rule book: one rule set per organisation (the rules directory's files,
+//!   overlaid by the region's rule sets from the registry), checked by the running alerter;
 //! - `state.rs` — the per-(rule, device) state hashes in Redis;
 //! - `stale.rs` — the timer raising no-data alerts (`evaluate-stale`);
 //! - `publish.rs` — every recorded event, live on Redis pub/sub (`weir:events:<org>`);
+//! - `webhooks.rs` — the worker POSTing recorded events to webhooks from the outbox;
 //! - this module — [`Alerting`]: loading at start, the evaluate-on-batch step, manual clears.
 //!
 //! Alerting never fails a submit: it runs after the batch is durable, and a failing alerter,
 //! Redis or PostgreSQL is logged and counted (`weir_alert_failures_total{code}`), the batch
-//! acknowledged all the same. When the states could not be read or written, nothing changed
-//! and the next batch evaluates from the last state stored; when the events could not be
-//! written after the states were, those events are lost (an outbox would keep them), and the
-//! event table catches up at the alert's next raise.
+//! acknowledged all the same. Evaluations of one device take turns under a lock in Redis. An
+//! evaluation records its events (and their webhook deliveries, one transaction) before it
+//! stores the new states: when either step fails, the next batch evaluates from the last
+//! states stored and reports the events again, so an event may be recorded twice but is never
+//! lost.
 
 pub mod publish;
 pub mod rules;
 pub mod stale;
 pub mod state;
+pub mod webhooks;
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
 use serde_json::Value as Json;
 use weir_storage::{AlertChange, AlertChangeKind, AlertEvent, DeviceRef, Storage, StorageError};
 
@@ -30,11 +33,15 @@ use crate::config::Config;
 use crate::functions::alerter::{
     Evaluation, Event, EventKind, Point, Rule, RuleState, Trigger, Value,
 };
-use crate::functions::{AlerterFunction, CallError, FunctionEngine, FunctionSlot};
+use crate::functions::{AlerterFunction, CallError, FunctionSlot};
 use crate::metrics::Metrics;
 use publish::EventPublisher;
-use rules::RuleBook;
-use state::AlertStates;
+use rules::{RuleSet, RuleSets};
+use state::{AlertStates, DeviceLock};
+
+/// How much longer than the alerter's deadline a device's evaluation lock is held at most:
+/// room for the Redis and PostgreSQL work around the call.
+const LOCK_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why an alerting step failed, each with a stable code (the metric's label).
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +77,7 @@ impl AlertError {
 pub struct Alerting {
     /// The alerter component.
     pub function: Arc<FunctionSlot<AlerterFunction>>,
-    rules: ArcSwap<RuleBook>,
-    rules_dir: std::path::PathBuf,
+    rules: RuleSets,
     states: AlertStates,
     publisher: EventPublisher,
     storage: Storage,
@@ -80,37 +86,40 @@ pub struct Alerting {
 }
 
 impl Alerting {
-    /// Loads the alerter and the rules the configuration names. `None` (logged) when alerting is
-    /// not configured: no rules directory, or no component file. A rule file the component
-    /// refuses fails the start, naming the file and the rule.
+    /// Starts alerting with `alerter` (the region's from the registry, else the configured file;
+    /// see `crate::registry::initial_alerter`) and the rule sets: the rules directory's files,
+    /// if one is configured, overlaid by `registry_rules` (the region's, already checked by
+    /// `alerter`). `None` (logged) without an alerter. Alerting is on whenever there is an
+    /// alerter, rules or not: an empty rule book costs a batch nothing, and the registry may
+    /// assign rule sets later. A rule file the component refuses fails the start, naming the
+    /// file and the rule.
     pub async fn start(
         config: &Config,
-        engine: &FunctionEngine,
+        alerter: Option<AlerterFunction>,
+        registry_rules: Vec<RuleSet>,
         storage: &Storage,
         metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Option<Arc<Alerting>>> {
-        let Some(rules_dir) = &config.alerting.rules_dir else {
-            tracing::info!("alerting is off: no rules directory (WEIR_ALERT_RULES_DIR)");
+        let Some(function) = alerter else {
+            tracing::warn!(component = %config.alert_component().display(), "alerting is off: no alerter component (build it with `cargo xtask components`, or deploy one with `weir functions deploy alerter`)");
             return Ok(None);
         };
-        let component = config.alert_component();
-        if !component.exists() {
-            tracing::warn!(component = %component.display(), "alerting is off: no alerter component (build it with `cargo xtask components`)");
-            return Ok(None);
-        }
-        let function = AlerterFunction::load_file(engine, &component)
-            .with_context(|| format!("loading the alerter {}", component.display()))?
-            .with_deadline(config.alert_deadline());
-        let book = RuleBook::load(rules_dir, &function).await?;
+        let function = Arc::new(FunctionSlot::new(function));
+        let rules = RuleSets::start(
+            function.clone(),
+            config.alerting.rules_dir.clone(),
+            registry_rules,
+        )
+        .await?;
         let states = AlertStates::connect(&config.redis_url)
             .await
             .with_context(|| format!("connecting to Redis at {} for alerting", config.redis_url))?;
-        let (orgs, rules) = book.size();
-        tracing::info!(function = function.name(), digest = %&function.digest()[..12], rules_dir = %rules_dir.display(), orgs, rules, "alerting enabled");
+        let (orgs, rule_count) = rules.load().size();
+        let alerter = function.current();
+        tracing::info!(function = alerter.name(), digest = %&alerter.digest()[..12], rules_dir = ?config.alerting.rules_dir, orgs, rules = rule_count, "alerting enabled");
         Ok(Some(Arc::new(Alerting {
-            function: Arc::new(FunctionSlot::new(function)),
-            rules: ArcSwap::from_pointee(book),
-            rules_dir: rules_dir.clone(),
+            function,
+            rules,
             publisher: EventPublisher::new(states.connection()),
             states,
             storage: storage.clone(),
@@ -119,13 +128,18 @@ impl Alerting {
         })))
     }
 
-    /// Reads the rules directory again; the old rules stay if any file is refused.
+    /// Reads the rules directory again; the old rules stay if any file is refused. The
+    /// registry's rule sets keep winning over the files of their organisations.
     pub async fn reload_rules(&self) -> anyhow::Result<()> {
-        let book = RuleBook::load(&self.rules_dir, &self.function.current()).await?;
-        let (orgs, rules) = book.size();
-        self.rules.store(Arc::new(book));
+        let (orgs, rules) = self.rules.reload_files().await?;
         tracing::info!(orgs, rules, "alert rules reloaded");
         Ok(())
+    }
+
+    /// The rule sets in force and the alerter that checked them (for the registry's follower,
+    /// and tests).
+    pub fn rules(&self) -> &RuleSets {
+        &self.rules
     }
 
     /// Evaluates `device`'s accepted points, stores the new states and records the events.
@@ -146,13 +160,33 @@ impl Alerting {
         if rules.is_empty() {
             return Ok(());
         }
-        let states = self.states_of(device, &rules).await?;
-        let evaluation = self
-            .function
-            .current()
-            .evaluate(&device.device, points, &rules, &states)
-            .await?;
-        self.apply(device, evaluation).await
+        let function = self.function.current();
+        let lock = self.lock(device, &function).await?;
+        let result = async {
+            let states = self.states_of(device, &rules).await?;
+            let evaluation = function
+                .evaluate(&device.device, points, &rules, &states)
+                .await?;
+            self.apply(device, evaluation).await
+        }
+        .await;
+        unlock(device, lock).await;
+        result
+    }
+
+    /// Takes `device`'s evaluation lock, so that evaluations of one device (a batch, the
+    /// staleness check, a manual clear) read and write its states in turn. The lock outlives
+    /// `function`'s deadline by [`LOCK_MARGIN`], and is waited for as long.
+    async fn lock(
+        &self,
+        device: &DeviceRef,
+        function: &AlerterFunction,
+    ) -> Result<DeviceLock, AlertError> {
+        let hold = function.deadline() + LOCK_MARGIN;
+        self.states
+            .lock_device(&device.org, &device.device, hold, hold)
+            .await
+            .map_err(AlertError::State)
     }
 
     /// Runs the staleness check of `device` at `now` (unix milliseconds) with its rules that
@@ -162,16 +196,21 @@ impl Alerting {
         if rules.is_empty() {
             return Ok(());
         }
-        let states = self.states_of(device, &rules).await?;
-        if states.is_empty() {
-            return Ok(());
+        let function = self.function.current();
+        let lock = self.lock(device, &function).await?;
+        let result = async {
+            let states = self.states_of(device, &rules).await?;
+            if states.is_empty() {
+                return Ok(());
+            }
+            let evaluation = function
+                .evaluate_stale(&device.device, now, &rules, &states)
+                .await?;
+            self.apply(device, evaluation).await
         }
-        let evaluation = self
-            .function
-            .current()
-            .evaluate_stale(&device.device, now, &rules, &states)
-            .await?;
-        self.apply(device, evaluation).await
+        .await;
+        unlock(device, lock).await;
+        result
     }
 
     /// The stored states of `device` for `rules`.
@@ -197,18 +236,26 @@ impl Alerting {
             self.metrics.alert_failure("rule_error");
             tracing::warn!(%device, rule = %error.rule_id, message = %error.message, "alert rule could not be evaluated");
         }
-        self.states
-            .put(&device.org, &device.device, &evaluation.states)
-            .await
-            .map_err(AlertError::State)?;
         let changes: Vec<AlertChange> = evaluation
             .events
             .iter()
             .map(|event| change(&device.org, event))
             .collect();
-        self.storage.record_alert_changes(&changes).await?;
+        // Events first, with their webhook deliveries in the same transaction (the outbox),
+        // then the states: should the states not be stored, the next batch evaluates from the
+        // old ones and reports the events again (at least once), where the other order would
+        // lose them.
+        let event_ids = self.storage.record_alert_changes(&changes).await?;
+        self.states
+            .put(&device.org, &device.device, &evaluation.states)
+            .await
+            .map_err(AlertError::State)?;
         // Recorded first: the live channel never shows an event the record lacks.
-        if let Err(error) = self.publisher.publish(&device.org, &changes).await {
+        if let Err(error) = self
+            .publisher
+            .publish(&device.org, &changes, &event_ids)
+            .await
+        {
             self.metrics.alert_failure("publish_failed");
             tracing::warn!(%device, %error, "alert events recorded but not published");
         }
@@ -228,32 +275,49 @@ impl Alerting {
     async fn clear_state(&self, event: &AlertEvent) -> Result<(), AlertError> {
         let trigger = Trigger::from_name(&event.trigger)
             .ok_or_else(|| AlertError::Refused(format!("unknown trigger {:?}", event.trigger)))?;
-        let states = self
-            .states
-            .get(&event.org, &event.device)
-            .await
-            .map_err(AlertError::State)?;
-        let Some(stored) = states.into_iter().find(|s| s.rule_id == event.rule_id) else {
-            return Ok(());
+        let device = DeviceRef {
+            org: event.org.clone(),
+            device: event.device.clone(),
         };
-        let cleared = self
-            .function
-            .current()
-            .manual_clear(&stored.state, &event.key, trigger)
-            .await?
-            .map_err(AlertError::Refused)?;
-        let cleared = RuleState {
-            rule_id: stored.rule_id,
-            state: cleared,
-        };
-        self.states
-            .put(&event.org, &event.device, &[cleared])
-            .await
-            .map_err(AlertError::State)
+        let function = self.function.current();
+        let lock = self.lock(&device, &function).await?;
+        let result = async {
+            let states = self
+                .states
+                .get(&event.org, &event.device)
+                .await
+                .map_err(AlertError::State)?;
+            let Some(stored) = states.into_iter().find(|s| s.rule_id == event.rule_id) else {
+                return Ok(());
+            };
+            let cleared = function
+                .manual_clear(&stored.state, &event.key, trigger)
+                .await?
+                .map_err(AlertError::Refused)?;
+            let cleared = RuleState {
+                rule_id: stored.rule_id,
+                state: cleared,
+            };
+            self.states
+                .put(&event.org, &event.device, &[cleared])
+                .await
+                .map_err(AlertError::State)
+        }
+        .await;
+        unlock(&device, lock).await;
+        result
     }
 
     fn failed(&self, error: &AlertError) {
         self.metrics.alert_failure(error.code());
+    }
+}
+
+/// Releases `device`'s evaluation lock; one that cannot be released expires by itself, and the
+/// device's next evaluation waits for that at worst.
+async fn unlock(device: &DeviceRef, lock: DeviceLock) {
+    if let Err(error) = lock.release().await {
+        tracing::warn!(%device, error = format!("{error:#}"), "alert lock not released");
     }
 }
 

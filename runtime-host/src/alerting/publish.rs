@@ -1,11 +1,11 @@
 //! Live alert events on Redis pub/sub: every recorded change is published as one JSON message on
 //! `weir:events:<org>` (the organisation escaped as in the state hashes), for dashboards and
-//! relays that want events as they happen. Pub/sub is at most once: a subscriber that is not
-//! connected misses the message; `GET /v1/events` (PostgreSQL) is the record.
+//! relays that want events as they happen. The message is [`AlertChange::to_json`], the document
+//! webhooks receive too. Pub/sub is at most once: a subscriber that is not connected misses the
+//! message; `GET /v1/events` (PostgreSQL) is the record, webhooks the at-least-once channel.
 
 use redis::aio::ConnectionManager;
-use serde_json::{Value as Json, json};
-use weir_storage::{AlertChange, AlertChangeKind};
+use weir_storage::AlertChange;
 
 use super::state::{escape, within_deadline};
 
@@ -21,18 +21,25 @@ impl EventPublisher {
         EventPublisher { connection }
     }
 
-    /// Publishes each of `changes` of `org`, in order, in one round trip.
-    pub async fn publish(&self, org: &str, changes: &[AlertChange]) -> anyhow::Result<()> {
+    /// Publishes each of `changes` of `org`, in order, in one round trip, with its event id
+    /// (`event_ids[i]` is `changes[i]`'s, as `record_alert_changes` returned them).
+    pub async fn publish(
+        &self,
+        org: &str,
+        changes: &[AlertChange],
+        event_ids: &[Option<i64>],
+    ) -> anyhow::Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
         let channel = channel(org);
         let mut pipeline = redis::pipe();
-        for change in changes {
+        for (i, change) in changes.iter().enumerate() {
+            let event_id = event_ids.get(i).copied().flatten();
             pipeline
                 .cmd("PUBLISH")
                 .arg(&channel)
-                .arg(message(change).to_string())
+                .arg(change.to_json(event_id).to_string())
                 .ignore();
         }
         let mut connection = self.connection.clone();
@@ -43,31 +50,6 @@ impl EventPublisher {
 /// The pub/sub channel of `org`'s alert events.
 pub fn channel(org: &str) -> String {
     format!("weir:events:{}", escape(org))
-}
-
-/// One change as the message subscribers receive.
-fn message(change: &AlertChange) -> Json {
-    let kind = match change.kind {
-        AlertChangeKind::Raise => "raise",
-        AlertChangeKind::Escalate => "escalate",
-        AlertChangeKind::Clear => "clear",
-    };
-    let value = change
-        .value_json
-        .as_deref()
-        .and_then(|text| serde_json::from_str::<Json>(text).ok());
-    json!({
-        "kind": kind,
-        "device": change.device,
-        "key": change.key,
-        "rule_id": change.rule_id,
-        "rule_version": change.rule_version,
-        "trigger": change.trigger,
-        "severity": change.severity,
-        "ts": change.ts_ms,
-        "value": value,
-        "message": change.message,
-    })
 }
 
 #[cfg(test)]

@@ -2,12 +2,16 @@
 //! inside the names escaped as `%25` and `%3A`, as for the latest values), one field per rule
 //! id holding that rule's opaque state bytes.
 //!
-//! A batch costs one `HGETALL` and, when states changed, one `HSET`. Two batches of one device
-//! evaluated at once (two hosts, or a device sending in parallel) may overwrite each other's
-//! state; devices send one batch at a time, so this is left for later (`WATCH`, or a script).
+//! A batch costs one `HGETALL` and, when states changed, one `HSET`, inside a per-device lock
+//! (`weir:alert-lock:<org>:<device>`, `SET NX PX` with a random token, released by a script that
+//! deletes only its own token): two batches of one device evaluated at once (two hosts, or a
+//! device sending in parallel) take turns instead of overwriting each other's state. The lock
+//! expires by itself should its host die while holding it.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -121,6 +125,91 @@ impl AlertStates {
         .await?;
         Ok(set.is_some())
     }
+}
+
+/// A device's evaluation lock, held until [`release`](DeviceLock::release)d or expired.
+#[must_use = "a lock is held until released or expired"]
+pub struct DeviceLock {
+    key: String,
+    token: String,
+    connection: ConnectionManager,
+}
+
+/// How long to wait between two tries of a taken device lock.
+const LOCK_RETRY: Duration = Duration::from_millis(5);
+
+/// Deletes the lock only while it still holds the caller's token.
+const RELEASE_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+impl AlertStates {
+    /// Takes the evaluation lock of `device` of `org`, held at most `ttl` (then it expires),
+    /// waiting up to `wait` while another evaluation of the device holds it.
+    pub async fn lock_device(
+        &self,
+        org: &str,
+        device: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> anyhow::Result<DeviceLock> {
+        let key = format!("weir:alert-lock:{}:{}", escape(org), escape(device));
+        let token = lock_token();
+        let mut connection = self.connection.clone();
+        let give_up = tokio::time::Instant::now() + wait;
+        loop {
+            let set: Option<String> = within_deadline(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .query_async(&mut connection),
+            )
+            .await?;
+            if set.is_some() {
+                return Ok(DeviceLock {
+                    key,
+                    token,
+                    connection,
+                });
+            }
+            if tokio::time::Instant::now() >= give_up {
+                anyhow::bail!(
+                    "device {device:?} of {org:?} stayed locked by another evaluation for {} ms",
+                    wait.as_millis()
+                );
+            }
+            tokio::time::sleep(LOCK_RETRY).await;
+        }
+    }
+}
+
+impl DeviceLock {
+    /// Releases the lock if it is still this one's (it may have expired and been taken since).
+    pub async fn release(self) -> anyhow::Result<()> {
+        let mut connection = self.connection;
+        within_deadline(
+            redis::Script::new(RELEASE_SCRIPT)
+                .key(&self.key)
+                .arg(&self.token)
+                .invoke_async::<i64>(&mut connection),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// A token no other lock holder has: a per-process random number and a counter.
+fn lock_token() -> String {
+    static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let process = PROCESS.get_or_init(|| RandomState::new().hash_one(std::process::id()));
+    format!("{process:016x}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// `call`, failing when Redis does not answer within [`CALL_TIMEOUT`].

@@ -227,7 +227,7 @@ fn filter(query: &str) -> Result<AlertEventFilter, ApiError> {
     Ok(filter)
 }
 
-const SEVERITIES: [&str; 4] = ["critical", "major", "minor", "warning"];
+pub(super) const SEVERITIES: [&str; 4] = ["critical", "major", "minor", "warning"];
 const STATES: [&str; 3] = ["raised", "acknowledged", "cleared"];
 
 fn one_of(name: &str, value: String, allowed: &[&str]) -> Result<String, ApiError> {
@@ -254,7 +254,7 @@ fn millis(name: &str, value: &str) -> Result<i64, ApiError> {
 }
 
 /// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

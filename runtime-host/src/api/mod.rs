@@ -2,10 +2,12 @@
 //! readiness and Prometheus metrics, served by the host itself, and the query API: everything
 //! under `/v1/`, authenticated here and answered by the query function ([`query`]) when one is
 //! loaded, with its public `/openapi.json`; except the alert events (`/v1/events`,
-//! [`events`]), which the host serves itself.
+//! [`events`], and their live stream `/v1/events/stream`, [`event_stream`]), which the host
+//! serves itself.
 
 pub mod answer_cache;
 pub mod auth;
+pub mod event_stream;
 pub mod events;
 pub mod query;
 
@@ -18,8 +20,10 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
+use crate::http::body::{ResponseBody, StreamingResponse};
 use crate::http::{ApiError, Response, json_response};
 use crate::ingest::Ingest;
+use event_stream::EventStreams;
 use query::QueryApi;
 
 /// The API listener's shared state.
@@ -28,11 +32,24 @@ pub struct Api {
     pub ingest: Arc<Ingest>,
     /// The query API, when a query component is loaded; without one `/v1/` is 404.
     pub query: Option<Arc<QueryApi>>,
+    /// The live alert event streams and their Redis relay.
+    pub event_streams: Arc<EventStreams>,
 }
 
 impl Api {
-    /// Answers one request.
-    pub async fn handle(self: Arc<Self>, request: hyper::Request<Incoming>) -> Response {
+    /// Answers one request; only the event stream's answer is not buffered.
+    pub async fn handle(self: Arc<Self>, request: hyper::Request<Incoming>) -> StreamingResponse {
+        if request.uri().path() == event_stream::PATH {
+            return self
+                .event_streams
+                .handle(&self.ingest.storage, request)
+                .await;
+        }
+        self.answer(request).await.map(ResponseBody::from)
+    }
+
+    /// Answers one request with a buffered body.
+    async fn answer(&self, request: hyper::Request<Incoming>) -> Response {
         let path = request.uri().path().to_string();
         match (request.method(), path.as_str()) {
             (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),

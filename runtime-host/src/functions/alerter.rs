@@ -70,6 +70,11 @@ impl AlerterFunction {
         Self::load(engine, &name, &bytes)
     }
 
+    /// How long one call may take, instantiation included.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// The same function with calls limited to `deadline`, instantiation included.
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;

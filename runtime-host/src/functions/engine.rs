@@ -20,6 +20,7 @@ use super::artifacts::{ArtifactCache, CacheOutcome};
 use super::error::{CallError, LoadError};
 use super::instance::InstanceState;
 use super::limits::Limits;
+use super::signature::PublicKey;
 use crate::capabilities::CapabilityState;
 
 /// Granularity of call deadlines: the epoch advances this often.
@@ -39,12 +40,24 @@ struct EngineInner {
     ingest_instances: InstanceBudget,
     http_instances: InstanceBudget,
     artifacts: Option<ArtifactCache>,
+    /// When set, only components signed for this key load.
+    signing_key: Option<PublicKey>,
     _ticker: EpochTicker,
 }
 
 impl FunctionEngine {
     /// Builds the engine. With `artifact_dir`, compiled components are cached there.
     pub fn new(limits: Limits, artifact_dir: Option<&Path>) -> anyhow::Result<Self> {
+        Self::with_signing_key(limits, artifact_dir, None)
+    }
+
+    /// Like [`new`](Self::new); with `signing_key`, it refuses to load any component that is not
+    /// signed with that key's private half (see [`signature`](super::signature)).
+    pub fn with_signing_key(
+        limits: Limits,
+        artifact_dir: Option<&Path>,
+        signing_key: Option<PublicKey>,
+    ) -> anyhow::Result<Self> {
         let engine = Engine::new(&engine_config(&limits))
             .map_err(anyhow::Error::from)
             .context("configuring wasmtime")?;
@@ -74,6 +87,7 @@ impl FunctionEngine {
                 ingest_instances: InstanceBudget::new(ingest_share(&limits)),
                 http_instances: InstanceBudget::new(http_share(&limits)),
                 artifacts,
+                signing_key,
             }),
         })
     }
@@ -109,6 +123,12 @@ impl FunctionEngine {
         function: &str,
         bytes: &[u8],
     ) -> Result<PreparedComponent, LoadError> {
+        if let Some(key) = &self.inner.signing_key {
+            key.verify(bytes).map_err(|error| LoadError::Unsigned {
+                function: function.to_string(),
+                reason: error.to_string(),
+            })?;
+        }
         let digest = hex::encode(Sha256::digest(bytes));
         let started = Instant::now();
         let (component, outcome) = match &self.inner.artifacts {

@@ -15,6 +15,9 @@ pub enum LoadError {
         world: &'static str,
         reason: String,
     },
+    /// A signing key is configured and the component is not signed with it.
+    #[error("{function} is refused: {reason}")]
+    Unsigned { function: String, reason: String },
     /// The component file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -29,6 +32,7 @@ impl LoadError {
         match self {
             LoadError::Invalid { .. } => "function_invalid",
             LoadError::WorldMismatch { .. } => "function_world_mismatch",
+            LoadError::Unsigned { .. } => "function_signature_refused",
             LoadError::Read { .. } => "function_unreadable",
         }
     }

@@ -14,6 +14,7 @@ mod error;
 pub mod http_handler;
 mod instance;
 mod limits;
+pub mod signature;
 mod slot;
 pub mod validator;
 mod version;

@@ -1,13 +1,19 @@
-//! Reading request bodies: capped at a configured size before and after gzip decoding, so
-//! neither a large upload nor a small gzip bomb can exhaust memory.
+//! Bodies: reading request bodies, capped at a configured size before and after gzip decoding
+//! so that neither a large upload nor a small gzip bomb can exhaust memory; and the API
+//! listener's response body, [`ResponseBody`], which is either a whole buffered answer or a
+//! stream fed through a channel (the server-sent events of `GET /v1/events/stream`).
 
+use std::convert::Infallible;
 use std::io::Read;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::StatusCode;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::CONTENT_ENCODING;
+use tokio::sync::mpsc;
 
 use super::ApiError;
 
@@ -68,4 +74,65 @@ fn too_large(limit: usize) -> ApiError {
         "body_too_large",
         format!("the body is larger than the {limit}-byte limit"),
     )
+}
+
+/// A response of the API listener: buffered, or streamed.
+pub type StreamingResponse = hyper::Response<ResponseBody>;
+
+/// The API listener's response body: a whole answer (every endpoint but one), or chunks sent
+/// by a task through a channel until the task drops its sender. Without a known length, HTTP/1.1
+/// sends a stream chunked and HTTP/2 as DATA frames, each chunk as soon as it is sent; when the
+/// client goes away, hyper drops the body and the sending task sees its channel closed.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// A buffered answer.
+    Full(Full<Bytes>),
+    /// A stream: each received chunk is one data frame; the body ends when every sender is gone.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl ResponseBody {
+    /// A streamed body and the sender that feeds it; the channel holds up to `buffer` chunks
+    /// not yet written to the client.
+    pub fn channel(buffer: usize) -> (mpsc::Sender<Bytes>, ResponseBody) {
+        let (sender, receiver) = mpsc::channel(buffer);
+        (sender, ResponseBody::Stream(receiver))
+    }
+}
+
+impl From<Full<Bytes>> for ResponseBody {
+    fn from(body: Full<Bytes>) -> Self {
+        ResponseBody::Full(body)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            ResponseBody::Full(body) => Pin::new(body).poll_frame(cx),
+            ResponseBody::Stream(chunks) => chunks
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(body) => body.is_end_stream(),
+            ResponseBody::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(body) => body.size_hint(),
+            ResponseBody::Stream(_) => SizeHint::default(),
+        }
+    }
 }

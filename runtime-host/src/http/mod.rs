@@ -10,7 +10,8 @@ pub use error::ApiError;
 use bytes::Bytes;
 use http_body_util::Full;
 
-/// The response type of every Weir handler.
+/// The response type of every Weir handler: buffered. (The API listener answers
+/// [`body::StreamingResponse`], which also carries its one stream, `/v1/events/stream`.)
 pub type Response = hyper::Response<Full<Bytes>>;
 
 /// A JSON response with `status`.

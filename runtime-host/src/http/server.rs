@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -24,12 +25,14 @@ use crate::metrics::Metrics;
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves HTTP/1.1 and HTTP/2 on `io` with `handle` until the connection closes.
-async fn serve_connection<I, H, F>(io: I, handle: H)
+/// Serves HTTP/1.1 and HTTP/2 on `io` with `handle` until the connection closes. The body `B`
+/// may be a stream ([`super::body::ResponseBody`]): hyper writes each frame as it comes.
+async fn serve_connection<I, H, F, B>(io: I, handle: H)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
-    F: Future<Output = Response> + Send + 'static,
+    F: Future<Output = hyper::Response<B>> + Send + 'static,
+    B: Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
     let service = service_fn(move |request| {
         let handle = handle.clone();
@@ -44,13 +47,14 @@ where
 }
 
 /// Accepts plain connections until `shutdown` turns true.
-pub async fn serve_plain<H, F>(
+pub async fn serve_plain<H, F, B>(
     listener: TcpListener,
     handle: H,
     mut shutdown: watch::Receiver<bool>,
 ) where
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
-    F: Future<Output = Response> + Send + 'static,
+    F: Future<Output = hyper::Response<B>> + Send + 'static,
+    B: Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
     while let Some((stream, _)) = next_connection(&listener, &mut shutdown).await {
         tokio::spawn(serve_connection(stream, handle.clone()));
@@ -59,14 +63,15 @@ pub async fn serve_plain<H, F>(
 
 /// Accepts TLS connections (no client certificate) until `shutdown` turns true: the API
 /// listener when it has a certificate.
-pub async fn serve_https<H, F>(
+pub async fn serve_https<H, F, B>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     handle: H,
     mut shutdown: watch::Receiver<bool>,
 ) where
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
-    F: Future<Output = Response> + Send + 'static,
+    F: Future<Output = hyper::Response<B>> + Send + 'static,
+    B: Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {

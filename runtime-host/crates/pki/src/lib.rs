@@ -78,5 +78,5 @@ pub use reload::{DeviceTlsFiles, ReloadingServerConfig};
 pub use renew::{RenewError, renew, renew_recorded};
 pub use tls::{
     ClientAlpn, api_server_config, device_client_config, device_client_config_from_pem,
-    device_server_config,
+    device_server_config, public_client_config,
 };

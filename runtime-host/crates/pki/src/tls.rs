@@ -1,7 +1,8 @@
 //! The one place that builds rustls configs: the device endpoint (mutual TLS against the
 //! operator's CA only, with its CRL), the optional HTTPS API (server auth only) and the device
-//! side (trusting only the operator's CA, presenting a device certificate). All use the *ring*
-//! provider explicitly and TLS 1.3 + 1.2; no public root is ever loaded.
+//! side (trusting only the operator's CA, presenting a device certificate), and the alert
+//! webhooks' outgoing HTTPS (the public web PKI roots, the only config that loads them). All use
+//! the *ring* provider explicitly and TLS 1.3 + 1.2.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -133,6 +134,20 @@ pub fn device_client_config_from_pem(
     let certs = parse_certs(client_cert_pem.as_bytes(), "client certificate PEM")?;
     let key = parse_key(client_key_pem.as_bytes(), "client key PEM")?;
     client_config(roots, certs, key, alpn, "client certificate and key PEM")
+}
+
+/// The config of outgoing HTTPS to arbitrary public servers (alert webhooks): server auth
+/// against the Mozilla roots that `webpki-roots` ships (no dependency on the system's store),
+/// no client certificate. ALPN is left to the HTTP client.
+pub fn public_client_config() -> Result<ClientConfig, PkiError> {
+    let roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|source| tls_error("TLS protocol versions", source))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 fn client_config(

@@ -8,9 +8,15 @@
 //! it. So a raise while a row is still open (its clear was lost, or the state was) closes the old
 //! row first, and an escalation or clear without an open row is tolerated: the escalation opens
 //! one, the clear changes nothing.
+//!
+//! Recording a change also queues its webhook deliveries (the outbox of `webhooks`) in the same
+//! transaction, so an event on record is never one no webhook will hear of.
+
+use serde_json::{Value as Json, json};
 
 use crate::error::{Result, StorageError};
 use crate::postgres::Storage;
+use crate::webhooks::WEBHOOK_CHANNEL;
 
 /// What happened to an alert, as the alerter reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +54,44 @@ pub struct AlertChange {
     pub value_json: Option<String>,
     /// A sentence for people.
     pub message: String,
+}
+
+impl AlertChangeKind {
+    /// The kind's name in messages: `raise`, `escalate` or `clear`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertChangeKind::Raise => "raise",
+            AlertChangeKind::Escalate => "escalate",
+            AlertChangeKind::Clear => "clear",
+        }
+    }
+}
+
+impl AlertChange {
+    /// The change as the one JSON document every channel sends (Redis pub/sub, webhooks):
+    /// `event_id` is the `alert_events` row it raised, escalated or closed (`null` for a clear
+    /// that found no open row), `ts` the change's time in unix milliseconds, `value` the point's
+    /// value (`null` for no-data).
+    pub fn to_json(&self, event_id: Option<i64>) -> Json {
+        let value = self
+            .value_json
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<Json>(text).ok());
+        json!({
+            "event_id": event_id,
+            "kind": self.kind.as_str(),
+            "org": self.org,
+            "device": self.device,
+            "key": self.key,
+            "rule_id": self.rule_id,
+            "rule_version": self.rule_version,
+            "trigger": self.trigger,
+            "severity": self.severity,
+            "ts": self.ts_ms,
+            "value": value,
+            "message": self.message,
+        })
+    }
 }
 
 /// One row of `alert_events`, timestamps in unix milliseconds.
@@ -137,10 +181,13 @@ const OPEN_ROW: &str = "org = $1 AND device = $2 AND rule_id = $3 AND key = $4 A
      AND state IN ('raised', 'acknowledged')";
 
 impl Storage {
-    /// Records an evaluation's events, in order, in one transaction.
-    pub async fn record_alert_changes(&self, changes: &[AlertChange]) -> Result<()> {
+    /// Records an evaluation's events, in order, in one transaction, with a webhook delivery
+    /// per change and matching webhook (same organisation, every rule or the change's). Returns
+    /// each change's event id, in order: the row it inserted, escalated or closed (`None` for a
+    /// clear without an open row, which changes nothing and is delivered to no webhook).
+    pub async fn record_alert_changes(&self, changes: &[AlertChange]) -> Result<Vec<Option<i64>>> {
         if changes.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -148,14 +195,14 @@ impl Storage {
             .prepare_cached(&format!(
                 "UPDATE alert_events SET state = 'cleared', rule_version = $6, \
                  cleared_at = to_timestamp($7::bigint / 1000.0), updated_at = now() \
-                 WHERE {OPEN_ROW}"
+                 WHERE {OPEN_ROW} RETURNING id"
             ))
             .await?;
         let escalate = tx
             .prepare_cached(&format!(
                 "UPDATE alert_events SET severity = $6, rule_version = $7, \
                  escalated_at = to_timestamp($8::bigint / 1000.0), updated_at = now() \
-                 WHERE {OPEN_ROW}"
+                 WHERE {OPEN_ROW} RETURNING id"
             ))
             .await?;
         let insert = tx
@@ -163,46 +210,88 @@ impl Storage {
                 "INSERT INTO alert_events (org, device, key, rule_id, rule_version, severity, \
                  trigger, state, value, message, raised_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, 'raised', $8::text::jsonb, $9, \
-                 to_timestamp($10::bigint / 1000.0))",
+                 to_timestamp($10::bigint / 1000.0)) RETURNING id",
             )
             .await?;
+        // A raise reported again (its states were not stored after it was recorded, so the next
+        // evaluation raised it anew) finds its own open row: recorded and queued already.
+        let same_raise = tx
+            .prepare_cached(&format!(
+                "SELECT id FROM alert_events WHERE {OPEN_ROW} \
+                 AND raised_at = to_timestamp($6::bigint / 1000.0)"
+            ))
+            .await?;
+        let enqueue = tx
+            .prepare_cached(
+                "INSERT INTO webhook_deliveries (webhook_id, event_id, payload) \
+                 SELECT id, $3, $4::text::jsonb FROM webhooks \
+                 WHERE org = $1 AND (rule_id IS NULL OR rule_id = $2)",
+            )
+            .await?;
+        let mut ids = Vec::with_capacity(changes.len());
+        let mut enqueued = 0;
         for c in changes {
             let open: [&Param; 5] = [&c.org, &c.device, &c.rule_id, &c.key, &c.trigger];
+            let mut id: Option<i64> = None;
+            if c.kind == AlertChangeKind::Raise {
+                let mut params = open.to_vec();
+                params.push(&c.ts_ms);
+                if let Some(row) = tx.query_opt(&same_raise, &params).await? {
+                    ids.push(Some(row.try_get(0)?));
+                    continue;
+                }
+            }
             match c.kind {
                 AlertChangeKind::Raise | AlertChangeKind::Clear => {
                     let mut params = open.to_vec();
                     params.extend([&c.rule_version as &Param, &c.ts_ms]);
-                    tx.execute(&close, &params).await?;
+                    let closed = tx.query(&close, &params).await?;
+                    if c.kind == AlertChangeKind::Clear {
+                        id = closed.first().map(|row| row.try_get(0)).transpose()?;
+                    }
                 }
                 AlertChangeKind::Escalate => {
                     let mut params = open.to_vec();
                     params.extend([&c.severity as &Param, &c.rule_version, &c.ts_ms]);
-                    if tx.execute(&escalate, &params).await? > 0 {
-                        continue;
-                    }
+                    let escalated = tx.query(&escalate, &params).await?;
+                    id = escalated.first().map(|row| row.try_get(0)).transpose()?;
                 }
             }
-            if c.kind != AlertChangeKind::Clear {
-                tx.execute(
-                    &insert,
-                    &[
-                        &c.org,
-                        &c.device,
-                        &c.key,
-                        &c.rule_id,
-                        &c.rule_version,
-                        &c.severity,
-                        &c.trigger,
-                        &c.value_json,
-                        &c.message,
-                        &c.ts_ms,
-                    ],
-                )
-                .await?;
+            if c.kind != AlertChangeKind::Clear && id.is_none() {
+                let row = tx
+                    .query_one(
+                        &insert,
+                        &[
+                            &c.org,
+                            &c.device,
+                            &c.key,
+                            &c.rule_id,
+                            &c.rule_version,
+                            &c.severity,
+                            &c.trigger,
+                            &c.value_json,
+                            &c.message,
+                            &c.ts_ms,
+                        ],
+                    )
+                    .await?;
+                id = Some(row.try_get(0)?);
             }
+            if let Some(id) = id {
+                let payload = c.to_json(Some(id)).to_string();
+                enqueued += tx
+                    .execute(&enqueue, &[&c.org, &c.rule_id, &id, &payload])
+                    .await?;
+            }
+            ids.push(id);
+        }
+        if enqueued > 0 {
+            // Delivered at commit, to the workers of every host.
+            let notify = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
+            tx.execute(&notify, &[&WEBHOOK_CHANNEL]).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(ids)
     }
 
     /// `org`'s events matching `filter`, newest raise first.

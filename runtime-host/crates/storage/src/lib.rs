@@ -12,12 +12,16 @@
 //! [`Storage::revoke_token`]. The function registry (which version of each function and rule set
 //! each region runs) is [`Storage::deploy_artifact`], [`Storage::roll_back_artifact`],
 //! [`Storage::current_artifacts`], [`Storage::artifact_bytes`], [`Storage::artifact_history`],
-//! followed by hosts with [`listen_registry_changes`].
+//! followed by hosts with [`listen_registry_changes`]. Alert events are recorded with
+//! [`Storage::record_alert_changes`], which also queues their webhook deliveries; a host's
+//! delivery worker claims and settles them ([`Storage::claim_webhook_deliveries`],
+//! [`Storage::mark_webhook_delivered`], [`Storage::mark_webhook_failed`]), woken by
+//! [`listen_webhook_deliveries`].
 //!
 //! Code map: `schema` is the one place that defines tables (migrations, partition DDL);
 //! `batches` is the write path; `partitions`, `series` and `values` serve it; `metadata` and
 //! `notify` handle key metadata (`notify` also listens for `registry`, the function registry);
-//! `tokens` the API tokens; `events` the alert events; `reads` and `maintenance` hold the
+//! `tokens` the API tokens; `events` the alert events; `webhooks` the webhooks and their outbox; `reads` and `maintenance` hold the
 //! remaining PostgreSQL operations; `latest` and `repair` are the Redis side; `model` holds the plain data types,
 //! `timestamp` the accepted time range and month arithmetic, `error` classifies every failure.
 //! Every SQL statement is static text with bind parameters, prepared once per connection
@@ -41,6 +45,7 @@ mod series;
 mod timestamp;
 mod tokens;
 mod values;
+mod webhooks;
 
 pub use error::{Result, StorageError};
 pub use events::{AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter, EventUpdate};
@@ -59,3 +64,4 @@ pub use registry::{
 pub use repair::{LatestRepair, RepairReport};
 pub use timestamp::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, timestamp_in_range};
 pub use tokens::{TOKEN_PREFIX, token_hash};
+pub use webhooks::{DueDelivery, NewWebhook, Webhook, WebhookListener, listen_webhook_deliveries};

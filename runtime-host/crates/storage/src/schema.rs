@@ -20,6 +20,9 @@
 //!   version each region runs under each name (see `registry`).
 //! - `alert_events`: the alerts the alerter raised, one row each from its raise to its clear,
 //!   with at most one open row per `(org, device, rule_id, key, trigger)` (see `events`).
+//! - `webhooks`: where an organisation's alert events are POSTed (all its rules, or one), with
+//!   the signing secret; `webhook_deliveries`: the outbox, one row per event and webhook,
+//!   written in the transaction that records the event, until delivered (see `webhooks`).
 //!
 //! Role `weir_query` is what query components log in as: `SELECT` on `series` and `points`
 //! (partitions are read through the parent, which is all that is checked), nothing else. The
@@ -190,6 +193,42 @@ CREATE INDEX alert_events_org_raised_at ON alert_events (org, raised_at);
 -- At most one open alert per device, rule, key and trigger.
 CREATE UNIQUE INDEX alert_events_open ON alert_events (org, device, rule_id, key, trigger)
     WHERE state IN ('raised', 'acknowledged');
+"#,
+    },
+    Migration {
+        version: 6,
+        name: "webhooks and their outbox of deliveries",
+        sql: r#"
+-- rule_id NULL: every rule of the organisation. The secret signs the deliveries, so it is kept
+-- in clear (unlike API tokens); no grant to weir_query, which must never read it.
+CREATE TABLE webhooks (
+    id         bigserial PRIMARY KEY,
+    org        text NOT NULL,
+    rule_id    text,
+    url        text NOT NULL,
+    secret     text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX webhooks_org ON webhooks (org);
+
+-- The outbox: one row per event change and webhook, inserted with the event. A worker claims
+-- due rows (attempts + 1, next_attempt_at pushed by a lease), then marks them delivered or
+-- pushes next_attempt_at by the backoff. event_id has no FOREIGN KEY: an event row is
+-- updated by later changes, and its deliveries must not lock it.
+CREATE TABLE webhook_deliveries (
+    id              bigserial PRIMARY KEY,
+    webhook_id      bigint NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    event_id        bigint NOT NULL,
+    payload         jsonb NOT NULL,
+    attempts        int NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text,
+    delivered_at    timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE delivered_at IS NULL;
+CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id);
 "#,
     },
 ];

@@ -1,0 +1,81 @@
+//! A broken alerter never costs a batch: the hostile alerter component
+//! (`target/functions/test/hostile-alerter.wasm`) loops or traps on request, and the host stores
+//! and acknowledges the batch all the same, stops the alerter at its deadline, logs and counts the
+//! failure, and keeps evaluating the batches that follow.
+
+use serde_json::json;
+
+use crate::ingest::harness::{TestHost, batch, now_ms, ok, point};
+use crate::support::component_path;
+
+/// A host whose alerter is the hostile one, with a short deadline, and the rules directory
+/// (kept alive by the caller) it needs for alerting to be on.
+async fn host_with_hostile_alerter() -> (TestHost, tempfile::TempDir) {
+    let rules = tempfile::tempdir().unwrap();
+    // The hostile alerter accepts any rule file as one rule watching every key.
+    std::fs::write(rules.path().join("acme.toml"), "# any rules\n").unwrap();
+    let dir = rules.path().to_owned();
+    let component = component_path("test/hostile-alerter.wasm");
+    let host = TestHost::start_with(move |config| {
+        config.alerting.rules_dir = Some(dir);
+        config.alerting.component = component;
+        config.alerting.deadline_ms = Some(200);
+    })
+    .await;
+    (host, rules)
+}
+
+/// The value of `weir_alert_failures_total{code}` on the host's `/metrics` (0 when absent).
+async fn alert_failures(host: &TestHost, code: &str) -> u64 {
+    let (_, metrics) = host.api_get("/metrics").await;
+    let series = format!("weir_alert_failures_total{{code=\"{code}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_looping_alerter_is_stopped_by_its_deadline_and_the_batch_is_stored() {
+    let (host, _rules) = host_with_hostile_alerter().await;
+    let mut meter = host.device("m1", "acme").await;
+    let t = now_ms();
+
+    let looping = batch(
+        "loop-1",
+        vec![
+            point("hostile.loop", json!(1), t),
+            point("meter.1.energy", json!(5), t),
+        ],
+    );
+    let receipt = ok(&meter.submit(&looping).await);
+    assert_eq!(receipt["accepted"], json!(2), "{receipt}");
+    assert_eq!(host.count(meter.id()).await, 2);
+    assert_eq!(alert_failures(&host, "function_deadline_exceeded").await, 1);
+
+    // The host goes on: the next batch is stored and evaluated without a failure.
+    let calm = batch("calm-1", vec![point("meter.1.energy", json!(6), t + 1000)]);
+    let receipt = ok(&meter.submit(&calm).await);
+    assert_eq!(receipt["accepted"], json!(1), "{receipt}");
+    assert_eq!(host.count(meter.id()).await, 3);
+    assert_eq!(alert_failures(&host, "function_deadline_exceeded").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trapping_alerter_is_counted_and_the_batch_is_stored() {
+    let (host, _rules) = host_with_hostile_alerter().await;
+    let mut meter = host.device("m1", "acme").await;
+    let t = now_ms();
+
+    let trapping = batch("trap-1", vec![point("hostile.trap", json!(true), t)]);
+    let receipt = ok(&meter.submit(&trapping).await);
+    assert_eq!(receipt["accepted"], json!(1), "{receipt}");
+    assert_eq!(host.count(meter.id()).await, 1);
+    assert_eq!(alert_failures(&host, "function_trapped").await, 1);
+
+    // A trap leaves no poisoned instance behind.
+    let calm = batch("calm-1", vec![point("meter.1.energy", json!(6), t + 1000)]);
+    ok(&meter.submit(&calm).await);
+    assert_eq!(host.count(meter.id()).await, 2);
+    assert_eq!(alert_failures(&host, "function_trapped").await, 1);
+}

@@ -1,0 +1,904 @@
+//! Alert webhooks end to end: devices submit, the real alerter raises and clears, the events and
+//! their deliveries are recorded in the real PostgreSQL, and the host's delivery worker POSTs
+//! them to a small HTTP server of the test's own, which records every request and checks its
+//! `Weir-Signature` with an HMAC-SHA256 computed here, independently of the host's code.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{HeaderMap, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value as Json, json};
+use sha2::Sha256;
+use tokio::net::TcpListener;
+use weir_storage::{AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter};
+
+use crate::ingest::harness::{Device, TestHost, batch, now_ms, ok, point, wait_until};
+
+const MINUTE: i64 = 60_000;
+const SECRET: &str = "test-secret-0123456789abcdef";
+
+/// acme's rules: one of each kind (threshold with hysteresis, duration, count in a window,
+/// no data).
+const ACME_RULES: &str = r#"
+[[rules]]
+id = "meter-hot"
+version = 3
+keys = "meter.*.temperature"
+clear = "value < 75"
+[rules.severity]
+critical = "value > 90"
+warning = "value > 80"
+
+[[rules]]
+id = "pump-overload"
+version = 1
+keys = "pump.current"
+for = "5m"
+severity = { major = "value > 10" }
+
+[[rules]]
+id = "door-bounce"
+version = 2
+keys = "door.open"
+count = 3
+within = "10m"
+severity = { minor = "value == true && previous == false" }
+
+[[rules]]
+id = "meter-silent"
+version = 1
+keys = "meter.*.energy"
+stale_after = "10m"
+stale_severity = "major"
+"#;
+
+/// globex's rule: a low tank.
+const GLOBEX_RULES: &str = r#"
+[[rules]]
+id = "tank-low"
+version = 1
+keys = "tank.level"
+severity = { minor = "value < 10" }
+"#;
+
+/// A host with acme's and globex's rules, more configuration from `tweak`.
+async fn host_with_rules(tweak: impl FnOnce(&mut weir::Config)) -> (TestHost, tempfile::TempDir) {
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(rules.path().join("acme.toml"), ACME_RULES).unwrap();
+    std::fs::write(rules.path().join("globex.toml"), GLOBEX_RULES).unwrap();
+    let dir = rules.path().to_owned();
+    let host = TestHost::start_with(move |config| {
+        config.alerting.rules_dir = Some(dir);
+        tweak(config);
+    })
+    .await;
+    (host, rules)
+}
+
+/// Submits one batch of `(key, value, ts)` points, all accepted.
+async fn send(device: &mut Device, id: &str, points: &[(&str, Json, i64)]) {
+    let body = batch(
+        id,
+        points
+            .iter()
+            .map(|(key, value, ts)| point(key, value.clone(), *ts))
+            .collect(),
+    );
+    let receipt = ok(&device.submit(&body).await);
+    assert_eq!(receipt["accepted"], json!(points.len()), "{receipt}");
+}
+
+/// One request the receiver got, and the status it answered.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    answered: u16,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no {name} header: {:?}", self.headers))
+    }
+
+    fn delivery_id(&self) -> i64 {
+        self.header("weir-delivery-id").parse().unwrap()
+    }
+
+    fn payload(&self) -> Json {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    fn delivered(&self) -> bool {
+        (200..300).contains(&self.answered)
+    }
+}
+
+/// A webhook receiver on 127.0.0.1: records every request, answers `status`.
+struct Receiver {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Received>>>,
+    status: Arc<AtomicU16>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    fn start_on(listener: TcpListener) -> Receiver {
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(AtomicU16::new(200));
+        let task = tokio::spawn(serve(listener, requests.clone(), status.clone()));
+        Receiver {
+            addr,
+            requests,
+            status,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn answer(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn delivered(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(Received::delivered)
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, requests: Arc<Mutex<Vec<Received>>>, status: Arc<AtomicU16>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let requests = requests.clone();
+        let status = status.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let requests = requests.clone();
+                let status = status.clone();
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let body = body.collect().await?.to_bytes();
+                    let answered = status.load(Ordering::SeqCst);
+                    requests.lock().unwrap().push(Received {
+                        method: parts.method.to_string(),
+                        path: parts.uri.path().to_owned(),
+                        headers: parts.headers,
+                        body,
+                        answered,
+                    });
+                    Ok::<_, hyper::Error>(
+                        Response::builder()
+                            .status(answered)
+                            .body(Full::new(Bytes::new()))
+                            .unwrap(),
+                    )
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Whether `header` (`t=<unix s>,v1=<hex>`) is `secret`'s HMAC-SHA256 of `"<t>.<body>"`, made
+/// within the last five minutes: what a receiver checks.
+fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => t = value.parse::<u64>().ok(),
+            Some(("v1", value)) => v1 = hex::decode(value).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if now.abs_diff(t) > 300 {
+        return false;
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    mac.verify_slice(&v1).is_ok()
+}
+
+/// Checks what every webhook request must be: a signed JSON POST whose headers name its event.
+fn assert_well_formed(request: &Received, secret: &str) {
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/hook")
+    );
+    assert_eq!(request.header("content-type"), "application/json");
+    let signature = request.header("weir-signature");
+    assert!(
+        verify(secret, signature, &request.body),
+        "the signature verifies: {signature}"
+    );
+    let payload = request.payload();
+    assert_eq!(
+        request.header("weir-event-id"),
+        payload["event_id"].to_string(),
+        "{payload}"
+    );
+    request.delivery_id();
+}
+
+/// `org`'s events by id.
+async fn recorded(host: &TestHost, org: &str) -> BTreeMap<i64, AlertEvent> {
+    let filter = AlertEventFilter {
+        limit: 1000,
+        ..AlertEventFilter::default()
+    };
+    let events = host
+        .storage()
+        .list_alert_events(org, &filter)
+        .await
+        .unwrap();
+    events.into_iter().map(|e| (e.id, e)).collect()
+}
+
+/// Checks that `payload` says what the event row it names records.
+fn assert_matches_record(payload: &Json, events: &BTreeMap<i64, AlertEvent>) {
+    let id = payload["event_id"].as_i64().expect("an event id");
+    let event = events
+        .get(&id)
+        .unwrap_or_else(|| panic!("no event {id} recorded for {payload}"));
+    assert_eq!(payload["org"], json!(event.org), "{payload}");
+    assert_eq!(payload["device"], json!(event.device), "{payload}");
+    assert_eq!(payload["key"], json!(event.key), "{payload}");
+    assert_eq!(payload["rule_id"], json!(event.rule_id), "{payload}");
+    assert_eq!(payload["trigger"], json!(event.trigger), "{payload}");
+    match payload["kind"].as_str().unwrap() {
+        "raise" => {
+            if event.escalated_at_ms.is_none() {
+                assert_eq!(payload["severity"], json!(event.severity), "{payload}");
+            }
+            assert_eq!(payload["ts"], json!(event.raised_at_ms), "{payload}");
+            assert_eq!(payload["message"], json!(event.message), "{payload}");
+            let value: Json = event
+                .value_json
+                .as_deref()
+                .map_or(Json::Null, |v| serde_json::from_str(v).unwrap());
+            assert_eq!(payload["value"], value, "{payload}");
+        }
+        "escalate" => {
+            assert_eq!(payload["severity"], json!(event.severity), "{payload}");
+            assert_eq!(payload["ts"], json!(event.escalated_at_ms), "{payload}");
+        }
+        "clear" => {
+            assert_eq!(payload["severity"], json!(event.severity), "{payload}");
+            assert_eq!(event.state, "cleared", "{payload}");
+            assert_eq!(payload["ts"], json!(event.cleared_at_ms), "{payload}");
+        }
+        other => panic!("unexpected kind {other}: {payload}"),
+    }
+}
+
+/// `(rule, kind)` of each payload, sorted.
+fn summary(requests: &[Received]) -> Vec<(String, String)> {
+    let mut summary: Vec<_> = requests
+        .iter()
+        .map(|r| {
+            let payload = r.payload();
+            (
+                payload["rule_id"].as_str().unwrap().to_owned(),
+                payload["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    summary.sort();
+    summary
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut pairs: Vec<_> = items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_rule_kind_reaches_the_webhook_signed_and_as_recorded() {
+    let (host, _rules) = host_with_rules(|config| config.alerting.stale_check_s = 1).await;
+    let receiver = Receiver::start().await;
+    host.storage()
+        .add_webhook("acme", None, &receiver.url(), Some(SECRET))
+        .await
+        .unwrap();
+    let client = redis::Client::open(host.stack().config.redis_url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("weir:events:acme").await.unwrap();
+
+    let mut meter = host.device("m1", "acme").await;
+    let mut pump = host.device("p1", "acme").await;
+    let t = now_ms() - 60 * MINUTE;
+    // Threshold: raise, escalate, then clear below the hysteresis.
+    send(&mut meter, "t1", &[("meter.1.temperature", json!(83.5), t)]).await;
+    send(
+        &mut meter,
+        "t1b",
+        &[("meter.1.temperature", json!(95), t + MINUTE / 2)],
+    )
+    .await;
+    send(
+        &mut meter,
+        "t2",
+        &[("meter.1.temperature", json!(70), t + MINUTE)],
+    )
+    .await;
+    // Duration: over 10 for five minutes.
+    send(&mut pump, "d1", &[("pump.current", json!(12), t)]).await;
+    send(
+        &mut pump,
+        "d2",
+        &[("pump.current", json!(13), t + 3 * MINUTE)],
+    )
+    .await;
+    send(
+        &mut pump,
+        "d3",
+        &[("pump.current", json!(12.5), t + 5 * MINUTE)],
+    )
+    .await;
+    // Count in a window: three openings within ten minutes.
+    let door = |open: bool, minute: i64| ("door.open", json!(open), t + minute * MINUTE);
+    send(
+        &mut pump,
+        "c1",
+        &[door(false, 0), door(true, 1), door(false, 2)],
+    )
+    .await;
+    send(&mut pump, "c2", &[door(true, 3), door(false, 4)]).await;
+    send(&mut pump, "c3", &[door(true, 5)]).await;
+    // No data: a key silent for an hour, found by the staleness check.
+    send(&mut meter, "s1", &[("meter.1.energy", json!(5), t)]).await;
+
+    wait_until("six deliveries", Duration::from_secs(20), async || {
+        receiver.delivered().len() >= 6
+    })
+    .await;
+    let delivered = receiver.delivered();
+    assert_eq!(
+        summary(&delivered),
+        pairs(&[
+            ("door-bounce", "raise"),
+            ("meter-hot", "clear"),
+            ("meter-hot", "escalate"),
+            ("meter-hot", "raise"),
+            ("meter-silent", "raise"),
+            ("pump-overload", "raise"),
+        ])
+    );
+    let events = recorded(&host, "acme").await;
+    assert_eq!(events.len(), 4, "{events:?}");
+    for request in &delivered {
+        assert_well_formed(request, SECRET);
+        assert_matches_record(&request.payload(), &events);
+    }
+    let delivery_ids: BTreeSet<i64> = delivered.iter().map(Received::delivery_id).collect();
+    assert_eq!(delivery_ids.len(), 6, "one delivery per event change");
+
+    // The signature depends on the secret, and on every byte of the body.
+    let request = &delivered[0];
+    let signature = request.header("weir-signature");
+    assert!(!verify(
+        "another-secret-0123456789",
+        signature,
+        &request.body
+    ));
+    let mut tampered = request.body.to_vec();
+    tampered.push(b' ');
+    assert!(!verify(SECRET, signature, &tampered));
+
+    // Pub/sub sends the same document (the webhook's comes back from jsonb: compare values).
+    let mut messages = pubsub.on_message();
+    let mut published = Vec::new();
+    for _ in 0..6 {
+        let message = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut messages),
+        )
+        .await
+        .expect("an event message within 5 s")
+        .unwrap();
+        let payload: String = message.get_payload().unwrap();
+        published.push(serde_json::from_str::<Json>(&payload).unwrap());
+    }
+    for request in &delivered {
+        let payload = request.payload();
+        assert!(
+            published.contains(&payload),
+            "{payload} among {published:?}"
+        );
+    }
+
+    let webhooks = host.storage().list_webhooks(Some("acme")).await.unwrap();
+    wait_until("nothing pending", Duration::from_secs(5), async || {
+        host.storage().list_webhooks(Some("acme")).await.unwrap()[0].pending == 0
+    })
+    .await;
+    assert_eq!(webhooks.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_get_only_their_rules_and_their_organisations_events() {
+    let (host, _rules) = host_with_rules(|_| {}).await;
+    let every_acme_rule = Receiver::start().await;
+    let meter_hot_only = Receiver::start().await;
+    let globex = Receiver::start().await;
+    let storage = host.storage();
+    storage
+        .add_webhook("acme", None, &every_acme_rule.url(), Some(SECRET))
+        .await
+        .unwrap();
+    storage
+        .add_webhook(
+            "acme",
+            Some("meter-hot"),
+            &meter_hot_only.url(),
+            Some("meter-hot-secret"),
+        )
+        .await
+        .unwrap();
+    storage
+        .add_webhook("globex", None, &globex.url(), Some("globex-secret"))
+        .await
+        .unwrap();
+
+    let t = now_ms() - 60 * MINUTE;
+    let mut meter = host.device("m1", "acme").await;
+    send(&mut meter, "o1", &[("meter.1.temperature", json!(95), t)]).await;
+    let mut pump = host.device("p1", "acme").await;
+    send(&mut pump, "o2", &[("pump.current", json!(12), t)]).await;
+    send(
+        &mut pump,
+        "o3",
+        &[("pump.current", json!(12), t + 6 * MINUTE)],
+    )
+    .await;
+    let mut tank = host.device("t1", "globex").await;
+    send(&mut tank, "o4", &[("tank.level", json!(3), t)]).await;
+
+    wait_until(
+        "every webhook's deliveries",
+        Duration::from_secs(15),
+        async || {
+            every_acme_rule.delivered().len() >= 2
+                && !meter_hot_only.delivered().is_empty()
+                && !globex.delivered().is_empty()
+        },
+    )
+    .await;
+    // Time for a stray delivery to show up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    assert_eq!(
+        summary(&every_acme_rule.received()),
+        pairs(&[("meter-hot", "raise"), ("pump-overload", "raise")])
+    );
+    assert_eq!(
+        summary(&meter_hot_only.received()),
+        pairs(&[("meter-hot", "raise")])
+    );
+    assert_eq!(summary(&globex.received()), pairs(&[("tank-low", "raise")]));
+    let acme_events = recorded(&host, "acme").await;
+    for request in every_acme_rule.received() {
+        assert_well_formed(&request, SECRET);
+        assert_matches_record(&request.payload(), &acme_events);
+        assert_eq!(request.payload()["org"], "acme");
+    }
+    let request = &meter_hot_only.received()[0];
+    assert_well_formed(request, "meter-hot-secret");
+    assert!(
+        !verify(SECRET, request.header("weir-signature"), &request.body),
+        "each webhook signs with its own secret"
+    );
+    let request = &globex.received()[0];
+    assert_well_formed(request, "globex-secret");
+    assert_matches_record(&request.payload(), &recorded(&host, "globex").await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_down_then_up_gets_every_event_none_lost() {
+    let (host, _rules) = host_with_rules(|config| {
+        config.alerting.webhook_retry_min_ms = 50;
+        config.alerting.webhook_retry_max_s = 1;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.answer(503);
+    let webhook = host
+        .storage()
+        .add_webhook("acme", None, &receiver.url(), Some(SECRET))
+        .await
+        .unwrap()
+        .webhook;
+
+    let t = now_ms() - 60 * MINUTE;
+    for device in ["m1", "m2", "m3"] {
+        let mut meter = host.device(device, "acme").await;
+        send(&mut meter, "h1", &[("meter.1.temperature", json!(85), t)]).await;
+        if device == "m2" {
+            send(
+                &mut meter,
+                "h2",
+                &[("meter.1.temperature", json!(60), t + MINUTE)],
+            )
+            .await;
+        }
+    }
+
+    // Every delivery refused at least twice: retried, not dropped.
+    wait_until(
+        "two refused attempts of each",
+        Duration::from_secs(15),
+        async || {
+            let mut attempts: BTreeMap<i64, usize> = BTreeMap::new();
+            for request in receiver.received() {
+                *attempts.entry(request.delivery_id()).or_default() += 1;
+            }
+            attempts.len() == 4 && attempts.values().all(|&n| n >= 2)
+        },
+    )
+    .await;
+    assert!(receiver.delivered().is_empty());
+    let pending = host.storage().list_webhooks(Some("acme")).await.unwrap();
+    assert_eq!((pending[0].id, pending[0].pending), (webhook.id, 4));
+
+    receiver.answer(200);
+    wait_until("every delivery made", Duration::from_secs(15), async || {
+        receiver.delivered().len() >= 4
+    })
+    .await;
+    wait_until("nothing pending", Duration::from_secs(5), async || {
+        host.storage().list_webhooks(Some("acme")).await.unwrap()[0].pending == 0
+    })
+    .await;
+
+    let delivered = receiver.delivered();
+    let events = recorded(&host, "acme").await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    for request in receiver.received() {
+        assert_well_formed(&request, SECRET);
+    }
+    for request in &delivered {
+        assert_matches_record(&request.payload(), &events);
+    }
+    let delivery_ids: BTreeSet<i64> = delivered.iter().map(Received::delivery_id).collect();
+    assert_eq!(delivery_ids.len(), 4, "each delivery succeeded once");
+    assert_eq!(delivered.len(), 4);
+    assert_eq!(
+        summary(&delivered),
+        pairs(&[
+            ("meter-hot", "clear"),
+            ("meter-hot", "raise"),
+            ("meter-hot", "raise"),
+            ("meter-hot", "raise"),
+        ])
+    );
+    let raised: BTreeSet<i64> = delivered
+        .iter()
+        .filter(|r| r.payload()["kind"] == "raise")
+        .map(|r| r.payload()["event_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        raised,
+        events.keys().copied().collect(),
+        "every recorded event was delivered"
+    );
+    // Every attempt is counted.
+    let (_, metrics) = host.api_get("/metrics").await;
+    let count = |outcome: &str| -> u64 {
+        let prefix = format!("weir_webhook_deliveries_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix}in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("delivered"), 4);
+    let refused = receiver.received().len() - 4;
+    assert_eq!(count("failed"), refused as u64);
+    assert!(
+        metrics.contains("weir_webhook_pending_deliveries "),
+        "{metrics}"
+    );
+
+    // A retried delivery is the same document, the same delivery id.
+    for request in receiver.received() {
+        let first = receiver
+            .received()
+            .into_iter()
+            .find(|r| r.delivery_id() == request.delivery_id())
+            .unwrap();
+        assert_eq!(first.payload(), request.payload());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_not_listening_gets_its_events_once_it_starts() {
+    let (host, _rules) = host_with_rules(|config| {
+        config.alerting.webhook_retry_min_ms = 50;
+        config.alerting.webhook_retry_max_s = 1;
+    })
+    .await;
+    // A port nobody listens on (yet).
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    host.storage()
+        .add_webhook("acme", None, &format!("http://{addr}/hook"), Some(SECRET))
+        .await
+        .unwrap();
+    let t = now_ms() - 60 * MINUTE;
+    let mut meter = host.device("m1", "acme").await;
+    send(&mut meter, "n1", &[("meter.1.temperature", json!(99), t)]).await;
+    send(&mut meter, "n2", &[("meter.2.temperature", json!(81), t)]).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        host.storage().list_webhooks(Some("acme")).await.unwrap()[0].pending,
+        2
+    );
+
+    let receiver = Receiver::start_on(TcpListener::bind(addr).await.unwrap());
+    wait_until("both deliveries", Duration::from_secs(15), async || {
+        receiver.delivered().len() >= 2
+    })
+    .await;
+    let events = recorded(&host, "acme").await;
+    for request in receiver.received() {
+        assert_well_formed(&request, SECRET);
+        assert_matches_record(&request.payload(), &events);
+    }
+    assert_eq!(
+        summary(&receiver.received()),
+        pairs(&[("meter-hot", "raise"), ("meter-hot", "raise")])
+    );
+}
+
+/// A raise (or clear) of `org`'s `rule` on device `d1`.
+fn change(org: &str, rule: &str, kind: AlertChangeKind) -> AlertChange {
+    AlertChange {
+        org: org.to_owned(),
+        device: "d1".to_owned(),
+        key: "k".to_owned(),
+        rule_id: rule.to_owned(),
+        rule_version: 1,
+        trigger: "condition".to_owned(),
+        kind,
+        severity: "minor".to_owned(),
+        ts_ms: now_ms(),
+        value_json: Some("1".to_owned()),
+        message: format!("{rule} fired"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbox_hands_each_delivery_to_one_worker_until_its_lease_ends() {
+    // No alerter, so no delivery worker of the host's own takes the deliveries.
+    let host = TestHost::start_with(|config| config.alerting.component = "none.wasm".into()).await;
+    let storage = host.storage();
+    let every_rule = storage
+        .add_webhook("acme", None, "http://127.0.0.1:9/a", None)
+        .await
+        .unwrap();
+    assert_eq!(every_rule.secret.len(), 64, "32 random bytes in hex");
+    let second = storage
+        .add_webhook("acme", None, "http://127.0.0.1:9/b", None)
+        .await
+        .unwrap();
+    assert_ne!(every_rule.secret, second.secret);
+    storage
+        .add_webhook("acme", Some("r2"), "http://127.0.0.1:9/c", Some(SECRET))
+        .await
+        .unwrap();
+    storage
+        .add_webhook("globex", None, "http://127.0.0.1:9/d", Some(SECRET))
+        .await
+        .unwrap();
+
+    let ids = storage
+        .record_alert_changes(&[
+            change("acme", "r1", AlertChangeKind::Raise),
+            change("acme", "r2", AlertChangeKind::Raise),
+            change("globex", "r1", AlertChangeKind::Raise),
+            // Nothing open to clear: no event, no delivery.
+            change("acme", "r3", AlertChangeKind::Clear),
+        ])
+        .await
+        .unwrap();
+    assert!(ids[..3].iter().all(Option::is_some), "{ids:?}");
+    assert_eq!(ids[3], None);
+    let pending = |webhooks: Vec<weir_storage::Webhook>| -> Vec<i64> {
+        webhooks.iter().map(|w| w.pending).collect()
+    };
+    assert_eq!(
+        pending(storage.list_webhooks(None).await.unwrap()),
+        [2, 2, 1, 1],
+        "acme's webhooks get r1 and r2, the r2 webhook r2, globex's its own"
+    );
+    assert_eq!(storage.pending_webhook_deliveries().await.unwrap(), 6);
+
+    // Two workers claiming together never get the same delivery.
+    let lease = Duration::from_secs(60);
+    let (a, b) = tokio::join!(
+        storage.claim_webhook_deliveries(4, lease),
+        storage.claim_webhook_deliveries(4, lease)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let claimed: BTreeSet<i64> = a.iter().chain(&b).map(|d| d.id).collect();
+    assert_eq!((claimed.len(), a.len() + b.len()), (6, 6), "{a:?} {b:?}");
+    assert!(a.iter().chain(&b).all(|d| d.attempts == 1));
+    assert!(
+        storage
+            .claim_webhook_deliveries(10, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let globex = a.iter().chain(&b).find(|d| d.url.ends_with("/d")).unwrap();
+    assert_eq!(globex.secret, SECRET);
+    let payload: Json = serde_json::from_str(&globex.payload).unwrap();
+    assert_eq!(
+        (&payload["org"], &payload["rule_id"], &payload["event_id"]),
+        (&json!("globex"), &json!("r1"), &json!(ids[2].unwrap()))
+    );
+    assert_eq!(globex.event_id, ids[2].unwrap());
+
+    // Failed: due again after its backoff. Delivered: done.
+    storage
+        .mark_webhook_failed(globex.id, Duration::ZERO, "answered 503")
+        .await
+        .unwrap();
+    let again = storage.claim_webhook_deliveries(10, lease).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (globex.id, 2));
+    storage.mark_webhook_delivered(globex.id).await.unwrap();
+    assert_eq!(storage.pending_webhook_deliveries().await.unwrap(), 5);
+
+    // A worker that never reports: its deliveries are due again when the lease ends.
+    let second_id = second.webhook.id;
+    storage.remove_webhook(second_id).await.unwrap();
+    assert!(!storage.remove_webhook(second_id).await.unwrap());
+    assert_eq!(storage.pending_webhook_deliveries().await.unwrap(), 3);
+    expire_leases(&host).await;
+    let lapsed = storage
+        .claim_webhook_deliveries(10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(lapsed.len(), 3);
+    assert!(lapsed.iter().all(|d| d.attempts == 2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reclaimed = storage.claim_webhook_deliveries(10, lease).await.unwrap();
+    assert_eq!(
+        reclaimed
+            .iter()
+            .map(|d| (d.id, d.attempts))
+            .collect::<Vec<_>>(),
+        lapsed.iter().map(|d| (d.id, 3)).collect::<Vec<_>>()
+    );
+}
+
+/// Ends every lease now, as if an hour had passed.
+async fn expire_leases(host: &TestHost) {
+    let (client, connection) =
+        tokio_postgres::connect(&host.stack().postgres.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute(
+            "UPDATE webhook_deliveries SET next_attempt_at = now() WHERE delivered_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+}
+
+#[test]
+fn the_hosts_signature_is_what_receivers_verify() {
+    let body = br#"{"event_id":1,"kind":"raise"}"#;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = weir::alerting::webhooks::signature_header(SECRET, now, body);
+    assert!(verify(SECRET, &header, body));
+    assert!(!verify("wrong-secret", &header, body));
+    let old = weir::alerting::webhooks::signature_header(SECRET, now - 3600, body);
+    assert!(
+        !verify(SECRET, &old, body),
+        "an hour-old signature is refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raise_reported_again_is_recorded_and_delivered_once() {
+    // What the next evaluation reports when an evaluation's events were recorded but its
+    // states were not stored: the same raise, at the same timestamp.
+    let host = TestHost::start_with(|config| config.alerting.component = "none.wasm".into()).await;
+    let storage = host.storage();
+    storage
+        .add_webhook("acme", None, "http://127.0.0.1:9/a", Some(SECRET))
+        .await
+        .unwrap();
+    let raise = change("acme", "r1", AlertChangeKind::Raise);
+    let first = storage
+        .record_alert_changes(std::slice::from_ref(&raise))
+        .await
+        .unwrap();
+    let again = storage
+        .record_alert_changes(std::slice::from_ref(&raise))
+        .await
+        .unwrap();
+    assert_eq!(first, again, "the same event");
+    assert_eq!(storage.pending_webhook_deliveries().await.unwrap(), 1);
+    let events = storage
+        .list_alert_events(
+            "acme",
+            &AlertEventFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].state, "raised");
+
+    // A later raise of the same alert (its clear was lost) still replaces the open row.
+    let later = AlertChange {
+        ts_ms: raise.ts_ms + 1000,
+        ..raise
+    };
+    let replaced = storage.record_alert_changes(&[later]).await.unwrap();
+    assert_ne!(replaced, first);
+    assert_eq!(storage.pending_webhook_deliveries().await.unwrap(), 2);
+}
