@@ -17,9 +17,9 @@ use crate::support::{component_path, engine};
 const ALERTER: &str = "alert.wasm";
 const MINUTE: i64 = 60_000;
 
-/// acme's rules: a threshold with hysteresis and two severities, a duration, a count in a
-/// window.
-const ACME_RULES: &str = r#"
+/// acme's rules: one of each kind (a threshold with hysteresis and two severities, a duration,
+/// a count in a window, no data).
+pub(crate) const ACME_RULES: &str = r#"
 [[rules]]
 id = "meter-hot"
 version = 3

@@ -16,7 +16,7 @@ use weir::registry::{FunctionName, FunctionRegistry};
 use weir_pki::ClientAlpn;
 use weir_storage::{ArtifactKind, DeviceRef};
 
-use crate::ingest::harness::{TestHost, batch, now_ms, point};
+use crate::ingest::harness::{Device, TestHost, batch, now_ms, point};
 use crate::support::with_custom_section;
 
 /// The most a host of the region may take here to run a newly assigned version: less than the
@@ -48,6 +48,36 @@ pub(crate) async fn host_of_region(test: &TestHost, region: &str) -> Host {
         ..test.stack().config.clone()
     };
     Host::start(config).await.expect("starting a host")
+}
+
+/// Submits batches from `device` back to back until `stop`, each of the points `points` makes
+/// for a timestamp, asserting every one is accepted whole; answers how many it submitted.
+pub(crate) fn keep_submitting(
+    mut device: Device,
+    id: impl Into<String>,
+    stop: Arc<AtomicBool>,
+    points: impl Fn(i64) -> Vec<serde_json::Value> + Send + 'static,
+) -> tokio::task::JoinHandle<usize> {
+    let id = id.into();
+    tokio::spawn(async move {
+        let mut batches = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let points = points(now_ms());
+            let count = points.len();
+            let response = device
+                .submit(&batch(&format!("{id}-{batches}"), points))
+                .await;
+            let body = String::from_utf8_lossy(&response.body).into_owned();
+            assert_eq!(response.status, 200, "batch {batches} of {id}: {body}");
+            assert_eq!(
+                response.json()["accepted"],
+                count,
+                "batch {batches} of {id}: {body}"
+            );
+            batches += 1;
+        }
+        batches
+    })
 }
 
 /// Polls until every host in `hosts` runs validator `digest`; returns how long that took.
@@ -293,28 +323,11 @@ async fn registry_deploy_and_rollback_under_load_fail_no_batch() {
     for (index, host) in [test.host(), &second].into_iter().enumerate() {
         let id = format!("meter-{index}");
         let tls = test.enrol(&id, "acme", ClientAlpn::H2);
-        let mut device = test.device_at(host, tls, DeviceRef::new("acme", &id)).await;
-        let stop = stop.clone();
-        loads.push(tokio::spawn(async move {
-            let mut batches = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let ts = now_ms();
-                let points = (0..POINTS)
-                    .map(|i| point(&format!("meter.k{i}"), i as f64, ts))
-                    .collect();
-                let response = device
-                    .submit(&batch(&format!("{id}-{batches}"), points))
-                    .await;
-                let body = String::from_utf8_lossy(&response.body).into_owned();
-                assert_eq!(response.status, 200, "batch {batches} of {id}: {body}");
-                assert_eq!(
-                    response.json()["accepted"],
-                    POINTS,
-                    "batch {batches}: {body}"
-                );
-                batches += 1;
-            }
-            batches
+        let device = test.device_at(host, tls, DeviceRef::new("acme", &id)).await;
+        loads.push(keep_submitting(device, id, stop.clone(), |ts| {
+            (0..POINTS)
+                .map(|i| point(&format!("meter.k{i}"), i as f64, ts))
+                .collect()
         }));
     }
 

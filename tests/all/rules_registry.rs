@@ -20,7 +20,9 @@ use weir_pki::ClientAlpn;
 use weir_storage::{DeviceRef, artifact_sha256};
 
 use crate::ingest::harness::{Device, TestHost, batch, now_ms, ok, point, wait_until};
-use crate::registry::{SWITCH_WITHIN, host_of_region, registry, until_all_run, validator_of};
+use crate::registry::{
+    SWITCH_WITHIN, host_of_region, keep_submitting, registry, until_all_run, validator_of,
+};
 use crate::support::with_custom_section;
 
 const ORG: &str = "acme";
@@ -413,29 +415,12 @@ async fn rules_and_validator_hot_swap_under_load_fail_no_submit_and_roll_back() 
         ("load-a2", &second),
         ("load-b", &other_region),
     ] {
-        let mut device = device_on(&test, host, id).await;
-        let stop = stop.clone();
-        loads.push(tokio::spawn(async move {
-            let mut batches = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let ts = now_ms();
-                // 60°: nothing under rules v1, a warning under v2.
-                let points = (0..POINTS)
-                    .map(|i| point(&format!("meter.{i}.temperature"), 60.0, ts))
-                    .collect();
-                let response = device
-                    .submit(&batch(&format!("{id}-{batches}"), points))
-                    .await;
-                let body = String::from_utf8_lossy(&response.body).into_owned();
-                assert_eq!(response.status, 200, "batch {batches} of {id}: {body}");
-                assert_eq!(
-                    response.json()["accepted"],
-                    POINTS,
-                    "batch {batches}: {body}"
-                );
-                batches += 1;
-            }
-            batches
+        let device = device_on(&test, host, id).await;
+        // 60°: nothing under rules v1, a warning under v2.
+        loads.push(keep_submitting(device, id, stop.clone(), |ts| {
+            (0..POINTS)
+                .map(|i| point(&format!("meter.{i}.temperature"), 60.0, ts))
+                .collect()
         }));
     }
 

@@ -20,45 +20,11 @@ use sha2::Sha256;
 use tokio::net::TcpListener;
 use weir_storage::{AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter};
 
+use crate::alerting::ACME_RULES;
 use crate::ingest::harness::{Device, TestHost, batch, now_ms, ok, point, wait_until};
 
 const MINUTE: i64 = 60_000;
 const SECRET: &str = "test-secret-0123456789abcdef";
-
-/// acme's rules: one of each kind (threshold with hysteresis, duration, count in a window,
-/// no data).
-const ACME_RULES: &str = r#"
-[[rules]]
-id = "meter-hot"
-version = 3
-keys = "meter.*.temperature"
-clear = "value < 75"
-[rules.severity]
-critical = "value > 90"
-warning = "value > 80"
-
-[[rules]]
-id = "pump-overload"
-version = 1
-keys = "pump.current"
-for = "5m"
-severity = { major = "value > 10" }
-
-[[rules]]
-id = "door-bounce"
-version = 2
-keys = "door.open"
-count = 3
-within = "10m"
-severity = { minor = "value == true && previous == false" }
-
-[[rules]]
-id = "meter-silent"
-version = 1
-keys = "meter.*.energy"
-stale_after = "10m"
-stale_severity = "major"
-"#;
 
 /// globex's rule: a low tank.
 const GLOBEX_RULES: &str = r#"

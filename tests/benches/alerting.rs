@@ -14,11 +14,10 @@
 //! PostgreSQL and Redis.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weir::simulate::{SimulationConfig, SimulationReport, run};
-use weir_tests::stack::{SERVER_NAME, Stack};
+use weir::simulate::SimulationReport;
+use weir_tests::stack::Stack;
 
 const DEVICES: usize = 16;
 const POINTS_PER_DEVICE: u64 = 5_000;
@@ -68,21 +67,9 @@ async fn measure(rules: usize) -> anyhow::Result<Measured> {
     })
     .await?;
 
-    let report = run(SimulationConfig {
-        target: stack.host.device_addr().to_string(),
-        server_name: SERVER_NAME.into(),
-        pki_dir: stack.pki_dir.clone(),
-        devices: DEVICES,
-        org: "bench".into(),
-        device_prefix: "bench".into(),
-        rate: None,
-        batch_points: BATCH_POINTS,
-        duration: None,
-        points_per_device: Some(POINTS_PER_DEVICE),
-        drain_timeout: Duration::from_secs(600),
-        progress: false,
-    })
-    .await?;
+    let report = stack
+        .simulate(DEVICES, POINTS_PER_DEVICE, BATCH_POINTS)
+        .await?;
     anyhow::ensure!(report.unacknowledged == 0, "every point was acknowledged");
     let metrics = get_metrics(&stack).await?;
     let alert_failures = metrics

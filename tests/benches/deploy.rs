@@ -9,6 +9,9 @@
 //! section): only the first of them is new to the hosts, the rest load from each host's artifact
 //! cache. Then a few deploys of versions no host has seen measure the first-time case again.
 //!
+//! Then 20 rule-set applies (`FunctionRegistry::apply_rules`, what `weir rules apply` runs)
+//! alternate two versions of an organisation's rules, until both hosts evaluate with the new one.
+//!
 //! Run with `cargo xtask bench` (or `cargo bench -p weir-tests --bench deploy` after
 //! `cargo xtask components`). Everything shares this machine's cores: the deploying side, both
 //! hosts, PostgreSQL and Redis.
@@ -170,8 +173,76 @@ async fn main() -> anyhow::Result<()> {
         all.iter().filter(|s| s.deploy_cached).map(|s| s.deploy),
     );
 
+    // Rule sets: 20 applies alternating two versions of acme's rules, until both hosts evaluate
+    // with the applied one (no compile: the running alerter checks the text).
+    let mut rule_swaps = Vec::new();
+    for i in 0..SWAPS {
+        let text = rule_set(if i % 2 == 0 { 2 } else { 1 });
+        let started = Instant::now();
+        let applied = registry.apply_rules("acme", &text, &region).await?;
+        let committed = Instant::now();
+        let version = applied.assignment.sha256;
+        let mut switched: [Option<Duration>; 2] = [None, None];
+        while switched.iter().any(Option::is_none) {
+            for (host, at) in hosts.iter().zip(switched.iter_mut()) {
+                if at.is_none() && rules_of(host, "acme").as_deref() == Some(version.as_str()) {
+                    *at = Some(committed.elapsed());
+                }
+            }
+            anyhow::ensure!(
+                committed.elapsed() < GIVE_UP,
+                "the hosts did not switch to rule set {version} within {GIVE_UP:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        rule_swaps.push((
+            committed - started,
+            switched.map(|at| at.expect("both switched")),
+        ));
+    }
+    println!();
+    println!(
+        "  {:<52} {:>3} {:>9} {:>9} {:>9}",
+        "rule sets, from `rules apply` committing", "n", "p50 ms", "p99 ms", "max ms"
+    );
+    row(
+        &format!("all {SWAPS} alternating rule sets: host 1"),
+        rule_swaps.iter().map(|(_, hosts)| hosts[0]),
+    );
+    row(
+        &format!("all {SWAPS} alternating rule sets: host 2"),
+        rule_swaps.iter().map(|(_, hosts)| hosts[1]),
+    );
+    row(
+        &format!("all {SWAPS} alternating rule sets: both"),
+        rule_swaps.iter().map(|(_, hosts)| hosts[0].max(hosts[1])),
+    );
+    row(
+        "the apply call (check + commit)",
+        rule_swaps.iter().map(|(apply, _)| *apply),
+    );
+
     second.shutdown().await;
     Ok(())
+}
+
+/// Version `version` of acme's rule set.
+fn rule_set(version: u32) -> String {
+    format!(
+        "[[rules]]\nid = \"meter-hot\"\nversion = {version}\nkeys = \"meter.*.temperature\"\n\
+         severity = {{ warning = \"value > {}\" }}\n",
+        70 + version
+    )
+}
+
+/// The version (SHA-256 of the text) of `org`'s rule set `host` evaluates with, if any.
+fn rules_of(host: &Host, org: &str) -> Option<String> {
+    let alerting = host.ingest().alerting.as_ref()?;
+    alerting
+        .rules()
+        .current()
+        .rule_set(org)
+        .map(|set| set.version().to_owned())
 }
 
 /// Deploys `bytes` and waits until both hosts run it.

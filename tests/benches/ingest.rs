@@ -6,11 +6,10 @@
 //! `cargo xtask components`). Everything shares this machine's cores: the simulator, the host,
 //! PostgreSQL and Redis.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
-use weir::simulate::{SimulationConfig, run};
-use weir_tests::stack::{SERVER_NAME, Stack};
+use weir_tests::stack::Stack;
 
 const DEVICES: usize = 16;
 const POINTS_PER_DEVICE: u64 = 20_000;
@@ -25,21 +24,9 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
 
-    let report = run(SimulationConfig {
-        target: stack.host.device_addr().to_string(),
-        server_name: SERVER_NAME.into(),
-        pki_dir: stack.pki_dir.clone(),
-        devices: DEVICES,
-        org: "bench".into(),
-        device_prefix: "bench".into(),
-        rate: None,
-        batch_points: BATCH_POINTS,
-        duration: None,
-        points_per_device: Some(POINTS_PER_DEVICE),
-        drain_timeout: Duration::from_secs(300),
-        progress: false,
-    })
-    .await?;
+    let report = stack
+        .simulate(DEVICES, POINTS_PER_DEVICE, BATCH_POINTS)
+        .await?;
     assert_eq!(report.unacknowledged, 0, "every point was acknowledged");
 
     let (client, connection) =

@@ -3,10 +3,12 @@
 //! and API listeners on free ports. Dropping it stops the host before the servers it uses.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tempfile::TempDir;
 use weir::Config;
 use weir::host::Host;
+use weir::simulate::{SimulationConfig, SimulationReport, run};
 
 use crate::{PostgresServer, RedisServer, functions_dir};
 
@@ -64,6 +66,32 @@ impl Stack {
             dir,
             config,
         })
+    }
+
+    /// Runs the simulator against this stack's host as fast as it goes: `devices` devices of
+    /// organisation `bench`, each uploading `points_per_device` points in batches of
+    /// `batch_points`.
+    pub async fn simulate(
+        &self,
+        devices: usize,
+        points_per_device: u64,
+        batch_points: usize,
+    ) -> anyhow::Result<SimulationReport> {
+        run(SimulationConfig {
+            target: self.host.device_addr().to_string(),
+            server_name: SERVER_NAME.into(),
+            pki_dir: self.pki_dir.clone(),
+            devices,
+            org: "bench".into(),
+            device_prefix: "bench".into(),
+            rate: None,
+            batch_points,
+            duration: None,
+            points_per_device: Some(points_per_device),
+            drain_timeout: Duration::from_secs(600),
+            progress: false,
+        })
+        .await
     }
 
     /// Another host of the same region: same PostgreSQL, Redis and PKI, its own listeners.
