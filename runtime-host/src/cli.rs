@@ -46,15 +46,15 @@ enum Command {
     Pki(PkiCommand),
     /// Simulate devices uploading meter data over mutual TLS HTTP/2, with store-and-forward.
     Simulate(SimulateArgs),
-    /// Check function components; deploy, list and roll back the versions each region runs.
+    /// Check and sign function components; deploy, list and roll back the versions each region runs.
     ///
     /// The function registry (in PostgreSQL) keeps every deployed version, content-addressed by
     /// SHA-256, and which version each region runs under each name (`validator`, `query`,
-    /// `alerter`; alert rule sets are `weir rules`). Hosts
-    /// started with `WEIR_REGION=R` run R's versions (the files of `functions_dir` for names R
-    /// has none for) and switch to a newly assigned one within a second, without a restart or a
-    /// failed request; batches in flight finish on the version they started with. Other regions
-    /// are untouched. `deploy`, `list` and `rollback` take `--config` and connect to
+    /// `alerter`; alert rule sets are `weir rules`). Hosts started with `WEIR_REGION=R` run R's
+    /// versions (the files of `functions_dir` for names R has none for) and switch to a newly
+    /// assigned one as soon as they compiled it (well under a second for a validator; a few
+    /// seconds for the larger alerter), without a restart or a failed request; batches in
+    /// flight finish on the version they started with. Other regions are untouched. `deploy`, `list` and `rollback` take `--config` and connect to
     /// `database_url` like `weir migrate`.
     #[command(subcommand)]
     Functions(FunctionsCommand),
@@ -649,13 +649,20 @@ async fn functions(command: FunctionsCommand) -> anyhow::Result<()> {
                 eprintln!("no versions deployed");
                 return Ok(());
             }
+            // Rule sets (`rules:<org>`) are listed too: the column fits the longest name.
+            let width = records
+                .iter()
+                .map(|r| r.name.len())
+                .max()
+                .unwrap_or(0)
+                .max(10);
             println!(
-                "{:<16}  {:<10}  {:<12}  {:>9}  {:<20}  {:<8}  CURRENT",
+                "{:<16}  {:<width$}  {:<12}  {:>9}  {:<20}  {:<8}  CURRENT",
                 "REGION", "NAME", "SHA256", "SIZE", "ASSIGNED", "ACTION"
             );
             for record in records {
                 println!(
-                    "{:<16}  {:<10}  {:<12}  {:>9}  {:<20}  {:<8}  {}",
+                    "{:<16}  {:<width$}  {:<12}  {:>9}  {:<20}  {:<8}  {}",
                     record.region,
                     record.name,
                     &record.sha256[..12],
