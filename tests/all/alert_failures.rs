@@ -5,24 +5,20 @@
 
 use serde_json::json;
 
+use crate::alerting::host_with_rule_files;
 use crate::ingest::harness::{TestHost, batch, now_ms, ok, point};
 use crate::support::component_path;
 
-/// A host whose alerter is the hostile one, with a short deadline, and the rules directory
-/// (kept alive by the caller) it needs for alerting to be on.
+/// A host whose alerter is the hostile one, with a short deadline, and its rules directory
+/// (kept alive by the caller), whose one file gives the hostile alerter its rule.
 async fn host_with_hostile_alerter() -> (TestHost, tempfile::TempDir) {
-    let rules = tempfile::tempdir().unwrap();
-    // The hostile alerter accepts any rule file as one rule watching every key.
-    std::fs::write(rules.path().join("acme.toml"), "# any rules\n").unwrap();
-    let dir = rules.path().to_owned();
     let component = component_path("test/hostile-alerter.wasm");
-    let host = TestHost::start_with(move |config| {
-        config.alerting.rules_dir = Some(dir);
+    // The hostile alerter accepts any rule file as one rule watching every key.
+    host_with_rule_files(&[("acme.toml", "# any rules\n")], move |config| {
         config.alerting.component = component;
         config.alerting.deadline_ms = Some(200);
     })
-    .await;
-    (host, rules)
+    .await
 }
 
 /// The value of `weir_alert_failures_total{code}` on the host's `/metrics` (0 when absent).

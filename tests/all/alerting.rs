@@ -61,8 +61,19 @@ async fn host_with_rules() -> (TestHost, tempfile::TempDir) {
 async fn host_with_rules_and(
     tweak: impl FnOnce(&mut weir::Config),
 ) -> (TestHost, tempfile::TempDir) {
+    host_with_rule_files(&[("acme.toml", ACME_RULES)], tweak).await
+}
+
+/// A host whose rules directory (kept alive by the caller) holds `files` (name, text), more
+/// configuration from `tweak`.
+pub(crate) async fn host_with_rule_files(
+    files: &[(&str, &str)],
+    tweak: impl FnOnce(&mut weir::Config),
+) -> (TestHost, tempfile::TempDir) {
     let rules = tempfile::tempdir().unwrap();
-    std::fs::write(rules.path().join("acme.toml"), ACME_RULES).unwrap();
+    for (name, text) in files {
+        std::fs::write(rules.path().join(name), text).unwrap();
+    }
     let dir = rules.path().to_owned();
     let host = TestHost::start_with(move |config| {
         config.alerting.rules_dir = Some(dir);
@@ -73,7 +84,7 @@ async fn host_with_rules_and(
 }
 
 /// Submits one batch of `(key, value, ts)` points, all accepted.
-async fn send(device: &mut Device, id: &str, points: &[(&str, Json, i64)]) {
+pub(crate) async fn send(device: &mut Device, id: &str, points: &[(&str, Json, i64)]) {
     let body = batch(
         id,
         points
@@ -465,17 +476,11 @@ async fn concurrent_batches_of_one_device_on_two_hosts_lose_no_state() {
     // The rule raises once the device's state has seen all eight keys: a batch whose evaluation
     // overwrote another's state would leave a key out, and nothing would be raised.
     const KEYS: usize = 8;
-    let rules = tempfile::tempdir().unwrap();
-    std::fs::write(
-        rules.path().join("acme.toml"),
-        format!(
-            "[[rules]]\nid = \"all-seen\"\nversion = 1\nkeys = \"c.*\"\n\
-             severity = {{ minor = \"size(keys) >= {KEYS}\" }}\n"
-        ),
-    )
-    .unwrap();
-    let dir = rules.path().to_owned();
-    let host = TestHost::start_with(move |config| config.alerting.rules_dir = Some(dir)).await;
+    let rules = format!(
+        "[[rules]]\nid = \"all-seen\"\nversion = 1\nkeys = \"c.*\"\n\
+         severity = {{ minor = \"size(keys) >= {KEYS}\" }}\n"
+    );
+    let (host, _rules) = host_with_rule_files(&[("acme.toml", &rules)], |_| {}).await;
     let second = host.stack().another_host().await.unwrap();
     let token = host.api_token("acme").await;
     let tls = host.enrol("m1", "acme", weir_pki::ClientAlpn::H2);

@@ -20,8 +20,8 @@ use sha2::Sha256;
 use tokio::net::TcpListener;
 use weir_storage::{AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter};
 
-use crate::alerting::ACME_RULES;
-use crate::ingest::harness::{Device, TestHost, batch, now_ms, ok, point, wait_until};
+use crate::alerting::{ACME_RULES, host_with_rule_files, send};
+use crate::ingest::harness::{TestHost, now_ms, wait_until};
 
 const MINUTE: i64 = 60_000;
 const SECRET: &str = "test-secret-0123456789abcdef";
@@ -37,29 +37,11 @@ severity = { minor = "value < 10" }
 
 /// A host with acme's and globex's rules, more configuration from `tweak`.
 async fn host_with_rules(tweak: impl FnOnce(&mut weir::Config)) -> (TestHost, tempfile::TempDir) {
-    let rules = tempfile::tempdir().unwrap();
-    std::fs::write(rules.path().join("acme.toml"), ACME_RULES).unwrap();
-    std::fs::write(rules.path().join("globex.toml"), GLOBEX_RULES).unwrap();
-    let dir = rules.path().to_owned();
-    let host = TestHost::start_with(move |config| {
-        config.alerting.rules_dir = Some(dir);
-        tweak(config);
-    })
-    .await;
-    (host, rules)
-}
-
-/// Submits one batch of `(key, value, ts)` points, all accepted.
-async fn send(device: &mut Device, id: &str, points: &[(&str, Json, i64)]) {
-    let body = batch(
-        id,
-        points
-            .iter()
-            .map(|(key, value, ts)| point(key, value.clone(), *ts))
-            .collect(),
-    );
-    let receipt = ok(&device.submit(&body).await);
-    assert_eq!(receipt["accepted"], json!(points.len()), "{receipt}");
+    host_with_rule_files(
+        &[("acme.toml", ACME_RULES), ("globex.toml", GLOBEX_RULES)],
+        tweak,
+    )
+    .await
 }
 
 /// One request the receiver got, and the status it answered.
