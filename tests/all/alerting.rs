@@ -96,6 +96,26 @@ pub(crate) async fn send(device: &mut Device, id: &str, points: &[(&str, Json, i
     assert_eq!(receipt["accepted"], json!(points.len()), "{receipt}");
 }
 
+/// The next `count` pub/sub messages of `messages`, as JSON, each within 5 s.
+pub(crate) async fn next_messages(
+    messages: &mut (impl futures_util::Stream<Item = redis::Msg> + Unpin),
+    count: usize,
+) -> Vec<Json> {
+    let mut received = Vec::with_capacity(count);
+    for _ in 0..count {
+        let message = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(messages),
+        )
+        .await
+        .expect("an event message within 5 s")
+        .expect("the subscription is open");
+        let payload: String = message.get_payload().unwrap();
+        received.push(serde_json::from_str::<Json>(&payload).unwrap());
+    }
+    received
+}
+
 /// `method path` with the token: status and JSON body.
 async fn call(host: &TestHost, method: Method, path: &str, token: &str) -> (StatusCode, Json) {
     let authorization = format!("Bearer {token}");
@@ -202,19 +222,7 @@ async fn every_recorded_event_is_published_on_the_organisations_channel() {
     )
     .await;
 
-    let mut messages = pubsub.on_message();
-    let mut received = Vec::new();
-    for _ in 0..2 {
-        let message = tokio::time::timeout(
-            Duration::from_secs(5),
-            futures_util::StreamExt::next(&mut messages),
-        )
-        .await
-        .expect("an event message within 5 s")
-        .unwrap();
-        let payload: String = message.get_payload().unwrap();
-        received.push(serde_json::from_str::<Json>(&payload).unwrap());
-    }
+    let received = next_messages(&mut pubsub.on_message(), 2).await;
     let summary: Vec<_> = received
         .iter()
         .map(|m| (m["kind"].clone(), m["severity"].clone(), m["ts"].clone()))

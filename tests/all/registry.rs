@@ -300,12 +300,7 @@ async fn registry_version_a_host_cannot_load_is_refused_there_and_counted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn registry_deploy_and_rollback_under_load_fail_no_batch() {
     const POINTS: usize = 20;
-    // Devices here submit back to back: no rate limit gets in the way.
-    let test = TestHost::start_with(|config| {
-        config.ingest.device_rate_per_second = 10_000.0;
-        config.ingest.device_burst = 10_000.0;
-    })
-    .await;
+    let test = TestHost::unthrottled().await;
     let region = test.stack().config.region.clone();
     let second = test.stack().another_host().await.unwrap();
     let state = tempfile::tempdir().unwrap();

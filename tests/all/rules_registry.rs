@@ -378,12 +378,7 @@ async fn alerter_deployed_to_a_region_swaps_live_on_its_hosts_and_keeps_their_ru
 #[tokio::test(flavor = "multi_thread")]
 async fn rules_and_validator_hot_swap_under_load_fail_no_submit_and_roll_back() {
     const POINTS: usize = 20;
-    // Devices here submit back to back: no rate limit gets in the way.
-    let test = TestHost::start_with(|config| {
-        config.ingest.device_rate_per_second = 10_000.0;
-        config.ingest.device_burst = 10_000.0;
-    })
-    .await;
+    let test = TestHost::unthrottled().await;
     let region = test.stack().config.region.clone();
     let second = test.stack().another_host().await.unwrap();
     let other_region = host_of_region(&test, "b").await;

@@ -20,7 +20,7 @@ use sha2::Sha256;
 use tokio::net::TcpListener;
 use weir_storage::{AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter};
 
-use crate::alerting::{ACME_RULES, host_with_rule_files, send};
+use crate::alerting::{ACME_RULES, host_with_rule_files, next_messages, send};
 use crate::ingest::harness::{TestHost, now_ms, wait_until};
 
 const MINUTE: i64 = 60_000;
@@ -383,19 +383,7 @@ async fn every_rule_kind_reaches_the_webhook_signed_and_as_recorded() {
     assert!(!verify(SECRET, signature, &tampered));
 
     // Pub/sub sends the same document (the webhook's comes back from jsonb: compare values).
-    let mut messages = pubsub.on_message();
-    let mut published = Vec::new();
-    for _ in 0..6 {
-        let message = tokio::time::timeout(
-            Duration::from_secs(5),
-            futures_util::StreamExt::next(&mut messages),
-        )
-        .await
-        .expect("an event message within 5 s")
-        .unwrap();
-        let payload: String = message.get_payload().unwrap();
-        published.push(serde_json::from_str::<Json>(&payload).unwrap());
-    }
+    let published = next_messages(&mut pubsub.on_message(), 6).await;
     for request in &delivered {
         let payload = request.payload();
         assert!(

@@ -42,6 +42,15 @@ impl TestHost {
         Self::start_with(|_| {}).await
     }
 
+    /// A host whose devices may submit back to back: no rate limit gets in the way.
+    pub async fn unthrottled() -> TestHost {
+        TestHost::start_with(|config| {
+            config.ingest.device_rate_per_second = 10_000.0;
+            config.ingest.device_burst = 10_000.0;
+        })
+        .await
+    }
+
     /// A host whose configuration `tweak` adjusts before it starts.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestHost {
         let stack = Stack::start(tweak).await.expect("starting the Weir stack");
