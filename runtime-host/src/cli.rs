@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -9,7 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::functions::signature::PrivateKey;
 use crate::functions::{FunctionEngine, ValidatorFunction};
-use crate::registry::{FunctionName, FunctionRegistry};
+use crate::registry::{FunctionName, FunctionRegistry, Readiness};
 use crate::telemetry::{self, LogFormat};
 
 /// Weir: edge ingest for IoT meter data.
@@ -51,11 +52,12 @@ enum Command {
     /// The function registry (in PostgreSQL) keeps every deployed version, content-addressed by
     /// SHA-256, and which version each region runs under each name (`validator`, `query`,
     /// `alerter`; alert rule sets are `weir rules`). Hosts started with `WEIR_REGION=R` run R's
-    /// versions (the files of `functions_dir` for names R has none for) and switch to a newly
-    /// assigned one as soon as they compiled it (well under a second for a validator; a few
-    /// seconds for the larger alerter), without a restart or a failed request; batches in
-    /// flight finish on the version they started with. Other regions are untouched. `deploy`, `list` and `rollback` take `--config` and connect to
-    /// `database_url` like `weir migrate`.
+    /// versions (the files of `functions_dir` for names R has none for). A deploy or rollback
+    /// is staged: every live host of R compiles and checks the version first (the deploy shows
+    /// their progress and waits; a few seconds for the alerter), then it is assigned and the
+    /// hosts swap it in within a second, without a restart or a failed request; batches in
+    /// flight finish on the version they started with. Other regions are untouched. `deploy`,
+    /// `list` and `rollback` take `--config` and connect to `database_url` like `weir migrate`.
     #[command(subcommand)]
     Functions(FunctionsCommand),
     /// Apply, list and roll back the alert rule sets each region runs, one per organisation.
@@ -178,7 +180,10 @@ enum FunctionsCommand {
     /// The component is compiled and checked first (world: validator for `validator`, WASI HTTP
     /// proxy for `query`, alerter for `alerter`; a validator must also pass the host's
     /// self-check, an alerter must accept the region's rule sets); one that fails is refused,
-    /// nothing is stored, and the running version stays. Prints the SHA-256.
+    /// nothing is assigned, and the running version stays. Then every live host of the region
+    /// prepares it (progress on stderr); a host that refuses it (say, it requires signed
+    /// components) refuses the deploy. Once all are ready it is assigned and they swap it in
+    /// together. Prints the SHA-256.
     Deploy {
         /// `validator`, `query` or `alerter`.
         name: FunctionName,
@@ -187,6 +192,10 @@ enum FunctionsCommand {
         /// The region whose hosts run it.
         #[arg(long)]
         region: String,
+        /// Seconds to wait for the hosts to prepare it; then it is assigned anyway, and the
+        /// hosts not ready compile it as they switch.
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        prepare_timeout: u64,
         /// TOML configuration file; `WEIR_*` variables override it.
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -203,13 +212,17 @@ enum FunctionsCommand {
     /// Make the previous version of NAME current again in a region (hosts switch in a second).
     ///
     /// The previous version is the newest earlier assignment of another version; rolling back
-    /// twice returns to where the first rollback started. Fails when there is none.
+    /// twice returns to where the first rollback started. Fails when there is none. Staged
+    /// like a deploy: the region's hosts prepare it first.
     Rollback {
         /// `validator`, `query` or `alerter`.
         name: FunctionName,
         /// The region.
         #[arg(long)]
         region: String,
+        /// Seconds to wait for the hosts to prepare it (see `deploy`).
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        prepare_timeout: u64,
         /// TOML configuration file; `WEIR_*` variables override it.
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -616,6 +629,29 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints where a staged version stands on the region's hosts (stderr: stdout keeps the result).
+fn print_readiness(readiness: &Readiness) {
+    let pending: Vec<&str> = readiness.pending().collect();
+    if readiness.hosts.is_empty() {
+        eprintln!("no live host in the region: nothing to wait for");
+    } else if pending.is_empty() {
+        eprintln!(
+            "{}/{} hosts ready ({:.1} s)",
+            readiness.done(),
+            readiness.hosts.len(),
+            readiness.elapsed.as_secs_f64()
+        );
+    } else {
+        eprintln!(
+            "{}/{} hosts ready ({:.1} s); preparing: {}",
+            readiness.done(),
+            readiness.hosts.len(),
+            readiness.elapsed.as_secs_f64(),
+            pending.join(", ")
+        );
+    }
+}
+
 async fn functions(command: FunctionsCommand) -> anyhow::Result<()> {
     match command {
         FunctionsCommand::Check { file } => check_function(&file)?,
@@ -623,12 +659,17 @@ async fn functions(command: FunctionsCommand) -> anyhow::Result<()> {
             name,
             file,
             region,
+            prepare_timeout,
             config,
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let registry = FunctionRegistry::connect(Config::load(config.as_deref())?).await?;
-            let assignment = registry.deploy(name, &bytes, &region).await?;
+            let registry = FunctionRegistry::connect(Config::load(config.as_deref())?)
+                .await?
+                .with_prepare_timeout(Duration::from_secs(prepare_timeout));
+            let assignment = registry
+                .deploy_reporting(name, &bytes, &region, &mut print_readiness)
+                .await?;
             if assignment.changed {
                 println!(
                     "deployed {name} {} to region {region} ({} bytes); its hosts switch within a second",
@@ -676,10 +717,15 @@ async fn functions(command: FunctionsCommand) -> anyhow::Result<()> {
         FunctionsCommand::Rollback {
             name,
             region,
+            prepare_timeout,
             config,
         } => {
-            let registry = FunctionRegistry::connect(Config::load(config.as_deref())?).await?;
-            let assignment = registry.rollback(name, &region).await?;
+            let registry = FunctionRegistry::connect(Config::load(config.as_deref())?)
+                .await?
+                .with_prepare_timeout(Duration::from_secs(prepare_timeout));
+            let assignment = registry
+                .rollback_reporting(name, &region, &mut print_readiness)
+                .await?;
             println!(
                 "rolled {name} back in region {region}: {} (was {}); its hosts switch within a second",
                 assignment.sha256,

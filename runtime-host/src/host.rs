@@ -159,13 +159,31 @@ impl Host {
             config.clone(),
             shutdown.subscribe(),
         ));
+        let slots = registry::Slots {
+            validator: ingest.validator.clone(),
+            query: query.clone(),
+            alerting: ingest.alerting.clone(),
+        };
+        let prepared = Arc::new(registry::Prepared::default());
+        let host_id = registry::host_id();
+        registry::enrol(&registry, &host_id).await?;
+        tasks.spawn(registry::stay_enrolled(
+            registry.clone(),
+            host_id.clone(),
+            shutdown.subscribe(),
+        ));
+        tasks.spawn(registry::prepare_staged(
+            registry.clone(),
+            slots.clone(),
+            prepared.clone(),
+            host_id.clone(),
+            metrics.clone(),
+            shutdown.subscribe(),
+        ));
         tasks.spawn(registry::follow(
             registry.clone(),
-            registry::Slots {
-                validator: ingest.validator.clone(),
-                query: query.clone(),
-                alerting: ingest.alerting.clone(),
-            },
+            slots,
+            prepared,
             metrics.clone(),
             shutdown.subscribe(),
         ));
@@ -186,7 +204,7 @@ impl Host {
             config.database_url.clone(),
             shutdown.subscribe(),
         ));
-        tracing::info!(%device_addr, %api_addr, region = %config.region, "weir host started");
+        tracing::info!(%device_addr, %api_addr, region = %config.region, %host_id, "weir host started");
         Ok(Host {
             device_addr,
             api_addr,

@@ -20,5 +20,6 @@ mod services;
 mod signing;
 mod simulation;
 mod spin_manifest;
+mod staging;
 mod validator_component;
 mod webhooks;

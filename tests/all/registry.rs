@@ -19,11 +19,11 @@ use weir_storage::{ArtifactKind, DeviceRef};
 use crate::ingest::harness::{Device, TestHost, batch, now_ms, point};
 use crate::support::with_custom_section;
 
-/// The most a host of the region may take here to run a newly assigned version: less than the
-/// periodic check, so the switch came from the notification. The 1 s goal itself is measured,
-/// not asserted, by `cargo bench -p weir-tests --bench deploy` (~265 ms when every host
-/// compiles); under a loaded CI machine the compile alone can pass 1 s.
-pub(crate) const SWITCH_WITHIN: Duration = weir::registry::CHECK_INTERVAL;
+/// The most a host of the region may take to run a newly assigned version once the deploy
+/// (or rollback) returned: the second. Deploys are staged, so the hosts compiled the
+/// version before its assignment and only swap it in then; the figures are in
+/// `cargo bench -p weir-tests --bench deploy`.
+pub(crate) const SWITCH_WITHIN: Duration = Duration::from_secs(1);
 
 /// The registry as `weir functions` opens it, with a state directory of its own.
 pub(crate) async fn registry(test: &TestHost, state: &tempfile::TempDir) -> FunctionRegistry {

@@ -1,9 +1,11 @@
 //! Following the registry while serving: [`follow`] swaps what the region's assignments
 //! change into the host's function slots and rule book.
 
+use super::prepare::Prepared;
 use super::*;
 
 /// The slots a host's registry follower swaps versions into.
+#[derive(Clone)]
 pub(crate) struct Slots {
     pub(crate) validator: Arc<FunctionSlot<ValidatorFunction>>,
     pub(crate) query: Option<Arc<QueryApi>>,
@@ -12,7 +14,7 @@ pub(crate) struct Slots {
 
 impl Slots {
     /// The digest `name` runs now; `None` when the host has no slot for it.
-    fn running(&self, name: FunctionName) -> Option<String> {
+    pub(super) fn running(&self, name: FunctionName) -> Option<String> {
         match name {
             FunctionName::Validator => Some(self.validator.current().digest().to_owned()),
             FunctionName::Query => {
@@ -56,9 +58,12 @@ impl Slots {
 }
 
 /// Keeps the host's functions and rule sets on its region's assigned versions until `shutdown`.
+/// Versions staged for the region are prepared by [`prepare_staged`](super::prepare_staged),
+/// which this wakes on every change of the region, and taken from `prepared` when assigned.
 pub(crate) async fn follow(
     registry: FunctionRegistry,
     slots: Slots,
+    prepared: Arc<Prepared>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -66,6 +71,7 @@ pub(crate) async fn follow(
     let mut follower = Follower {
         registry,
         slots,
+        prepared,
         metrics,
         refused: HashMap::new(),
         refused_rules: HashMap::new(),
@@ -87,7 +93,7 @@ pub(crate) async fn follow(
         }
         tokio::select! {
             change = next_change(&mut listener) => match change {
-                Some(change) if change.concerns(&region) => {}
+                Some(change) if change.concerns(&region) => follower.prepared.wake(),
                 Some(_) => continue,
                 None => {
                     listener = None;
@@ -113,6 +119,8 @@ async fn next_change(
 struct Follower {
     registry: FunctionRegistry,
     slots: Slots,
+    /// Versions prepared ahead of their assignment.
+    prepared: Arc<Prepared>,
     metrics: Arc<Metrics>,
     /// The version of each name that failed to load here, not tried again until reassigned.
     refused: HashMap<FunctionName, String>,
@@ -173,7 +181,11 @@ impl Follower {
         if running == sha256 || self.refused.get(&name).map(String::as_str) == Some(sha256) {
             return;
         }
-        let swapped = match self.registry.load_version(name, sha256).await {
+        let loaded = match self.prepared.take(sha256).await {
+            Some(prepared) => prepared.map_err(anyhow::Error::msg),
+            None => self.registry.load_version(name, sha256).await,
+        };
+        let swapped = match loaded {
             Ok(function) => {
                 let new = function.digest().to_owned();
                 self.slots.swap(function).await.map(|old| (old, new))

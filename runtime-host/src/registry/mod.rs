@@ -23,6 +23,8 @@
 
 mod follow;
 mod initial;
+mod prepare;
+mod rollout;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -47,6 +49,9 @@ use crate::metrics::Metrics;
 
 pub(crate) use follow::{Slots, follow};
 pub(crate) use initial::{initial_alerter, initial_query, initial_rule_sets, initial_validator};
+pub use prepare::{HEARTBEAT_INTERVAL, LIVE_WITHIN, host_id};
+pub(crate) use prepare::{Prepared, enrol, prepare_staged, stay_enrolled};
+pub use rollout::{PREPARE_TIMEOUT, Progress, Readiness};
 
 /// How often a host re-reads its region's assignments without being notified: the safety net
 /// under LISTEN/NOTIFY.
@@ -174,6 +179,8 @@ pub struct FunctionRegistry {
     storage: Storage,
     engine: FunctionEngine,
     config: Arc<Config>,
+    /// How long a deploy waits for the region's hosts to prepare a version.
+    prepare_timeout: Duration,
 }
 
 impl FunctionRegistry {
@@ -183,7 +190,14 @@ impl FunctionRegistry {
             storage,
             engine,
             config,
+            prepare_timeout: PREPARE_TIMEOUT,
         }
+    }
+
+    /// The same registry, its deploys waiting at most `timeout` for the hosts to prepare.
+    pub fn with_prepare_timeout(mut self, timeout: Duration) -> Self {
+        self.prepare_timeout = timeout;
+        self
     }
 
     /// What the command line uses: the configured database (migrated) and an engine built like
@@ -198,13 +212,26 @@ impl FunctionRegistry {
     }
 
     /// Checks `bytes` as `name` (see [`check`]; a new alerter must also accept every rule set
-    /// of the region) and, only if it passes, stores it and makes it the current version in
-    /// `region`; the region's hosts switch to it within a second.
+    /// of the region) and, only if it passes, stores it, has the region's hosts prepare it
+    /// (see [`stage`](Self::stage)) and makes it the current version in `region`: the hosts
+    /// swap it in within a second of the assignment.
     pub async fn deploy(
         &self,
         name: FunctionName,
         bytes: &[u8],
         region: &str,
+    ) -> anyhow::Result<Assignment> {
+        self.deploy_reporting(name, bytes, region, &mut |_| {})
+            .await
+    }
+
+    /// [`deploy`](Self::deploy), reporting the hosts' preparation to `progress`.
+    pub async fn deploy_reporting(
+        &self,
+        name: FunctionName,
+        bytes: &[u8],
+        region: &str,
+        progress: Progress<'_>,
     ) -> anyhow::Result<Assignment> {
         check_region(region)?;
         let checked = check(&self.engine, &self.config, name, bytes.to_vec())
@@ -218,21 +245,43 @@ impl FunctionRegistry {
                 })?;
             }
         }
+        let sha256 = self.storage.store_artifact(name.kind(), bytes).await?;
+        let current = self.storage.current_artifact(region, name.as_str()).await?;
+        if current.as_deref() != Some(sha256.as_str()) {
+            self.stage(region, name, &sha256, progress).await?;
+        }
         Ok(self
             .storage
             .deploy_artifact(region, name.as_str(), name.kind(), bytes)
             .await?)
     }
 
-    /// Makes the version `region` ran under `name` before the current one current again.
+    /// Makes the version `region` ran under `name` before the current one current again,
+    /// prepared by the region's hosts first like a deploy.
     pub async fn rollback(&self, name: FunctionName, region: &str) -> anyhow::Result<Assignment> {
+        self.rollback_reporting(name, region, &mut |_| {}).await
+    }
+
+    /// [`rollback`](Self::rollback), reporting the hosts' preparation to `progress`.
+    pub async fn rollback_reporting(
+        &self,
+        name: FunctionName,
+        region: &str,
+        progress: Progress<'_>,
+    ) -> anyhow::Result<Assignment> {
         check_region(region)?;
+        let no_earlier =
+            || format!("{name} has no earlier version in region {region:?} to roll back to");
+        let target = self
+            .storage
+            .rollback_target(region, name.as_str())
+            .await?
+            .with_context(no_earlier)?;
+        self.stage(region, name, &target, progress).await?;
         self.storage
             .roll_back_artifact(region, name.as_str())
             .await?
-            .with_context(|| {
-                format!("{name} has no earlier version in region {region:?} to roll back to")
-            })
+            .with_context(no_earlier)
     }
 
     /// The assignment history of `region` (or every region), current versions marked.

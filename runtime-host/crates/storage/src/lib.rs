@@ -12,7 +12,10 @@
 //! [`Storage::revoke_token`]. The function registry (which version of each function and rule set
 //! each region runs) is [`Storage::deploy_artifact`], [`Storage::roll_back_artifact`],
 //! [`Storage::current_artifacts`], [`Storage::artifact_bytes`], [`Storage::artifact_history`],
-//! followed by hosts with [`listen_registry_changes`]. Alert events are recorded with
+//! followed by hosts with [`listen_registry_changes`]; a deploy first stages its version
+//! ([`Storage::stage_artifact`]), hosts enrolled with [`Storage::host_seen`] prepare it and
+//! record it ([`Storage::record_prepared`]), and the deploy assigns once [`Storage::readiness`]
+//! shows them ready. Alert events are recorded with
 //! [`Storage::record_alert_changes`], which also queues their webhook deliveries; a host's
 //! delivery worker claims and settles them ([`Storage::claim_webhook_deliveries`],
 //! [`Storage::mark_webhook_delivered`], [`Storage::mark_webhook_failed`]), woken by
@@ -20,8 +23,8 @@
 //!
 //! Code map: `schema` is the one place that defines tables (migrations, partition DDL);
 //! `batches` is the write path; `partitions`, `series` and `values` serve it; `metadata` and
-//! `notify` handle key metadata (`notify` also listens for `registry`, the function registry);
-//! `tokens` the API tokens; `events` the alert events; `webhooks` the webhooks and their outbox; `reads` and `maintenance` hold the
+//! `notify` handle key metadata (`notify` also listens for `registry`, the function registry;
+//! `staging` holds its staged versions and the roll of hosts); `tokens` the API tokens; `events` the alert events; `webhooks` the webhooks and their outbox; `reads` and `maintenance` hold the
 //! remaining PostgreSQL operations; `latest` and `repair` are the Redis side; `model` holds the plain data types,
 //! `timestamp` the accepted time range and month arithmetic, `error` classifies every failure.
 //! Every SQL statement is static text with bind parameters, prepared once per connection
@@ -42,6 +45,7 @@ mod registry;
 mod repair;
 mod schema;
 mod series;
+mod staging;
 mod timestamp;
 mod tokens;
 mod values;
@@ -62,6 +66,7 @@ pub use registry::{
     artifact_sha256, listen_registry_changes,
 };
 pub use repair::{LatestRepair, RepairReport};
+pub use staging::{HostReadiness, PrepareOutcome, StagedArtifact};
 pub use timestamp::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, timestamp_in_range};
 pub use tokens::{TOKEN_PREFIX, token_hash};
 pub use webhooks::{DueDelivery, NewWebhook, Webhook, WebhookListener, listen_webhook_deliveries};

@@ -22,7 +22,7 @@ use crate::postgres::Storage;
 use crate::timestamp::from_system_time;
 
 /// The notification channel of registry changes; the payload is the region.
-const REGISTRY_CHANNEL: &str = "weir_functions";
+pub(crate) const REGISTRY_CHANNEL: &str = "weir_functions";
 /// The payload meaning "every region" (also what a region too long for a payload becomes).
 const ALL_PAYLOAD: &str = "*";
 /// PostgreSQL refuses payloads of 8000 bytes and more.
@@ -52,7 +52,7 @@ impl ArtifactKind {
         }
     }
 
-    fn parse(text: &str) -> Result<Self> {
+    pub(crate) fn parse(text: &str) -> Result<Self> {
         Ok(match text {
             "validator" => ArtifactKind::Validator,
             "query" => ArtifactKind::Query,
@@ -129,7 +129,7 @@ impl RegistryChange {
     }
 }
 
-fn notification_payload(region: &str) -> &str {
+pub(crate) fn notification_payload(region: &str) -> &str {
     if region.len() < MAX_PAYLOAD && region != ALL_PAYLOAD {
         region
     } else {
@@ -188,31 +188,10 @@ impl Storage {
         kind: ArtifactKind,
         bytes: &[u8],
     ) -> Result<Assignment> {
-        let sha256 = artifact_sha256(bytes);
-        let size = i32::try_from(bytes.len()).map_err(|_| {
-            StorageError::Query(format!("an artifact of {} bytes is too large", bytes.len()))
-        })?;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         lock_assignments(&tx).await?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO function_versions (sha256, kind, bytes, size) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (sha256) DO NOTHING",
-            )
-            .await?;
-        tx.execute(&insert, &[&sha256, &kind.as_str(), &bytes, &size])
-            .await?;
-        let stored_kind = tx
-            .prepare_cached("SELECT kind FROM function_versions WHERE sha256 = $1")
-            .await?;
-        let stored_kind: String = tx.query_one(&stored_kind, &[&sha256]).await?.try_get(0)?;
-        if stored_kind != kind.as_str() {
-            return Err(StorageError::Query(format!(
-                "version {sha256} is already stored as a {stored_kind}, not a {}",
-                kind.as_str()
-            )));
-        }
+        let sha256 = insert_version(&tx, kind, bytes).await?;
         let previous = current_version(&tx, region, name).await?;
         if previous.as_deref() == Some(sha256.as_str()) {
             tx.rollback().await?;
@@ -242,16 +221,9 @@ impl Storage {
         let Some(current) = current_version(&tx, region, name).await? else {
             return Ok(None);
         };
-        let earlier = tx
-            .prepare_cached(
-                "SELECT sha256 FROM function_assignments \
-                 WHERE region = $1 AND name = $2 AND sha256 <> $3 ORDER BY id DESC LIMIT 1",
-            )
-            .await?;
-        let Some(row) = tx.query_opt(&earlier, &[&region, &name, &current]).await? else {
+        let Some(sha256) = earlier_version(&tx, region, name, &current).await? else {
             return Ok(None);
         };
-        let sha256: String = row.try_get(0)?;
         assign(&tx, region, name, &sha256, "rollback").await?;
         tx.commit().await?;
         Ok(Some(Assignment {
@@ -259,6 +231,34 @@ impl Storage {
             previous: Some(current),
             changed: true,
         }))
+    }
+
+    /// Stores `bytes` as a version of kind `kind` without assigning it anywhere (once: versions
+    /// are content-addressed); returns its SHA-256.
+    pub async fn store_artifact(&self, kind: ArtifactKind, bytes: &[u8]) -> Result<String> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let sha256 = insert_version(&tx, kind, bytes).await?;
+        tx.commit().await?;
+        Ok(sha256)
+    }
+
+    /// The current version of `name` in `region`, if any.
+    pub async fn current_artifact(&self, region: &str, name: &str) -> Result<Option<String>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        current_version(&tx, region, name).await
+    }
+
+    /// The version a [`roll_back_artifact`](Self::roll_back_artifact) of `(region, name)` would
+    /// make current now, if any.
+    pub async fn rollback_target(&self, region: &str, name: &str) -> Result<Option<String>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(current) = current_version(&tx, region, name).await? else {
+            return Ok(None);
+        };
+        earlier_version(&tx, region, name, &current).await
     }
 
     /// The current version of every name assigned in `region`, by name.
@@ -353,8 +353,52 @@ async fn current_version(tx: &Transaction<'_>, region: &str, name: &str) -> Resu
     Ok(row.map(|row| row.try_get(0)).transpose()?)
 }
 
-/// Appends an assignment and notifies the region's hosts (delivered when the transaction
-/// commits).
+/// Inserts `bytes` as a version of `kind` unless stored already (as that kind); its SHA-256.
+async fn insert_version(tx: &Transaction<'_>, kind: ArtifactKind, bytes: &[u8]) -> Result<String> {
+    let sha256 = artifact_sha256(bytes);
+    let size = i32::try_from(bytes.len()).map_err(|_| {
+        StorageError::Query(format!("an artifact of {} bytes is too large", bytes.len()))
+    })?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO function_versions (sha256, kind, bytes, size) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .await?;
+    tx.execute(&insert, &[&sha256, &kind.as_str(), &bytes, &size])
+        .await?;
+    let stored_kind = tx
+        .prepare_cached("SELECT kind FROM function_versions WHERE sha256 = $1")
+        .await?;
+    let stored_kind: String = tx.query_one(&stored_kind, &[&sha256]).await?.try_get(0)?;
+    if stored_kind != kind.as_str() {
+        return Err(StorageError::Query(format!(
+            "version {sha256} is already stored as a {stored_kind}, not a {}",
+            kind.as_str()
+        )));
+    }
+    Ok(sha256)
+}
+
+/// The newest version of `(region, name)` assigned before, other than `current`.
+async fn earlier_version(
+    tx: &Transaction<'_>,
+    region: &str,
+    name: &str,
+    current: &str,
+) -> Result<Option<String>> {
+    let earlier = tx
+        .prepare_cached(
+            "SELECT sha256 FROM function_assignments \
+             WHERE region = $1 AND name = $2 AND sha256 <> $3 ORDER BY id DESC LIMIT 1",
+        )
+        .await?;
+    let row = tx.query_opt(&earlier, &[&region, &name, &current]).await?;
+    Ok(row.map(|row| row.try_get(0)).transpose()?)
+}
+
+/// Appends an assignment, ends the staging of `(region, name)` and notifies the region's hosts
+/// (delivered when the transaction commits).
 async fn assign(
     tx: &Transaction<'_>,
     region: &str,
@@ -370,6 +414,10 @@ async fn assign(
         .await?;
     tx.execute(&insert, &[&region, &name, &sha256, &action])
         .await?;
+    let unstage = tx
+        .prepare_cached("DELETE FROM function_staged WHERE region = $1 AND name = $2")
+        .await?;
+    tx.execute(&unstage, &[&region, &name]).await?;
     let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
     tx.execute(&notify, &[&REGISTRY_CHANNEL, &notification_payload(region)])
         .await?;

@@ -231,6 +231,42 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
 CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id);
 "#,
     },
+    Migration {
+        version: 7,
+        name: "function registry: hosts, staged versions and what each host prepared",
+        sql: r#"
+-- Every host following the registry refreshes its row every few seconds and deletes it when it
+-- stops; a deploy waits for the hosts of its region seen lately.
+CREATE TABLE registry_hosts (
+    host_id    text PRIMARY KEY,
+    region     text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    seen_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX registry_hosts_region ON registry_hosts (region, seen_at);
+
+-- A version announced to a region before it is assigned, so that its hosts compile it ahead
+-- and the assignment itself only swaps. Deleted when (region, name) is assigned.
+CREATE TABLE function_staged (
+    region    text NOT NULL,
+    name      text NOT NULL,
+    sha256    text NOT NULL REFERENCES function_versions (sha256),
+    staged_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (region, name, sha256)
+);
+
+-- What each host made of a staged version: ready (compiled and checked, waiting in memory),
+-- refused (with the host's reason) or skipped (the host runs nothing under that name).
+CREATE TABLE function_prepared (
+    host_id     text NOT NULL REFERENCES registry_hosts (host_id) ON DELETE CASCADE,
+    sha256      text NOT NULL REFERENCES function_versions (sha256),
+    outcome     text NOT NULL CHECK (outcome IN ('ready', 'refused', 'skipped')),
+    detail      text,
+    prepared_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (host_id, sha256)
+);
+"#,
+    },
 ];
 
 /// Applies the migrations this database lacks; returns how many ran.
