@@ -48,7 +48,7 @@ pub struct Metrics {
     pub pool_waiting: Gauge,
     /// Cacheable query requests by outcome in the host's answer cache (`hit`, `miss`).
     pub answer_cache: Family<CodeLabel, Counter>,
-    /// Function versions assigned by the registry, by outcome (`swapped`, `refused`).
+    /// Function versions from the registry, by outcome (`prepared` ahead, `swapped`, `refused`).
     pub function_registry_loads: Family<CodeLabel, Counter>,
     /// Alerting steps that failed (the batch stays stored), by code.
     pub alert_failures: Family<CodeLabel, Counter>,
@@ -98,7 +98,7 @@ impl Metrics {
         let function_registry_loads = Family::<CodeLabel, Counter>::default();
         metrics_registry.register(
             "function_registry_loads",
-            "Function versions assigned by the registry, by outcome (swapped, refused)",
+            "Function versions from the registry, by outcome (prepared ahead, swapped, refused)",
             function_registry_loads.clone(),
         );
         let alert_failures = Family::<CodeLabel, Counter>::default();
@@ -221,7 +221,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a registry version by outcome: `swapped` in, or `refused` (it did not load here).
+    /// Counts a registry version by outcome: `prepared` ahead of its assignment, `swapped` in,
+    /// or `refused` (it did not load here).
     pub fn function_registry_load(&self, outcome: &str) {
         self.function_registry_loads
             .get_or_create(&CodeLabel {

@@ -1,13 +1,16 @@
-//! Deploy to effect: the time from a validator deploy committing (`FunctionRegistry::deploy`
-//! returning, what `weir functions deploy` runs) until every host of the region runs the new
-//! version, polled every millisecond on each host's validator slot.
+//! Deploy to effect: the time from a deploy committing (`FunctionRegistry::deploy` returning,
+//! what `weir functions deploy` runs) until every host of the region runs the new version,
+//! polled every millisecond on each host's slot, and what the deploy call itself took.
 //!
 //! Two hosts of region "test" on the same PostgreSQL and Redis, each with its own state
 //! directory (its own compiled-artifact cache, as hosts on separate machines have), and a
-//! deploying registry with a state directory of its own, so the hosts compile a new version
-//! themselves. 20 deploys alternate two versions of the default validator (v2 = v1 plus a custom
-//! section): only the first of them is new to the hosts, the rest load from each host's artifact
-//! cache. Then a few deploys of versions no host has seen measure the first-time case again.
+//! deploying registry with a state directory of its own. Deploys are staged: the hosts compile
+//! a new version before it is assigned, so the deploy call holds the compile and the switch
+//! after it is a swap. For each function (validator, then alerter): 20 deploys alternating two
+//! versions (v2 = v1 plus a custom section; only the first is new to the hosts, the rest come
+//! from each host's artifact cache), then versions no host has seen (`fresh`), staged, and the
+//! baseline in the same run: fresh versions assigned without staging (`Storage::deploy_artifact`,
+//! what deploys did before), which each host compiles after the NOTIFY.
 //!
 //! Then 20 rule-set applies (`FunctionRegistry::apply_rules`, what `weir rules apply` runs)
 //! alternate two versions of an organisation's rules, until both hosts evaluate with the new one.
@@ -17,28 +20,31 @@
 //! hosts, PostgreSQL and Redis.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use weir::Config;
 use weir::host::Host;
 use weir::registry::{FunctionName, FunctionRegistry};
+use weir_storage::Storage;
 use weir_tests::stack::Stack;
 use weir_tests::with_custom_section;
 
-/// Deploys alternating v1 and v2.
+/// Deploys alternating v1 and v2, per function.
 const SWAPS: usize = 20;
-/// Deploys of a version no host has seen, after the swaps.
-const FRESH: usize = 5;
+/// Deploys of a version no host has seen, per function and route.
+const FRESH: usize = 3;
 /// How often each host's slot is read.
 const POLL: Duration = Duration::from_millis(1);
 /// Longer than this and the bench gives up.
-const GIVE_UP: Duration = Duration::from_secs(30);
+const GIVE_UP: Duration = Duration::from_secs(60);
 
 /// One deploy, measured.
 struct Swap {
-    /// The `deploy` call itself: compile (or artifact-cache hit) and self-check, then commit.
+    /// The `deploy` call itself: check, stage and wait for the hosts, then commit.
     deploy: Duration,
+    /// Of which waiting for the hosts to prepare (zero unstaged).
+    prepared: Duration,
     /// Whether the deploying side had compiled this version before (its own artifact cache).
     deploy_cached: bool,
     /// From the commit until each host ran the new version.
@@ -63,118 +69,60 @@ async fn main() -> anyhow::Result<()> {
         ..stack.config.clone()
     };
     let second = Host::start(second_config.clone()).await?;
-    let hosts = [&stack.host, &second];
-    let caches = [stack.config.artifact_dir(), second_config.artifact_dir()];
-
     let deploy_state = tempfile::tempdir()?;
     let deploy_config = Config {
         state_dir: deploy_state.path().to_path_buf(),
         ..stack.config.clone()
     };
-    let deploy_cache = deploy_config.artifact_dir();
-    let registry = FunctionRegistry::connect(deploy_config).await?;
-
-    let v1 = weir_tests::component_bytes("validate.wasm");
-    let v2 = with_custom_section(&v1, b"v2");
-    let running = validator_of(&stack.host);
-    anyhow::ensure!(
-        validator_of(&second) == running,
-        "both hosts start on validate.wasm"
-    );
-
-    let mut swaps = Vec::new();
-    for i in 0..SWAPS {
-        // The hosts run v1 from their files: the first deploy is v2.
-        let bytes = if i % 2 == 0 { &v2 } else { &v1 };
-        swaps.push(swap(&registry, &region, bytes, hosts, &caches, &deploy_cache).await?);
-    }
-    let mut fresh = Vec::new();
-    for i in 0..FRESH {
-        let bytes = with_custom_section(&v1, format!("fresh-{i}").as_bytes());
-        fresh.push(swap(&registry, &region, &bytes, hosts, &caches, &deploy_cache).await?);
-    }
+    let storage = Storage::connect(&stack.config.database_url, 2, Duration::from_secs(10)).await?;
+    let bench = Bench {
+        registry: &FunctionRegistry::connect(deploy_config.clone()).await?,
+        storage: &storage,
+        region: &region,
+        hosts: [&stack.host, &second],
+        caches: [stack.config.artifact_dir(), second_config.artifact_dir()],
+        deploy_cache: deploy_config.artifact_dir(),
+    };
 
     println!(
-        "deploy to effect: validator ({} KiB), region {region:?}, 2 hosts, polled every {} ms",
-        v1.len() / 1024,
+        "deploy to effect: region {region:?}, 2 hosts, polled every {} ms",
         POLL.as_millis()
     );
-    println!(
-        "  {:>4} {:>8} {:>10} {:>10} {:>10} {:>10}  cache (deployer / host 1 / host 2)",
-        "#", "version", "deploy ms", "host 1 ms", "host 2 ms", "both ms"
-    );
-    let versions = (0..SWAPS)
-        .map(|i| if i % 2 == 0 { "v2" } else { "v1" }.to_owned())
-        .chain((0..FRESH).map(|i| format!("fresh-{i}")));
-    for (n, (swap, version)) in swaps.iter().chain(&fresh).zip(versions).enumerate() {
-        let case = |cached: bool| if cached { "hit" } else { "compile" };
-        println!(
-            "  {:>4} {version:>8} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {} / {} / {}",
-            n + 1,
-            ms(swap.deploy),
-            ms(swap.hosts[0]),
-            ms(swap.hosts[1]),
-            ms(swap.both()),
-            case(swap.deploy_cached),
-            case(swap.cached[0]),
-            case(swap.cached[1]),
+    for (name, file) in [
+        (FunctionName::Validator, "validate.wasm"),
+        (FunctionName::Alerter, "alert.wasm"),
+    ] {
+        let v1 = weir_tests::component_bytes(file);
+        let v2 = with_custom_section(&v1, b"v2");
+        anyhow::ensure!(
+            running(&stack.host, name) == running(&second, name),
+            "both hosts start on {file}"
         );
-    }
-
-    println!();
-    println!(
-        "  {:<52} {:>3} {:>9} {:>9} {:>9}",
-        "from the deploy committing", "n", "p50 ms", "p99 ms", "max ms"
-    );
-    let groups: [(&str, Vec<&Swap>); 4] = [
-        (
-            &format!("all {SWAPS} alternating swaps"),
-            swaps.iter().collect(),
-        ),
-        (
-            "  of which new to both hosts (compiled)",
-            swaps
-                .iter()
-                .filter(|s| !s.cached[0] && !s.cached[1])
-                .collect(),
-        ),
-        (
-            "  of which in both hosts' caches",
-            swaps
-                .iter()
-                .filter(|s| s.cached[0] && s.cached[1])
-                .collect(),
-        ),
-        (
-            &format!("{FRESH} fresh versions (compiled)"),
-            fresh.iter().collect(),
-        ),
-    ];
-    for (name, group) in &groups {
-        if group.is_empty() {
-            continue;
+        let mut runs: Vec<(String, Swap)> = Vec::new();
+        for i in 0..SWAPS {
+            // The hosts run v1 from their files: the first deploy is v2.
+            let (version, bytes) = if i % 2 == 0 { ("v2", &v2) } else { ("v1", &v1) };
+            runs.push((
+                version.into(),
+                bench.swap(name, bytes, Route::Staged).await?,
+            ));
         }
-        row(&format!("{name}: host 1"), group.iter().map(|s| s.hosts[0]));
-        row(&format!("{name}: host 2"), group.iter().map(|s| s.hosts[1]));
-        row(&format!("{name}: both"), group.iter().map(|s| s.both()));
+        for (route, label) in [(Route::Staged, "fresh"), (Route::Unstaged, "unstaged")] {
+            for i in 0..FRESH {
+                let bytes = with_custom_section(&v1, format!("{label}-{i}").as_bytes());
+                runs.push((
+                    format!("{label}-{i}"),
+                    bench.swap(name, &bytes, route).await?,
+                ));
+            }
+        }
+        report(name, v1.len(), &runs);
     }
-    println!();
-    println!(
-        "  {:<52} {:>3} {:>9} {:>9} {:>9}",
-        "the deploy call (check + commit)", "n", "p50 ms", "p99 ms", "max ms"
-    );
-    let all: Vec<&Swap> = swaps.iter().chain(&fresh).collect();
-    row(
-        "compiled by the deploying side",
-        all.iter().filter(|s| !s.deploy_cached).map(|s| s.deploy),
-    );
-    row(
-        "from its artifact cache",
-        all.iter().filter(|s| s.deploy_cached).map(|s| s.deploy),
-    );
 
     // Rule sets: 20 applies alternating two versions of acme's rules, until both hosts evaluate
     // with the applied one (no compile: the running alerter checks the text).
+    let hosts = bench.hosts;
+    let registry = bench.registry;
     let mut rule_swaps = Vec::new();
     for i in 0..SWAPS {
         let text = rule_set(if i % 2 == 0 { 2 } else { 1 });
@@ -226,6 +174,65 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints every swap of `name` and the percentiles of each group.
+fn report(name: FunctionName, size: usize, runs: &[(String, Swap)]) {
+    println!();
+    println!("{name} ({} KiB)", size / 1024);
+    println!(
+        "  {:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  cache (deployer / host 1 / host 2)",
+        "#", "version", "deploy ms", "prepare ms", "host 1 ms", "host 2 ms", "both ms"
+    );
+    let case = |cached: bool| if cached { "hit" } else { "compile" };
+    for (n, (version, swap)) in runs.iter().enumerate() {
+        println!(
+            "  {:>4} {version:>10} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {} / {} / {}",
+            n + 1,
+            ms(swap.deploy),
+            ms(swap.prepared),
+            ms(swap.hosts[0]),
+            ms(swap.hosts[1]),
+            ms(swap.both()),
+            case(swap.deploy_cached),
+            case(swap.cached[0]),
+            case(swap.cached[1]),
+        );
+    }
+    let group = |prefix: &str| -> Vec<&Swap> {
+        runs.iter()
+            .filter(|(version, _)| version.starts_with(prefix))
+            .map(|(_, swap)| swap)
+            .collect()
+    };
+    let swaps: Vec<&Swap> = runs.iter().take(SWAPS).map(|(_, swap)| swap).collect();
+    let groups: [(String, Vec<&Swap>); 3] = [
+        (format!("{SWAPS} alternating swaps (staged)"), swaps),
+        (format!("{FRESH} fresh versions (staged)"), group("fresh")),
+        (
+            format!("{FRESH} fresh versions unstaged (baseline)"),
+            group("unstaged"),
+        ),
+    ];
+    println!();
+    println!(
+        "  {:<52} {:>3} {:>9} {:>9} {:>9}",
+        "", "n", "p50 ms", "p99 ms", "max ms"
+    );
+    for (label, swaps) in &groups {
+        row(
+            &format!("{label}: both hosts switched after commit"),
+            swaps.iter().map(|s| s.both()),
+        );
+        row(
+            &format!("{label}: the deploy call"),
+            swaps.iter().map(|s| s.deploy),
+        );
+        row(
+            &format!("{label}:   of which hosts preparing"),
+            swaps.iter().map(|s| s.prepared),
+        );
+    }
+}
+
 /// Version `version` of acme's rule set.
 fn rule_set(version: u32) -> String {
     format!(
@@ -245,49 +252,85 @@ fn rules_of(host: &Host, org: &str) -> Option<String> {
         .map(|set| set.version().to_owned())
 }
 
-/// Deploys `bytes` and waits until both hosts run it.
-async fn swap(
-    registry: &FunctionRegistry,
-    region: &str,
-    bytes: &[u8],
-    hosts: [&Host; 2],
-    caches: &[std::path::PathBuf; 2],
-    deploy_cache: &Path,
-) -> anyhow::Result<Swap> {
-    let before = [cached_files(&caches[0]), cached_files(&caches[1])];
-    let deploy_before = cached_files(deploy_cache);
-    let started = Instant::now();
-    let deployed = registry
-        .deploy(FunctionName::Validator, bytes, region)
-        .await?;
-    let committed = Instant::now();
-    anyhow::ensure!(deployed.changed, "every deploy changes the version");
-    let digest = deployed.sha256;
-    let mut switched: [Option<Duration>; 2] = [None, None];
-    while switched.iter().any(Option::is_none) {
-        for (host, at) in hosts.iter().zip(switched.iter_mut()) {
-            if at.is_none() && validator_of(host) == digest {
-                *at = Some(committed.elapsed());
-            }
-        }
-        anyhow::ensure!(
-            committed.elapsed() < GIVE_UP,
-            "the hosts did not switch to {digest} within {GIVE_UP:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-    let holds = |files: &HashSet<String>| files.iter().any(|file| file.starts_with(&digest));
-    Ok(Swap {
-        deploy: committed - started,
-        deploy_cached: holds(&deploy_before),
-        hosts: switched.map(|at| at.expect("both switched")),
-        cached: [holds(&before[0]), holds(&before[1])],
-    })
+/// How a version reaches the region.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// `FunctionRegistry::deploy`: staged, prepared by every host, then assigned.
+    Staged,
+    /// The assignment alone (`Storage::deploy_artifact`, what deploys did before staging): each
+    /// host compiles the version after the NOTIFY. The baseline.
+    Unstaged,
 }
 
-/// The digest of the validator `host` runs.
-fn validator_of(host: &Host) -> String {
-    host.ingest().validator.current().digest().to_owned()
+/// Everything a swap needs: where to deploy and what to watch.
+struct Bench<'a> {
+    registry: &'a FunctionRegistry,
+    storage: &'a Storage,
+    region: &'a str,
+    hosts: [&'a Host; 2],
+    caches: [PathBuf; 2],
+    deploy_cache: PathBuf,
+}
+
+impl Bench<'_> {
+    /// Deploys `bytes` as `name` by `route` and waits until both hosts run it.
+    async fn swap(&self, name: FunctionName, bytes: &[u8], route: Route) -> anyhow::Result<Swap> {
+        let before = [cached_files(&self.caches[0]), cached_files(&self.caches[1])];
+        let deploy_before = cached_files(&self.deploy_cache);
+        let started = Instant::now();
+        let mut prepared = Duration::ZERO;
+        let deployed = match route {
+            Route::Staged => {
+                self.registry
+                    .deploy_reporting(name, bytes, self.region, &mut |readiness| {
+                        prepared = readiness.elapsed
+                    })
+                    .await?
+            }
+            Route::Unstaged => {
+                self.storage
+                    .deploy_artifact(self.region, name.as_str(), name.kind(), bytes)
+                    .await?
+            }
+        };
+        let committed = Instant::now();
+        anyhow::ensure!(deployed.changed, "every deploy changes the version");
+        let digest = deployed.sha256;
+        let mut switched: [Option<Duration>; 2] = [None, None];
+        while switched.iter().any(Option::is_none) {
+            for (host, at) in self.hosts.iter().zip(switched.iter_mut()) {
+                if at.is_none() && running(host, name) == digest {
+                    *at = Some(committed.elapsed());
+                }
+            }
+            anyhow::ensure!(
+                committed.elapsed() < GIVE_UP,
+                "the hosts did not switch to {name} {digest} within {GIVE_UP:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let holds = |files: &HashSet<String>| files.iter().any(|file| file.starts_with(&digest));
+        Ok(Swap {
+            deploy: committed - started,
+            prepared,
+            deploy_cached: holds(&deploy_before),
+            hosts: switched.map(|at| at.expect("both switched")),
+            cached: [holds(&before[0]), holds(&before[1])],
+        })
+    }
+}
+
+/// The digest of what `host` runs under `name`.
+fn running(host: &Host, name: FunctionName) -> String {
+    match name {
+        FunctionName::Alerter => host
+            .ingest()
+            .alerting
+            .as_ref()
+            .map(|alerting| alerting.function.current().digest().to_owned())
+            .unwrap_or_default(),
+        _ => host.ingest().validator.current().digest().to_owned(),
+    }
 }
 
 /// The files of an artifact cache (`<sha256>-<engine>.cwasm`).

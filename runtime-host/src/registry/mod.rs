@@ -20,6 +20,13 @@
 //! lost), loads what changed, and swaps it into the function's slot or the rule book. Calls in
 //! flight finish on the version they started with (see [`FunctionSlot`]); a batch keeps the
 //! rules it loaded.
+//!
+//! Function deploys and rollbacks are staged, so that a region switches at once rather than
+//! each host after its own compile (seconds for the alerter): the version is announced first,
+//! every live host of the region compiles and checks it ahead ([`prepare_staged`], `prepare.rs`)
+//! and says so, and the deploy assigns it once all are ready ([`FunctionRegistry::stage`],
+//! `rollout.rs`); the follower then swaps in what was prepared. Rule sets need no staging: the
+//! running alerter checks them in milliseconds.
 
 mod follow;
 mod initial;
@@ -245,6 +252,8 @@ impl FunctionRegistry {
                 })?;
             }
         }
+        // Checked: free its compiled code now rather than after waiting for the hosts.
+        drop(checked);
         let sha256 = self.storage.store_artifact(name.kind(), bytes).await?;
         let current = self.storage.current_artifact(region, name.as_str()).await?;
         if current.as_deref() != Some(sha256.as_str()) {
@@ -252,7 +261,7 @@ impl FunctionRegistry {
         }
         Ok(self
             .storage
-            .deploy_artifact(region, name.as_str(), name.kind(), bytes)
+            .assign_artifact(region, name.as_str(), &sha256)
             .await?)
     }
 

@@ -10,7 +10,8 @@
 //! [`listen_metadata_changes`]. The query API's bearer tokens are created, found, listed and
 //! revoked with [`Storage::create_token`], [`Storage::find_token`], [`Storage::list_tokens`] and
 //! [`Storage::revoke_token`]. The function registry (which version of each function and rule set
-//! each region runs) is [`Storage::deploy_artifact`], [`Storage::roll_back_artifact`],
+//! each region runs) is [`Storage::store_artifact`], [`Storage::assign_artifact`],
+//! [`Storage::deploy_artifact`] (both at once), [`Storage::roll_back_artifact`],
 //! [`Storage::current_artifacts`], [`Storage::artifact_bytes`], [`Storage::artifact_history`],
 //! followed by hosts with [`listen_registry_changes`]; a deploy first stages its version
 //! ([`Storage::stage_artifact`]), hosts enrolled with [`Storage::host_seen`] prepare it and

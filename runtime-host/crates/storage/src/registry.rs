@@ -210,6 +210,31 @@ impl Storage {
         })
     }
 
+    /// Makes version `sha256` (stored already, see [`store_artifact`](Self::store_artifact)) the
+    /// current version of `name` in `region`, notifying the region's hosts when the transaction
+    /// commits. Assigning the current version again changes nothing.
+    pub async fn assign_artifact(
+        &self,
+        region: &str,
+        name: &str,
+        sha256: &str,
+    ) -> Result<Assignment> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_assignments(&tx).await?;
+        let previous = current_version(&tx, region, name).await?;
+        let changed = previous.as_deref() != Some(sha256);
+        if changed {
+            assign(&tx, region, name, sha256, "deploy").await?;
+            tx.commit().await?;
+        }
+        Ok(Assignment {
+            sha256: sha256.to_owned(),
+            previous,
+            changed,
+        })
+    }
+
     /// Makes the version that was current before the current one (the newest earlier assignment
     /// of another version) current again, notifying the region's hosts. `None` when `name` has
     /// no earlier version in `region`. Rolling back twice returns to where the first rollback
