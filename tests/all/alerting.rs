@@ -117,7 +117,12 @@ pub(crate) async fn next_messages(
 }
 
 /// `method path` with the token: status and JSON body.
-async fn call(host: &TestHost, method: Method, path: &str, token: &str) -> (StatusCode, Json) {
+pub(crate) async fn call(
+    host: &TestHost,
+    method: Method,
+    path: &str,
+    token: &str,
+) -> (StatusCode, Json) {
     let authorization = format!("Bearer {token}");
     let (status, body) = host
         .api_request(method, path, &[("authorization", &authorization)])

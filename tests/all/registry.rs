@@ -4,7 +4,8 @@
 //!
 //! Deploys go through `FunctionRegistry::connect` + `deploy`/`rollback`, what `weir functions`
 //! runs. The deploying side gets a state directory of its own, so the hosts compile a new
-//! version themselves (as hosts on other machines would) within the measured second.
+//! version themselves (as hosts on other machines would): while the deploy waits for them (it
+//! is staged), before the assignment whose second is measured.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,14 +13,14 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::{HeaderMap, Request, Response};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value as Json, json};
 use sha2::Sha256;
 use tokio::net::TcpListener;
 use weir_storage::{AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter};
 
-use crate::alerting::{ACME_RULES, host_with_rule_files, next_messages, send};
+use crate::alerting::{ACME_RULES, call, host_with_rule_files, next_messages, send};
 use crate::ingest::harness::{TestHost, now_ms, wait_until};
 
 const MINUTE: i64 = 60_000;
@@ -260,6 +260,11 @@ fn assert_matches_record(payload: &Json, events: &BTreeMap<i64, AlertEvent>) {
             assert_eq!(event.state, "cleared", "{payload}");
             assert_eq!(payload["ts"], json!(event.cleared_at_ms), "{payload}");
         }
+        "acknowledge" => {
+            assert_eq!(payload["by"], "api", "{payload}");
+            assert!(event.acknowledged_at_ms.is_some(), "{payload}");
+            assert_eq!(payload["ts"], json!(event.acknowledged_at_ms), "{payload}");
+        }
         other => panic!("unexpected kind {other}: {payload}"),
     }
 }
@@ -398,6 +403,91 @@ async fn every_rule_kind_reaches_the_webhook_signed_and_as_recorded() {
     })
     .await;
     assert_eq!(webhooks.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledging_and_clearing_through_the_api_reach_the_webhook_and_pubsub() {
+    let (host, _rules) = host_with_rules(|_| {}).await;
+    let receiver = Receiver::start().await;
+    host.storage()
+        .add_webhook("acme", None, &receiver.url(), Some(SECRET))
+        .await
+        .unwrap();
+    let client = redis::Client::open(host.stack().config.redis_url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("weir:events:acme").await.unwrap();
+    let token = host.api_token("acme").await;
+
+    let mut meter = host.device("m1", "acme").await;
+    send(
+        &mut meter,
+        "hot",
+        &[("meter.1.temperature", json!(83.5), now_ms())],
+    )
+    .await;
+    wait_until(
+        "the raise is delivered",
+        Duration::from_secs(20),
+        async || receiver.delivered().len() == 1,
+    )
+    .await;
+    let id = receiver.delivered()[0].payload()["event_id"]
+        .as_i64()
+        .unwrap();
+
+    for (action, deliveries) in [("ack", 2), ("clear", 3)] {
+        let path = format!("/v1/events/{id}/{action}");
+        let (status, body) = call(&host, Method::POST, &path, &token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        wait_until(
+            &format!("the {action} is delivered"),
+            Duration::from_secs(20),
+            async || receiver.delivered().len() == deliveries,
+        )
+        .await;
+        // Doing it again changes nothing, and tells nobody.
+        let (status, body) = call(&host, Method::POST, &path, &token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // Longer than the workers' poll: no delivery for the repeated calls.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let delivered = receiver.delivered();
+    assert_eq!(
+        summary(&delivered),
+        pairs(&[
+            ("meter-hot", "acknowledge"),
+            ("meter-hot", "clear"),
+            ("meter-hot", "raise"),
+        ])
+    );
+    let events = recorded(&host, "acme").await;
+    assert_eq!(events[&id].state, "cleared");
+    let mut by = Vec::new();
+    for request in &delivered {
+        assert_well_formed(request, SECRET);
+        let payload = request.payload();
+        assert_eq!(payload["event_id"], id, "{payload}");
+        assert_matches_record(&payload, &events);
+        by.push((payload["kind"].clone(), payload["by"].clone()));
+    }
+    by.sort_by_key(|(kind, _)| kind.to_string());
+    assert_eq!(
+        by,
+        [
+            (json!("acknowledge"), json!("api")),
+            (json!("clear"), json!("api")),
+            (json!("raise"), json!("alerter")),
+        ]
+    );
+    // The live channel carries the same three documents.
+    let published = next_messages(&mut pubsub.on_message(), 3).await;
+    for request in &delivered {
+        let payload = request.payload();
+        assert!(
+            published.contains(&payload),
+            "{payload} among {published:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

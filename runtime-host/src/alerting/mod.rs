@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use serde_json::Value as Json;
-use weir_storage::{AlertChange, AlertChangeKind, AlertEvent, DeviceRef, Storage, StorageError};
+use weir_storage::{
+    AlertAction, AlertChange, AlertChangeKind, AlertEvent, DeviceRef, Storage, StorageError,
+};
 
 use crate::config::Config;
 use crate::functions::alerter::{
@@ -260,6 +262,16 @@ impl Alerting {
             tracing::warn!(%device, %error, "alert events recorded but not published");
         }
         Ok(())
+    }
+
+    /// Publishes what a person just did to `event` through the API (recorded already, with its
+    /// webhook deliveries); a failure is logged and counted (`publish_failed`), not returned:
+    /// pub/sub is at most once.
+    pub async fn publish_action(&self, event: &AlertEvent, action: AlertAction) {
+        if let Err(error) = self.publisher.publish_action(event, action).await {
+            self.metrics.alert_failure("publish_failed");
+            tracing::warn!(id = event.id, action = action.as_str(), %error, "alert event updated but not published");
+        }
     }
 
     /// Ends `event`'s alert in the alerter's state, so that a condition that still holds raises

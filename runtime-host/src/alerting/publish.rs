@@ -1,11 +1,12 @@
 //! Live alert events on Redis pub/sub: every recorded change is published as one JSON message on
 //! `weir:events:<org>` (the organisation escaped as in the state hashes), for dashboards and
-//! relays that want events as they happen. The message is [`AlertChange::to_json`], the document
-//! webhooks receive too. Pub/sub is at most once: a subscriber that is not connected misses the
+//! relays that want events as they happen. The message is [`AlertChange::to_json`] (or, for an
+//! acknowledgement or a manual clear through the API, [`AlertEvent::action_json`]), the
+//! document webhooks receive too. Pub/sub is at most once: a subscriber that is not connected misses the
 //! message; `GET /v1/events` (PostgreSQL) is the record, webhooks the at-least-once channel.
 
 use redis::aio::ConnectionManager;
-use weir_storage::AlertChange;
+use weir_storage::{AlertAction, AlertChange, AlertEvent};
 
 use super::state::{escape, within_deadline};
 
@@ -29,18 +30,43 @@ impl EventPublisher {
         changes: &[AlertChange],
         event_ids: &[Option<i64>],
     ) -> anyhow::Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
+        let documents = changes
+            .iter()
+            .enumerate()
+            .map(|(i, change)| change.to_json(event_ids.get(i).copied().flatten()));
+        self.publish_documents(org, documents).await
+    }
+
+    /// Publishes what a person just did to `event` through the API
+    /// ([`AlertEvent::action_json`]).
+    pub async fn publish_action(
+        &self,
+        event: &AlertEvent,
+        action: AlertAction,
+    ) -> anyhow::Result<()> {
+        self.publish_documents(&event.org, [event.action_json(action)])
+            .await
+    }
+
+    /// Publishes `documents` on `org`'s channel, in order, in one round trip.
+    async fn publish_documents(
+        &self,
+        org: &str,
+        documents: impl IntoIterator<Item = serde_json::Value>,
+    ) -> anyhow::Result<()> {
         let channel = channel(org);
         let mut pipeline = redis::pipe();
-        for (i, change) in changes.iter().enumerate() {
-            let event_id = event_ids.get(i).copied().flatten();
+        let mut empty = true;
+        for document in documents {
             pipeline
                 .cmd("PUBLISH")
                 .arg(&channel)
-                .arg(change.to_json(event_id).to_string())
+                .arg(document.to_string())
                 .ignore();
+            empty = false;
+        }
+        if empty {
+            return Ok(());
         }
         let mut connection = self.connection.clone();
         within_deadline(pipeline.query_async::<()>(&mut connection)).await

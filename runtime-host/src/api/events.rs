@@ -12,12 +12,16 @@
 //!   in the alerter's state, so that a condition that still holds raises a new alert at the next
 //!   point; clearing a cleared event changes nothing (200).
 //!
+//! An acknowledgement or a manual clear that changed the event goes to the organisation's
+//! webhooks (queued in the same transaction) and its pub/sub channel and event streams, as a
+//! change document with `kind` `acknowledge` or `clear` and `by` `api`.
+//!
 //! An unknown id is 404 `event_not_found`.
 
 use hyper::body::Incoming;
 use hyper::{Method, StatusCode};
 use serde_json::{Value as Json, json};
-use weir_storage::{AlertEvent, AlertEventFilter, EventUpdate};
+use weir_storage::{AlertAction, AlertEvent, AlertEventFilter, EventUpdate};
 
 use crate::http::{ApiError, Response, json_response};
 use crate::ingest::{Ingest, storage_error};
@@ -73,7 +77,15 @@ async fn serve(ingest: &Ingest, request: hyper::Request<Incoming>) -> Result<Res
                 .await
                 .map_err(storage_error)?;
             match update {
-                EventUpdate::Changed(event) | EventUpdate::Unchanged(event) => Ok(answer(&event)),
+                EventUpdate::Changed(event) => {
+                    if let Some(alerting) = &ingest.alerting {
+                        alerting
+                            .publish_action(&event, AlertAction::Acknowledge)
+                            .await;
+                    }
+                    Ok(answer(&event))
+                }
+                EventUpdate::Unchanged(event) => Ok(answer(&event)),
                 EventUpdate::Cleared(event) => Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "event_cleared",
@@ -122,9 +134,13 @@ async fn clear(ingest: &Ingest, org: &str, id: i64) -> Result<Response, ApiError
         .await
         .map_err(storage_error)?
     {
-        EventUpdate::Changed(event)
-        | EventUpdate::Unchanged(event)
-        | EventUpdate::Cleared(event) => Ok(answer(&event)),
+        EventUpdate::Changed(event) => {
+            if let Some(alerting) = &ingest.alerting {
+                alerting.publish_action(&event, AlertAction::Clear).await;
+            }
+            Ok(answer(&event))
+        }
+        EventUpdate::Unchanged(event) | EventUpdate::Cleared(event) => Ok(answer(&event)),
         EventUpdate::NotFound => Err(not_found(id)),
     }
 }

@@ -9,8 +9,9 @@
 //! row first, and an escalation or clear without an open row is tolerated: the escalation opens
 //! one, the clear changes nothing.
 //!
-//! Recording a change also queues its webhook deliveries (the outbox of `webhooks`) in the same
-//! transaction, so an event on record is never one no webhook will hear of.
+//! Recording a change, an acknowledgement or a manual clear also queues its webhook deliveries
+//! (the outbox of `webhooks`) in the same transaction, so a change on record is never one no
+//! webhook will hear of.
 
 use serde_json::{Value as Json, json};
 
@@ -70,8 +71,9 @@ impl AlertChangeKind {
 impl AlertChange {
     /// The change as the one JSON document every channel sends (Redis pub/sub, webhooks):
     /// `event_id` is the `alert_events` row it raised, escalated or closed (`null` for a clear
-    /// that found no open row), `ts` the change's time in unix milliseconds, `value` the point's
-    /// value (`null` for no-data).
+    /// that found no open row), `by` is `alerter`, `ts` the change's time in unix milliseconds,
+    /// `value` the point's value (`null` for no-data). What people do through the API has the
+    /// same shape (see [`AlertEvent::action_json`]).
     pub fn to_json(&self, event_id: Option<i64>) -> Json {
         let value = self
             .value_json
@@ -80,6 +82,7 @@ impl AlertChange {
         json!({
             "event_id": event_id,
             "kind": self.kind.as_str(),
+            "by": "alerter",
             "org": self.org,
             "device": self.device,
             "key": self.key,
@@ -131,6 +134,56 @@ pub struct AlertEvent {
     pub cleared_at_ms: Option<i64>,
 }
 
+/// What a person did to an alert through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertAction {
+    /// Raised → acknowledged.
+    Acknowledge,
+    /// Ended by hand.
+    Clear,
+}
+
+impl AlertAction {
+    /// The action's `kind` in change documents: `acknowledge` or `clear`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertAction::Acknowledge => "acknowledge",
+            AlertAction::Clear => "clear",
+        }
+    }
+}
+
+impl AlertEvent {
+    /// The document of `action` just done to this event, shaped like [`AlertChange::to_json`]
+    /// (so every channel carries one kind of document): `kind` is the action, `by` is `api`,
+    /// `ts` the action's time, `value` and `message` the raise's.
+    pub fn action_json(&self, action: AlertAction) -> Json {
+        let value = self
+            .value_json
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<Json>(text).ok());
+        let ts = match action {
+            AlertAction::Acknowledge => self.acknowledged_at_ms,
+            AlertAction::Clear => self.cleared_at_ms,
+        };
+        json!({
+            "event_id": self.id,
+            "kind": action.as_str(),
+            "by": "api",
+            "org": self.org,
+            "device": self.device,
+            "key": self.key,
+            "rule_id": self.rule_id,
+            "rule_version": self.rule_version,
+            "trigger": self.trigger,
+            "severity": self.severity,
+            "ts": ts.unwrap_or(self.updated_at_ms),
+            "value": value,
+            "message": self.message,
+        })
+    }
+}
+
 /// Which events to list, newest first; `None` means any.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AlertEventFilter {
@@ -174,6 +227,12 @@ const COLUMNS: &str = "id, org, device, key, rule_id, rule_version, severity, tr
      (extract(epoch FROM escalated_at) * 1000)::bigint, \
      (extract(epoch FROM acknowledged_at) * 1000)::bigint, \
      (extract(epoch FROM cleared_at) * 1000)::bigint";
+
+/// Queues a change document (`$4`, event `$3`) for every webhook of organisation `$1` that takes
+/// every rule or rule `$2`.
+const ENQUEUE: &str = "INSERT INTO webhook_deliveries (webhook_id, event_id, payload) \
+     SELECT id, $3, $4::text::jsonb FROM webhooks \
+     WHERE org = $1 AND (rule_id IS NULL OR rule_id = $2)";
 
 /// The condition selecting the open row of an alert, parameters `$1..$5` being org, device,
 /// rule id, key and trigger.
@@ -221,13 +280,7 @@ impl Storage {
                  AND raised_at = to_timestamp($6::bigint / 1000.0)"
             ))
             .await?;
-        let enqueue = tx
-            .prepare_cached(
-                "INSERT INTO webhook_deliveries (webhook_id, event_id, payload) \
-                 SELECT id, $3, $4::text::jsonb FROM webhooks \
-                 WHERE org = $1 AND (rule_id IS NULL OR rule_id = $2)",
-            )
-            .await?;
+        let enqueue = tx.prepare_cached(ENQUEUE).await?;
         let mut ids = Vec::with_capacity(changes.len());
         let mut enqueued = 0;
         for c in changes {
@@ -343,21 +396,21 @@ impl Storage {
         row.as_ref().map(alert_event).transpose()
     }
 
-    /// Acknowledges `org`'s event `id`: raised → acknowledged. Acknowledging it again changes
-    /// nothing; a cleared event stays cleared.
+    /// Acknowledges `org`'s event `id`: raised → acknowledged, queuing the change's webhook
+    /// deliveries in the same transaction. Acknowledging it again changes nothing; a cleared
+    /// event stays cleared.
     pub async fn acknowledge_alert_event(&self, org: &str, id: i64) -> Result<EventUpdate> {
-        let client = self.client().await?;
-        let update = client
-            .prepare_cached(&format!(
-                "UPDATE alert_events SET state = 'acknowledged', acknowledged_at = now(), \
-                 updated_at = now() WHERE id = $1 AND org = $2 AND state = 'raised' \
-                 RETURNING {COLUMNS}"
-            ))
-            .await?;
-        if let Some(row) = client.query_opt(&update, &[&id, &org]).await? {
-            return Ok(EventUpdate::Changed(alert_event(&row)?));
+        let update = format!(
+            "UPDATE alert_events SET state = 'acknowledged', acknowledged_at = now(), \
+             updated_at = now() WHERE id = $1 AND org = $2 AND state = 'raised' \
+             RETURNING {COLUMNS}"
+        );
+        if let Some(event) = self
+            .act_on_alert_event(&update, org, id, AlertAction::Acknowledge)
+            .await?
+        {
+            return Ok(EventUpdate::Changed(event));
         }
-        drop(client);
         Ok(match self.alert_event(org, id).await? {
             None => EventUpdate::NotFound,
             Some(event) if event.state == "cleared" => EventUpdate::Cleared(event),
@@ -365,24 +418,53 @@ impl Storage {
         })
     }
 
-    /// Clears `org`'s open event `id` by hand. Clearing a cleared event changes nothing.
+    /// Clears `org`'s open event `id` by hand, queuing the change's webhook deliveries in the
+    /// same transaction. Clearing a cleared event changes nothing.
     pub async fn clear_alert_event(&self, org: &str, id: i64) -> Result<EventUpdate> {
-        let client = self.client().await?;
-        let update = client
-            .prepare_cached(&format!(
-                "UPDATE alert_events SET state = 'cleared', cleared_at = now(), \
-                 updated_at = now() WHERE id = $1 AND org = $2 \
-                 AND state IN ('raised', 'acknowledged') RETURNING {COLUMNS}"
-            ))
-            .await?;
-        if let Some(row) = client.query_opt(&update, &[&id, &org]).await? {
-            return Ok(EventUpdate::Changed(alert_event(&row)?));
+        let update = format!(
+            "UPDATE alert_events SET state = 'cleared', cleared_at = now(), \
+             updated_at = now() WHERE id = $1 AND org = $2 \
+             AND state IN ('raised', 'acknowledged') RETURNING {COLUMNS}"
+        );
+        if let Some(event) = self
+            .act_on_alert_event(&update, org, id, AlertAction::Clear)
+            .await?
+        {
+            return Ok(EventUpdate::Changed(event));
         }
-        drop(client);
         Ok(match self.alert_event(org, id).await? {
             None => EventUpdate::NotFound,
             Some(event) => EventUpdate::Unchanged(event),
         })
+    }
+
+    /// Runs `update` (parameters id and org, returning the row) and, when it changed the row,
+    /// queues `action`'s document for every matching webhook, in one transaction.
+    async fn act_on_alert_event(
+        &self,
+        update: &str,
+        org: &str,
+        id: i64,
+        action: AlertAction,
+    ) -> Result<Option<AlertEvent>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let update = tx.prepare_cached(update).await?;
+        let Some(row) = tx.query_opt(&update, &[&id, &org]).await? else {
+            return Ok(None);
+        };
+        let event = alert_event(&row)?;
+        let payload = event.action_json(action).to_string();
+        let enqueue = tx.prepare_cached(ENQUEUE).await?;
+        let enqueued = tx
+            .execute(&enqueue, &[&event.org, &event.rule_id, &event.id, &payload])
+            .await?;
+        if enqueued > 0 {
+            let notify = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
+            tx.execute(&notify, &[&WEBHOOK_CHANNEL]).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(event))
     }
 }
 

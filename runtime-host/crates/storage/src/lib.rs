@@ -53,7 +53,9 @@ mod values;
 mod webhooks;
 
 pub use error::{Result, StorageError};
-pub use events::{AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter, EventUpdate};
+pub use events::{
+    AlertAction, AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter, EventUpdate,
+};
 pub use latest::LatestCache;
 pub use maintenance::MaintenanceReport;
 pub use model::{
