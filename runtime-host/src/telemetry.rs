@@ -11,9 +11,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; the filter comes from `WEIR_LOG` (default `info`).
+/// The filter without `WEIR_LOG`: `info`, but for the PostgreSQL server's notices, which
+/// `tokio_postgres` logs at `info` and which idempotent DDL (`CREATE ... IF NOT EXISTS` at every
+/// start and every command) fills with "already exists, skipping".
+const DEFAULT_FILTER: &str = "info,tokio_postgres=warn";
+
+/// Installs the global subscriber; the filter comes from `WEIR_LOG` (default [`DEFAULT_FILTER`]).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

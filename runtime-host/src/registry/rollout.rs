@@ -15,6 +15,8 @@ use super::*;
 pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often a deploy looks at the hosts' progress.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// A deploy reports every change of the hosts' readiness, and this often while nothing changes.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Where a staged version stands on the live hosts of its region.
 #[derive(Debug, Clone)]
@@ -60,7 +62,8 @@ impl Readiness {
     }
 }
 
-/// What a deploy reports its progress to: called with every change of the hosts' readiness.
+/// What a deploy reports its progress to: called with every change of the hosts' readiness,
+/// and every few seconds while there is none.
 pub type Progress<'a> = &'a mut (dyn FnMut(&Readiness) + Send);
 
 impl FunctionRegistry {
@@ -81,15 +84,19 @@ impl FunctionRegistry {
             .stage_artifact(region, name.as_str(), sha256)
             .await?;
         let started = Instant::now();
-        let mut reported: Option<Vec<HostReadiness>> = None;
+        let mut reported: Option<(Vec<HostReadiness>, Instant)> = None;
         loop {
             let readiness = Readiness {
                 hosts: self.storage.readiness(region, sha256, LIVE_WITHIN).await?,
                 elapsed: started.elapsed(),
             };
-            if reported.as_ref() != Some(&readiness.hosts) {
+            let report = match &reported {
+                Some((hosts, at)) => *hosts != readiness.hosts || at.elapsed() >= REPORT_EVERY,
+                None => true,
+            };
+            if report {
                 progress(&readiness);
-                reported = Some(readiness.hosts.clone());
+                reported = Some((readiness.hosts.clone(), Instant::now()));
             }
             if let Some(refusal) = readiness.refusal() {
                 self.storage
