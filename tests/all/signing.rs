@@ -19,6 +19,19 @@ fn signed_functions_dir(key: &PrivateKey) -> tempfile::TempDir {
     dir
 }
 
+/// A host that loads only components signed with `key`, running the default validator signed
+/// with it (from the returned directory, which must outlive the host).
+pub(crate) async fn host_requiring_signatures(key: &PrivateKey) -> (TestHost, tempfile::TempDir) {
+    let functions = signed_functions_dir(key);
+    let (dir, public) = (functions.path().to_owned(), key.public_key().to_hex());
+    let test = TestHost::start_with(move |config| {
+        config.functions_dir = dir;
+        config.functions.signing_public_key = Some(public);
+    })
+    .await;
+    (test, functions)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_with_a_signing_key_refuses_to_start_on_unsigned_components() {
     let key = PrivateKey::generate().unwrap();
@@ -38,13 +51,7 @@ async fn a_host_with_a_signing_key_refuses_to_start_on_unsigned_components() {
 async fn only_components_signed_with_the_configured_key_deploy() {
     let key = PrivateKey::generate().unwrap();
     let stranger = PrivateKey::generate().unwrap();
-    let functions = signed_functions_dir(&key);
-    let (dir, public) = (functions.path().to_owned(), key.public_key().to_hex());
-    let test = TestHost::start_with(move |config| {
-        config.functions_dir = dir;
-        config.functions.signing_public_key = Some(public);
-    })
-    .await;
+    let (test, _functions) = host_requiring_signatures(&key).await;
     let region = test.stack().config.region.clone();
     let state = tempfile::tempdir().unwrap();
     let registry = registry(&test, &state).await;

@@ -12,23 +12,14 @@ use weir::registry::{FunctionName, FunctionRegistry, LIVE_WITHIN};
 
 use crate::ingest::harness::TestHost;
 use crate::registry::{SWITCH_WITHIN, registry, until_all_run, validator_of};
+use crate::signing::host_requiring_signatures;
 use crate::support::with_custom_section;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_that_cannot_run_a_version_refuses_the_deploy_and_nothing_is_assigned() {
     // The region's host requires signed components; the operator's machine was not told.
     let key = PrivateKey::generate().unwrap();
-    let functions = tempfile::tempdir().unwrap();
-    let signed = key
-        .sign(&weir_tests::component_bytes("validate.wasm"))
-        .unwrap();
-    std::fs::write(functions.path().join("validate.wasm"), signed).unwrap();
-    let (dir, public) = (functions.path().to_owned(), key.public_key().to_hex());
-    let test = TestHost::start_with(move |config| {
-        config.functions_dir = dir;
-        config.functions.signing_public_key = Some(public);
-    })
-    .await;
+    let (test, _functions) = host_requiring_signatures(&key).await;
     let region = test.stack().config.region.clone();
     let state = tempfile::tempdir().unwrap();
     let mut operator = Config {

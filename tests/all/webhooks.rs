@@ -269,6 +269,20 @@ fn assert_matches_record(payload: &Json, events: &BTreeMap<i64, AlertEvent>) {
     }
 }
 
+/// A receiver added as a webhook for every acme rule (signed with [`SECRET`]), and a
+/// subscription to acme's pub/sub channel.
+async fn acme_webhook_and_channel(host: &TestHost) -> (Receiver, redis::aio::PubSub) {
+    let receiver = Receiver::start().await;
+    host.storage()
+        .add_webhook("acme", None, &receiver.url(), Some(SECRET))
+        .await
+        .unwrap();
+    let client = redis::Client::open(host.stack().config.redis_url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("weir:events:acme").await.unwrap();
+    (receiver, pubsub)
+}
+
 /// `(rule, kind)` of each payload, sorted.
 fn summary(requests: &[Received]) -> Vec<(String, String)> {
     let mut summary: Vec<_> = requests
@@ -297,14 +311,7 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_rule_kind_reaches_the_webhook_signed_and_as_recorded() {
     let (host, _rules) = host_with_rules(|config| config.alerting.stale_check_s = 1).await;
-    let receiver = Receiver::start().await;
-    host.storage()
-        .add_webhook("acme", None, &receiver.url(), Some(SECRET))
-        .await
-        .unwrap();
-    let client = redis::Client::open(host.stack().config.redis_url.as_str()).unwrap();
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe("weir:events:acme").await.unwrap();
+    let (receiver, mut pubsub) = acme_webhook_and_channel(&host).await;
 
     let mut meter = host.device("m1", "acme").await;
     let mut pump = host.device("p1", "acme").await;
@@ -408,14 +415,7 @@ async fn every_rule_kind_reaches_the_webhook_signed_and_as_recorded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledging_and_clearing_through_the_api_reach_the_webhook_and_pubsub() {
     let (host, _rules) = host_with_rules(|_| {}).await;
-    let receiver = Receiver::start().await;
-    host.storage()
-        .add_webhook("acme", None, &receiver.url(), Some(SECRET))
-        .await
-        .unwrap();
-    let client = redis::Client::open(host.stack().config.redis_url.as_str()).unwrap();
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe("weir:events:acme").await.unwrap();
+    let (receiver, mut pubsub) = acme_webhook_and_channel(&host).await;
     let token = host.api_token("acme").await;
 
     let mut meter = host.device("m1", "acme").await;

@@ -75,10 +75,7 @@ impl AlertChange {
     /// `value` the point's value (`null` for no-data). What people do through the API has the
     /// same shape (see [`AlertEvent::action_json`]).
     pub fn to_json(&self, event_id: Option<i64>) -> Json {
-        let value = self
-            .value_json
-            .as_deref()
-            .and_then(|text| serde_json::from_str::<Json>(text).ok());
+        let value = value_of(self.value_json.as_deref());
         json!({
             "event_id": event_id,
             "kind": self.kind.as_str(),
@@ -95,6 +92,14 @@ impl AlertChange {
             "message": self.message,
         })
     }
+}
+
+/// A point's value as change documents carry it: the stored JSON text parsed, `null` when there
+/// is none (a no-data raise).
+fn value_of(value_json: Option<&str>) -> Json {
+    value_json
+        .and_then(|text| serde_json::from_str::<Json>(text).ok())
+        .unwrap_or(Json::Null)
 }
 
 /// One row of `alert_events`, timestamps in unix milliseconds.
@@ -158,10 +163,7 @@ impl AlertEvent {
     /// (so every channel carries one kind of document): `kind` is the action, `by` is `api`,
     /// `ts` the action's time, `value` and `message` the raise's.
     pub fn action_json(&self, action: AlertAction) -> Json {
-        let value = self
-            .value_json
-            .as_deref()
-            .and_then(|text| serde_json::from_str::<Json>(text).ok());
+        let value = value_of(self.value_json.as_deref());
         let ts = match action {
             AlertAction::Acknowledge => self.acknowledged_at_ms,
             AlertAction::Clear => self.cleared_at_ms,
