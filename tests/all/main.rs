@@ -17,6 +17,7 @@ mod query_http;
 mod registry;
 mod rules_registry;
 mod services;
+mod shutdown;
 mod signing;
 mod simulation;
 mod spin_manifest;

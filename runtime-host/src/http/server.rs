@@ -2,6 +2,11 @@
 //! API listener with a certificate) and mutual TLS (the device listener, where the peer's
 //! certificate becomes the request's identity before any byte of HTTP is read). Each
 //! connection runs on its own task; a failed connection ends alone.
+//!
+//! When `shutdown` turns true a listener stops accepting and drains its connections: idle
+//! HTTP/1.1 keep-alive connections are closed, HTTP/2 connections get a GOAWAY, and requests in
+//! flight finish (a batch being stored is answered) for up to [`DRAIN_TIMEOUT`]; then the
+//! accept loop returns, so that `Host::shutdown` ends once the connections did.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,6 +19,7 @@ use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -24,10 +30,14 @@ use crate::metrics::Metrics;
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping listener waits for its connections' requests in flight. Under
+/// Kubernetes' default 30 s termination grace period.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves HTTP/1.1 and HTTP/2 on `io` with `handle` until the connection closes. The body `B`
-/// may be a stream ([`super::body::ResponseBody`]): hyper writes each frame as it comes.
-async fn serve_connection<I, H, F, B>(io: I, handle: H)
+/// Serves HTTP/1.1 and HTTP/2 on `io` with `handle` until the connection closes, or closes it
+/// gracefully once `watcher`'s listener drains. The body `B` may be a stream
+/// ([`super::body::ResponseBody`]): hyper writes each frame as it comes.
+async fn serve_connection<I, H, F, B>(io: I, handle: H, watcher: Watcher)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
@@ -38,15 +48,34 @@ where
         let handle = handle.clone();
         async move { Ok::<_, Infallible>(handle(request).await) }
     });
-    if let Err(error) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(io), service)
-        .await
-    {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(error) = watcher.watch(connection.into_owned()).await {
         tracing::debug!(%error, "connection ended with an error");
     }
 }
 
-/// Accepts plain connections until `shutdown` turns true.
+/// Closes the connections `graceful` watches, waiting at most [`DRAIN_TIMEOUT`] for their
+/// requests in flight.
+async fn drain(graceful: GracefulShutdown, listener: &'static str) {
+    let open = graceful.count();
+    if open == 0 {
+        return;
+    }
+    tracing::info!(listener, open, "draining connections");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener,
+            timeout_s = DRAIN_TIMEOUT.as_secs(),
+            "connections still busy after the drain timeout; dropping them"
+        );
+    }
+}
+
+/// Accepts plain connections until `shutdown` turns true, then drains them.
 pub async fn serve_plain<H, F, B>(
     listener: TcpListener,
     handle: H,
@@ -56,13 +85,15 @@ pub async fn serve_plain<H, F, B>(
     F: Future<Output = hyper::Response<B>> + Send + 'static,
     B: Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
+    let graceful = GracefulShutdown::new();
     while let Some((stream, _)) = next_connection(&listener, &mut shutdown).await {
-        tokio::spawn(serve_connection(stream, handle.clone()));
+        tokio::spawn(serve_connection(stream, handle.clone(), graceful.watcher()));
     }
+    drain(graceful, "api").await;
 }
 
-/// Accepts TLS connections (no client certificate) until `shutdown` turns true: the API
-/// listener when it has a certificate.
+/// Accepts TLS connections (no client certificate) until `shutdown` turns true, then drains
+/// them: the API listener when it has a certificate.
 pub async fn serve_https<H, F, B>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -74,19 +105,22 @@ pub async fn serve_https<H, F, B>(
     B: Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
     while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {
-        let (acceptor, handle) = (acceptor.clone(), handle.clone());
+        let (acceptor, handle, watcher) = (acceptor.clone(), handle.clone(), graceful.watcher());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve_connection(stream, handle).await,
+                Ok(Ok(stream)) => serve_connection(stream, handle, watcher).await,
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "API TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "API TLS handshake timed out"),
             }
         });
     }
+    drain(graceful, "api").await;
 }
 
-/// Accepts mutual-TLS connections until `shutdown` turns true. Only a certificate from the
+/// Accepts mutual-TLS connections until `shutdown` turns true, then drains them. Only a
+/// certificate from the
 /// configured CA, valid and not revoked, gets past the handshake; its CN and O become the
 /// [`DeviceIdentity`] handed to `handle` with every request on that connection.
 pub async fn serve_devices<H, F>(
@@ -99,9 +133,10 @@ pub async fn serve_devices<H, F>(
     H: Fn(DeviceIdentity, hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
+    let graceful = GracefulShutdown::new();
     while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-        let (handle, metrics) = (handle.clone(), metrics.clone());
+        let (handle, metrics, watcher) = (handle.clone(), metrics.clone(), graceful.watcher());
         tokio::spawn(async move {
             let stream =
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -131,9 +166,15 @@ pub async fn serve_devices<H, F>(
                 None => return,
             };
             tracing::debug!(%peer, device = %identity.device, org = %identity.org, "device connected");
-            serve_connection(stream, move |request| handle(identity.clone(), request)).await;
+            serve_connection(
+                stream,
+                move |request| handle(identity.clone(), request),
+                watcher,
+            )
+            .await;
         });
     }
+    drain(graceful, "devices").await;
 }
 
 /// The next accepted connection (with Nagle off), or `None` once `shutdown` turns true.
