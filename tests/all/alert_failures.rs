@@ -3,20 +3,27 @@
 //! and acknowledges the batch all the same, stops the alerter at its deadline, logs and counts the
 //! failure, and keeps evaluating the batches that follow.
 
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 
 use crate::alerting::host_with_rule_files;
-use crate::ingest::harness::{TestHost, batch, now_ms, ok, point};
+use crate::ingest::harness::{TestHost, batch, now_ms, ok, point, wait_until};
 use crate::support::component_path;
 
 /// A host whose alerter is the hostile one, with a short deadline, and its rules directory
 /// (kept alive by the caller), whose one file gives the hostile alerter its rule.
 async fn host_with_hostile_alerter() -> (TestHost, tempfile::TempDir) {
+    host_with_hostile_alerter_for(Duration::from_millis(200)).await
+}
+
+/// [`host_with_hostile_alerter`] with the alerter's deadline `deadline`.
+async fn host_with_hostile_alerter_for(deadline: Duration) -> (TestHost, tempfile::TempDir) {
     let component = component_path("test/hostile-alerter.wasm");
     // The hostile alerter accepts any rule file as one rule watching every key.
     host_with_rule_files(&[("acme.toml", "# any rules\n")], move |config| {
         config.alerting.component = component;
-        config.alerting.deadline_ms = Some(200);
+        config.alerting.deadline_ms = Some(deadline.as_millis() as u64);
     })
     .await
 }
@@ -74,4 +81,46 @@ async fn a_trapping_alerter_is_counted_and_the_batch_is_stored() {
     ok(&meter.submit(&calm).await);
     assert_eq!(host.count(meter.id()).await, 2);
     assert_eq!(alert_failures(&host, "function_trapped").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_looping_alerter_holds_up_nothing_else_while_it_runs() {
+    const LOOPS_FOR: Duration = Duration::from_secs(3);
+    let (host, _rules) = host_with_hostile_alerter_for(LOOPS_FOR).await;
+    let mut looping_meter = host.device("m1", "acme").await;
+    let mut calm_meter = host.device("m2", "acme").await;
+    let t = now_ms();
+    let looping = batch(
+        "loop-1",
+        vec![
+            point("hostile.loop", json!(1), t),
+            point("meter.1.energy", json!(5), t),
+        ],
+    );
+    let started = Instant::now();
+    let in_flight = tokio::spawn(async move { looping_meter.submit(&looping).await });
+
+    // The call yields at every epoch tick: the rest of the host (and this test) goes on.
+    wait_until("the looping batch is stored", LOOPS_FOR / 2, async || {
+        host.count(&weir_storage::DeviceRef::new("acme", "m1"))
+            .await
+            == 2
+    })
+    .await;
+    let calm = batch("calm-1", vec![point("meter.1.energy", json!(6), t)]);
+    let receipt = ok(&calm_meter.submit(&calm).await);
+    assert_eq!(receipt["accepted"], json!(1), "{receipt}");
+    assert!(
+        !in_flight.is_finished(),
+        "another device was answered after {:?}, while the alerter still looped",
+        started.elapsed()
+    );
+
+    let receipt = ok(&in_flight.await.unwrap());
+    assert_eq!(receipt["accepted"], json!(2), "{receipt}");
+    assert!(
+        started.elapsed() >= LOOPS_FOR,
+        "stopped by its deadline only"
+    );
+    assert_eq!(alert_failures(&host, "function_deadline_exceeded").await, 1);
 }

@@ -14,7 +14,9 @@ use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, InstancePre, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 
 use super::artifacts::{ArtifactCache, CacheOutcome};
 use super::error::{CallError, LoadError};
@@ -209,8 +211,19 @@ impl FunctionEngine {
         let state = InstanceState::with_capabilities(limits.memory_bytes, capabilities);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.memory);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(deadline));
+        // At every epoch tick the call yields to the executor, so that a long or looping call
+        // never holds a worker thread (and the tasks queued on it) for its whole deadline; once
+        // the deadline's ticks are spent it is interrupted (`Trap::Interrupt`).
+        let mut ticks_left = deadline_ticks(deadline);
+        store.epoch_deadline_callback(move |_| {
+            ticks_left = ticks_left.saturating_sub(1);
+            Ok(if ticks_left == 0 {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
         Ok(Call {
             store,
             limits,
