@@ -28,6 +28,17 @@ async fn host_with_hostile_alerter_for(deadline: Duration) -> (TestHost, tempfil
     .await
 }
 
+/// A batch whose `hostile.loop` point makes the hostile alerter loop, with a point beside it.
+fn looping_batch(t: i64) -> serde_json::Value {
+    batch(
+        "loop-1",
+        vec![
+            point("hostile.loop", json!(1), t),
+            point("meter.1.energy", json!(5), t),
+        ],
+    )
+}
+
 /// The value of `weir_alert_failures_total{code}` on the host's `/metrics` (0 when absent).
 async fn alert_failures(host: &TestHost, code: &str) -> u64 {
     let (_, metrics) = host.api_get("/metrics").await;
@@ -44,13 +55,7 @@ async fn a_looping_alerter_is_stopped_by_its_deadline_and_the_batch_is_stored() 
     let mut meter = host.device("m1", "acme").await;
     let t = now_ms();
 
-    let looping = batch(
-        "loop-1",
-        vec![
-            point("hostile.loop", json!(1), t),
-            point("meter.1.energy", json!(5), t),
-        ],
-    );
+    let looping = looping_batch(t);
     let receipt = ok(&meter.submit(&looping).await);
     assert_eq!(receipt["accepted"], json!(2), "{receipt}");
     assert_eq!(host.count(meter.id()).await, 2);
@@ -90,13 +95,7 @@ async fn a_looping_alerter_holds_up_nothing_else_while_it_runs() {
     let mut looping_meter = host.device("m1", "acme").await;
     let mut calm_meter = host.device("m2", "acme").await;
     let t = now_ms();
-    let looping = batch(
-        "loop-1",
-        vec![
-            point("hostile.loop", json!(1), t),
-            point("meter.1.energy", json!(5), t),
-        ],
-    );
+    let looping = looping_batch(t);
     let started = Instant::now();
     let in_flight = tokio::spawn(async move { looping_meter.submit(&looping).await });
 

@@ -75,11 +75,55 @@ impl AlertChange {
     /// `value` the point's value (`null` for no-data). What people do through the API has the
     /// same shape (see [`AlertEvent::action_json`]).
     pub fn to_json(&self, event_id: Option<i64>) -> Json {
-        let value = value_of(self.value_json.as_deref());
+        ChangeDocument {
+            event_id,
+            kind: self.kind.as_str(),
+            by: "alerter",
+            org: &self.org,
+            device: &self.device,
+            key: &self.key,
+            rule_id: &self.rule_id,
+            rule_version: self.rule_version,
+            trigger: &self.trigger,
+            severity: &self.severity,
+            ts: self.ts_ms,
+            value_json: self.value_json.as_deref(),
+            message: &self.message,
+        }
+        .to_json()
+    }
+}
+
+/// The fields of a change document, in the one place that shapes it, so that what the alerter
+/// and what people do stay one kind of document.
+struct ChangeDocument<'a> {
+    event_id: Option<i64>,
+    kind: &'a str,
+    by: &'a str,
+    org: &'a str,
+    device: &'a str,
+    key: &'a str,
+    rule_id: &'a str,
+    rule_version: i32,
+    trigger: &'a str,
+    severity: &'a str,
+    ts: i64,
+    /// The point's value as stored JSON text; `null` in the document when there is none (a
+    /// no-data raise).
+    value_json: Option<&'a str>,
+    message: &'a str,
+}
+
+impl ChangeDocument<'_> {
+    fn to_json(&self) -> Json {
+        let value = self
+            .value_json
+            .and_then(|text| serde_json::from_str::<Json>(text).ok())
+            .unwrap_or(Json::Null);
         json!({
-            "event_id": event_id,
-            "kind": self.kind.as_str(),
-            "by": "alerter",
+            "event_id": self.event_id,
+            "kind": self.kind,
+            "by": self.by,
             "org": self.org,
             "device": self.device,
             "key": self.key,
@@ -87,19 +131,11 @@ impl AlertChange {
             "rule_version": self.rule_version,
             "trigger": self.trigger,
             "severity": self.severity,
-            "ts": self.ts_ms,
+            "ts": self.ts,
             "value": value,
             "message": self.message,
         })
     }
-}
-
-/// A point's value as change documents carry it: the stored JSON text parsed, `null` when there
-/// is none (a no-data raise).
-fn value_of(value_json: Option<&str>) -> Json {
-    value_json
-        .and_then(|text| serde_json::from_str::<Json>(text).ok())
-        .unwrap_or(Json::Null)
 }
 
 /// One row of `alert_events`, timestamps in unix milliseconds.
@@ -163,26 +199,26 @@ impl AlertEvent {
     /// (so every channel carries one kind of document): `kind` is the action, `by` is `api`,
     /// `ts` the action's time, `value` and `message` the raise's.
     pub fn action_json(&self, action: AlertAction) -> Json {
-        let value = value_of(self.value_json.as_deref());
         let ts = match action {
             AlertAction::Acknowledge => self.acknowledged_at_ms,
             AlertAction::Clear => self.cleared_at_ms,
         };
-        json!({
-            "event_id": self.id,
-            "kind": action.as_str(),
-            "by": "api",
-            "org": self.org,
-            "device": self.device,
-            "key": self.key,
-            "rule_id": self.rule_id,
-            "rule_version": self.rule_version,
-            "trigger": self.trigger,
-            "severity": self.severity,
-            "ts": ts.unwrap_or(self.updated_at_ms),
-            "value": value,
-            "message": self.message,
-        })
+        ChangeDocument {
+            event_id: Some(self.id),
+            kind: action.as_str(),
+            by: "api",
+            org: &self.org,
+            device: &self.device,
+            key: &self.key,
+            rule_id: &self.rule_id,
+            rule_version: self.rule_version,
+            trigger: &self.trigger,
+            severity: &self.severity,
+            ts: ts.unwrap_or(self.updated_at_ms),
+            value_json: self.value_json.as_deref(),
+            message: &self.message,
+        }
+        .to_json()
     }
 }
 
