@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
-use crate::functions::signature::PrivateKey;
-use crate::functions::{FunctionEngine, ValidatorFunction};
-use crate::registry::{FunctionName, FunctionRegistry, Readiness};
 use crate::telemetry::{self, LogFormat};
+use weir_config::Config;
+use weir_pipeline::registry::{FunctionName, FunctionRegistry, Readiness};
+use weir_runtime::signature::PrivateKey;
+use weir_runtime::{FunctionEngine, ValidatorFunction};
 
 /// Weir: edge ingest for IoT meter data.
 ///
@@ -490,7 +490,7 @@ async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
             if org.trim().is_empty() {
                 anyhow::bail!("--org must name an organisation");
             }
-            crate::alerting::webhooks::check_url(&url).context("--url")?;
+            weir_webhooks::check_url(&url).context("--url")?;
             if secret.as_deref().is_some_and(|s| s.len() < 16) {
                 anyhow::bail!("--secret must be at least 16 characters (or omitted: one is made)");
             }
@@ -868,7 +868,7 @@ fn check_function(file: &std::path::Path) -> anyhow::Result<()> {
     println!(
         "{}: ok, implements {} (sha256 {}, compiled and linked in {:.0} ms)",
         file.display(),
-        crate::functions::validator::WORLD,
+        weir_runtime::validator::WORLD,
         validator.digest(),
         started.elapsed().as_secs_f64() * 1e3
     );

@@ -10,27 +10,25 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use weir_config::Config;
+use weir_metrics::Metrics;
+use weir_pipeline::alerting::Alerting;
+use weir_pipeline::ingest::Ingest;
+use weir_pipeline::ingest::rate_limit::RateLimiter;
+use weir_pipeline::registry::{self, FunctionName, FunctionRegistry, VALIDATOR_FILE};
 use weir_pki::ReloadingServerConfig;
-use weir_storage::{LatestCache, MetadataChange, Storage};
-
-use crate::alerting::Alerting;
-use crate::api::Api;
-use crate::api::event_stream::EventStreams;
-use crate::api::query::QueryApi;
-use crate::capabilities::{HostCapabilities, PostgresBackend, RedisAccess, RedisBackend};
-use crate::config::Config;
-use crate::device_api::{DeviceApi, Renewal};
-use crate::functions::{FunctionEngine, FunctionSlot, HttpFunction, ValidatorFunction};
-use crate::http::server::{serve_devices, serve_https, serve_plain};
-use crate::ingest::Ingest;
-use crate::ingest::rate_limit::RateLimiter;
-use crate::metrics::Metrics;
-use crate::registry::{self, FunctionName, FunctionRegistry};
-
-/// File name of the default validator inside the functions directory.
-pub const VALIDATOR_FILE: &str = "validate.wasm";
+use weir_runtime::capabilities::{HostCapabilities, PostgresBackend, RedisAccess, RedisBackend};
+use weir_runtime::{FunctionEngine, FunctionSlot, HttpFunction, ValidatorFunction};
+use weir_storage::{LatestCache, Storage};
+use weir_surfaces::api::Api;
+use weir_surfaces::api::answer_cache::AnswerCache;
+use weir_surfaces::api::event_stream::EventStreams;
+use weir_surfaces::api::events::EventsApi;
+use weir_surfaces::api::query::QueryApi;
+use weir_surfaces::device_api::{DeviceApi, Renewal};
+use weir_surfaces::http::server::{serve_devices, serve_https, serve_plain};
 
 /// How often the host re-reads the CRL and certificates, and retries Redis repairs.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -45,11 +43,14 @@ pub struct Host {
     api_addr: SocketAddr,
     engine: FunctionEngine,
     registry: FunctionRegistry,
-    ingest: Arc<Ingest>,
+    validator: Arc<FunctionSlot<ValidatorFunction>>,
+    alerting: Option<Arc<Alerting>>,
     query: Option<Arc<QueryApi>>,
+    latest: LatestCache,
+    metrics: Arc<Metrics>,
     config: Arc<Config>,
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl Host {
@@ -64,7 +65,7 @@ impl Host {
                 .with_context(|| {
                     format!(
                         "connecting to PostgreSQL at {}",
-                        redact(&config.database_url)
+                        weir_config::redact_url(&config.database_url)
                     )
                 })?;
         let applied = storage.migrate().await.context("migrating the database")?;
@@ -77,16 +78,34 @@ impl Host {
 
         let latest = LatestCache::connect(&config.redis_url)
             .await
-            .with_context(|| format!("connecting to Redis at {}", config.redis_url))?;
+            .with_context(|| {
+                format!(
+                    "connecting to Redis at {}",
+                    weir_config::redact_url(&config.redis_url)
+                )
+            })?;
         let alerter = registry::initial_alerter(&registry, &metrics).await?;
         let rule_sets = registry::initial_rule_sets(&registry, alerter.as_ref(), &metrics).await;
         let alerting = Alerting::start(&config, alerter, rule_sets, &storage, &metrics).await?;
+        let answers = Arc::new(AnswerCache::new(config.query.answer_cache_entries));
         let ingest = Arc::new(
-            Ingest::new(config.clone(), validator, storage, latest, metrics.clone())
-                .with_alerting(alerting),
+            Ingest::new(
+                config.clone(),
+                validator.clone(),
+                storage.clone(),
+                latest.clone(),
+                metrics.clone(),
+            )
+            .with_alerting(alerting.clone())
+            .with_observer(answers.clone()),
         );
         let query = match query_function {
-            Some(function) => Some(Arc::new(query_api(&config, function, &ingest)?)),
+            Some(function) => Some(Arc::new(query_api(
+                &config,
+                function,
+                answers,
+                metrics.clone(),
+            )?)),
             None => None,
         };
 
@@ -109,7 +128,13 @@ impl Host {
         });
         let event_streams = EventStreams::new(metrics.clone());
         let api = Arc::new(Api {
-            ingest: ingest.clone(),
+            storage: storage.clone(),
+            latest: latest.clone(),
+            metrics: metrics.clone(),
+            events: EventsApi {
+                storage: storage.clone(),
+                alerting: alerting.clone(),
+            },
             query: query.clone(),
             event_streams: event_streams.clone(),
         });
@@ -123,14 +148,14 @@ impl Host {
         let device_addr = device_listener.local_addr()?;
         let api_addr = api_listener.local_addr()?;
 
-        let (shutdown, _) = watch::channel(false);
-        let mut tasks = JoinSet::new();
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
         tasks.spawn(serve_devices(
             device_listener,
             tls.clone(),
             metrics.clone(),
             move |identity, request| device_api.clone().handle(identity, request),
-            shutdown.subscribe(),
+            shutdown.clone(),
         ));
         let handle_api = move |request| api.clone().handle(request);
         match (&config.tls.api_cert, &config.tls.api_key) {
@@ -141,28 +166,24 @@ impl Host {
                     api_listener,
                     api_tls,
                     handle_api,
-                    shutdown.subscribe(),
+                    shutdown.clone(),
                 ));
             }
             _ => {
-                tasks.spawn(serve_plain(api_listener, handle_api, shutdown.subscribe()));
+                tasks.spawn(serve_plain(api_listener, handle_api, shutdown.clone()));
             }
         }
-        tasks.spawn(event_streams.run(config.redis_url.clone(), shutdown.subscribe()));
+        tasks.spawn(event_streams.run(config.redis_url.clone(), shutdown.clone()));
         tasks.spawn(watch_files_and_repair(
             tls,
             ingest.clone(),
-            shutdown.subscribe(),
+            shutdown.clone(),
         ));
-        tasks.spawn(maintain(
-            ingest.clone(),
-            config.clone(),
-            shutdown.subscribe(),
-        ));
+        tasks.spawn(maintain(storage.clone(), config.clone(), shutdown.clone()));
         let slots = registry::Slots {
-            validator: ingest.validator.clone(),
-            query: query.clone(),
-            alerting: ingest.alerting.clone(),
+            validator: validator.clone(),
+            query: query.as_ref().map(|query| query.function.clone()),
+            alerting: alerting.clone(),
         };
         let prepared = Arc::new(registry::Prepared::default());
         let host_id = registry::host_id();
@@ -170,7 +191,7 @@ impl Host {
         tasks.spawn(registry::stay_enrolled(
             registry.clone(),
             host_id.clone(),
-            shutdown.subscribe(),
+            shutdown.clone(),
         ));
         tasks.spawn(registry::prepare_staged(
             registry.clone(),
@@ -178,40 +199,41 @@ impl Host {
             prepared.clone(),
             host_id.clone(),
             metrics.clone(),
-            shutdown.subscribe(),
+            shutdown.clone(),
         ));
         tasks.spawn(registry::follow(
             registry.clone(),
             slots,
             prepared,
             metrics.clone(),
-            shutdown.subscribe(),
+            shutdown.clone(),
         ));
-        if let Some(alerting) = &ingest.alerting {
-            tasks.spawn(crate::alerting::stale::run(
+        if let Some(alerting) = &alerting {
+            tasks.spawn(weir_pipeline::alerting::stale::run(
                 alerting.clone(),
-                shutdown.subscribe(),
+                shutdown.clone(),
             ));
-            let webhooks = crate::alerting::webhooks::WebhookWorker::new(
-                &config,
-                ingest.storage.clone(),
-                metrics.clone(),
-            )?;
-            tasks.spawn(webhooks.run(shutdown.subscribe()));
+            let webhooks =
+                weir_webhooks::WebhookWorker::new(&config, storage.clone(), metrics.clone())?;
+            tasks.spawn(webhooks.run(shutdown.clone()));
         }
         tasks.spawn(follow_metadata_changes(
-            ingest.clone(),
+            ingest,
             config.database_url.clone(),
-            shutdown.subscribe(),
+            shutdown.clone(),
         ));
+        tasks.close();
         tracing::info!(%device_addr, %api_addr, region = %config.region, %host_id, "weir host started");
         Ok(Host {
             device_addr,
             api_addr,
             engine,
             registry,
-            ingest,
+            validator,
+            alerting,
             query,
+            latest,
+            metrics,
             config,
             shutdown,
             tasks,
@@ -228,9 +250,24 @@ impl Host {
         self.api_addr
     }
 
-    /// The ingest pipeline (for hot-swapping the validator and for tests).
-    pub fn ingest(&self) -> &Arc<Ingest> {
-        &self.ingest
+    /// The validator's slot (the version new batches are judged by).
+    pub fn validator(&self) -> &Arc<FunctionSlot<ValidatorFunction>> {
+        &self.validator
+    }
+
+    /// Alerting, when on.
+    pub fn alerting(&self) -> Option<&Arc<Alerting>> {
+        self.alerting.as_ref()
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The Redis latest values this host writes.
+    pub fn latest(&self) -> &LatestCache {
+        &self.latest
     }
 
     /// The function registry this host follows (for deploys from the host's process, and tests).
@@ -246,9 +283,9 @@ impl Host {
         }
         let path = self.config.functions_dir.join(VALIDATOR_FILE);
         let candidate = ValidatorFunction::load_file(&self.engine, &path)?;
-        crate::serve::self_check(&candidate, &self.config).await?;
-        let old = self.ingest.validator.replace(candidate);
-        tracing::info!(old = %old.digest(), new = %self.ingest.validator.current().digest(), "validator swapped");
+        weir_pipeline::self_check::self_check(&candidate, &self.config).await?;
+        let old = self.validator.replace(candidate);
+        tracing::info!(old = %old.digest(), new = %self.validator.current().digest(), "validator swapped");
         Ok(())
     }
 
@@ -260,7 +297,7 @@ impl Host {
     /// Reloads the alert rules from the rules directory; the old rules stay if a file is refused.
     /// Without alerting there is nothing to reload.
     pub async fn reload_alert_rules(&self) -> anyhow::Result<()> {
-        match &self.ingest.alerting {
+        match &self.alerting {
             Some(alerting) => alerting.reload_rules().await,
             None => Ok(()),
         }
@@ -297,15 +334,20 @@ impl Host {
         Ok(assigned)
     }
 
-    /// Stops accepting connections and ends the background tasks.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+    /// Stops accepting connections, drains them and ends the background tasks.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.wait().await;
     }
 }
 
 /// The query API over the host's database and Redis, with the configured grants.
-fn query_api(config: &Config, function: HttpFunction, ingest: &Ingest) -> anyhow::Result<QueryApi> {
+fn query_api(
+    config: &Config,
+    function: HttpFunction,
+    answers: Arc<AnswerCache>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<QueryApi> {
     // A store the capabilities cannot address (a Unix socket, TLS Redis) is left out: the
     // component then gets errors from `open`, and the rest of the query API still works.
     let postgres = PostgresBackend::read_only(
@@ -336,8 +378,8 @@ fn query_api(config: &Config, function: HttpFunction, ingest: &Ingest) -> anyhow
     Ok(QueryApi {
         function: Arc::new(FunctionSlot::new(function)),
         granted,
-        answers: ingest.answers.clone(),
-        metrics: ingest.metrics.clone(),
+        answers,
+        metrics,
     })
 }
 
@@ -346,44 +388,39 @@ fn query_api(config: &Config, function: HttpFunction, ingest: &Ingest) -> anyhow
 async fn watch_files_and_repair(
     tls: Arc<ReloadingServerConfig>,
     ingest: Arc<Ingest>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
+            () = shutdown.cancelled() => return,
         }
         match tls.reload_if_changed() {
             Ok(true) => tracing::info!("device TLS files changed; new connections use them"),
             Ok(false) => {}
             Err(error) => {
-                tracing::error!(%error, "cannot reload device TLS files; keeping the old ones")
+                tracing::error!(%error, "cannot reload device TLS files; keeping the old ones");
             }
         }
-        if ingest.repair.pending() > 0 {
-            match ingest
-                .repair
-                .repair_pending(&ingest.storage, &ingest.latest)
-                .await
-            {
-                Ok(report) => tracing::info!(?report, "Redis latest values repaired"),
-                Err(error) => tracing::debug!(%error, "Redis repair postponed"),
-            }
+        match ingest.repair_latest().await {
+            Some(Ok(report)) => tracing::info!(?report, "Redis latest values repaired"),
+            Some(Err(error)) => tracing::debug!(%error, "Redis repair postponed"),
+            None => {}
         }
     }
 }
 
 /// Creates partitions ahead and forgets old batch ids, hourly.
-async fn maintain(ingest: Arc<Ingest>, config: Arc<Config>, mut shutdown: watch::Receiver<bool>) {
+async fn maintain(storage: Storage, config: Arc<Config>, shutdown: CancellationToken) {
     let retention = Duration::from_secs(config.ingest.batch_retention_hours * 3600);
     let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
+            () = shutdown.cancelled() => return,
         }
-        match ingest.storage.maintain(retention).await {
+        match storage.maintain(retention).await {
             Ok(report) => tracing::info!(?report, "storage maintenance done"),
             Err(error) => tracing::warn!(%error, "storage maintenance failed; will retry"),
         }
@@ -394,7 +431,7 @@ async fn maintain(ingest: Arc<Ingest>, config: Arc<Config>, mut shutdown: watch:
 async fn follow_metadata_changes(
     ingest: Arc<Ingest>,
     database_url: String,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let mut listener = loop {
         match weir_storage::listen_metadata_changes(&database_url).await {
@@ -402,8 +439,8 @@ async fn follow_metadata_changes(
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for metadata changes yet; retrying");
                 tokio::select! {
-                    _ = tokio::time::sleep(WATCH_INTERVAL) => {}
-                    _ = shutdown.changed() => return,
+                    () = tokio::time::sleep(WATCH_INTERVAL) => {}
+                    () = shutdown.cancelled() => return,
                 }
             }
         }
@@ -411,25 +448,10 @@ async fn follow_metadata_changes(
     loop {
         tokio::select! {
             change = listener.next_change() => match change {
-                Some(MetadataChange::Device(device)) => ingest.metadata.invalidate(&device),
-                Some(MetadataChange::All) => ingest.metadata.invalidate_all(),
+                Some(change) => ingest.metadata_changed(&change),
                 None => return,
             },
-            _ = shutdown.changed() => return,
+            () = shutdown.cancelled() => return,
         }
-    }
-}
-
-/// A database URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
     }
 }

@@ -1,22 +1,17 @@
-//! Weir's runtime host: terminates device connections, runs the function components in a
-//! sandbox, and stores what they accept. The `weir` binary is a thin shell over this library;
-//! see `docs/ARCHITECTURE.md` for the map.
+//! The `weir` binary's library: the composition root. It reads the configuration, builds every
+//! part from the crates below and wires them together ([`host`]), and holds the command line
+//! ([`cli`]), `weir serve` ([`serve`]), the device simulator ([`simulate`]) and the device client
+//! it uses ([`device_client`]).
+//!
+//! Architecture invariant: nothing depends on this crate but its binary and the tests; the
+//! layers live in `runtime-host/crates/` (see `docs/ARCHITECTURE.md`), and this crate only
+//! wires them.
 
-pub mod alerting;
-pub mod api;
-pub mod capabilities;
 pub mod cli;
-pub mod config;
-pub mod device_api;
 pub mod device_client;
-pub mod functions;
 pub mod host;
-pub mod http;
-pub mod ingest;
-pub mod metrics;
-pub mod registry;
 pub mod serve;
 pub mod simulate;
 pub mod telemetry;
 
-pub use config::Config;
+pub use weir_config::Config;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use serde_json::{Value as Json, json};
-use weir::functions::alerter::{Rule, RuleState};
-use weir::functions::{AlerterFunction, CallError};
+use weir_runtime::alerter::{Rule, RuleState};
+use weir_runtime::{AlerterFunction, CallError};
 
 use crate::ingest::harness::{Device, TestHost, batch, now_ms, ok, point, wait_until};
 use crate::support::{component_path, engine};
@@ -463,9 +463,9 @@ async fn an_alerter_past_its_deadline_is_stopped() {
         })
         .collect();
     let points: Vec<_> = (0..1000)
-        .map(|i| weir::functions::alerter::Point {
+        .map(|i| weir_runtime::alerter::Point {
             key: format!("meter.{}.temperature", i % 10),
-            value: weir::functions::alerter::Value::Float(70.0 + (i % 30) as f64),
+            value: weir_runtime::alerter::Value::Float(70.0 + (i % 30) as f64),
             ts: 1_767_225_600_000 + i * 1000,
         })
         .collect();

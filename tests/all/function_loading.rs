@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use weir::functions::validator::{UnknownKeyPolicy, Value, Verdict};
-use weir::functions::{FunctionEngine, FunctionSlot, Limits, LoadError, ValidatorFunction};
+use weir_runtime::validator::{UnknownKeyPolicy, Value, Verdict};
+use weir_runtime::{FunctionEngine, FunctionSlot, Limits, LoadError, ValidatorFunction};
 
 use crate::support::{self, component_bytes, point};
 

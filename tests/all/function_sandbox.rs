@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use weir::functions::CallError;
-use weir::functions::validator::{UnknownKeyPolicy, Value, Verdict};
+use weir_runtime::CallError;
+use weir_runtime::validator::{UnknownKeyPolicy, Value, Verdict};
 
 use crate::support::{self, point};
 

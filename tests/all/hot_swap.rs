@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use weir::functions::validator::{UnknownKeyPolicy, Value, Verdict};
-use weir::functions::{FunctionSlot, ValidatorFunction};
+use weir_runtime::validator::{UnknownKeyPolicy, Value, Verdict};
+use weir_runtime::{FunctionSlot, ValidatorFunction};
 
 use crate::support::{self, HOSTILE_MARK, point};
 

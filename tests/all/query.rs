@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::{Method, StatusCode};
 use serde_json::{Value as Json, json};
-use weir::capabilities::{ComponentGrants, HostCapabilities};
-use weir::functions::{CallError, FunctionEngine, HttpFunction, Limits, LoadError};
+use weir_runtime::capabilities::{ComponentGrants, HostCapabilities};
+use weir_runtime::{CallError, FunctionEngine, HttpFunction, Limits, LoadError};
 
 use crate::ingest::harness::{Device, TestHost, batch, now_ms, ok, point};
 use crate::support::{HOSTILE, component_bytes, component_path};
@@ -353,11 +353,11 @@ async fn a_flood_of_query_calls_leaves_validator_slots_free() {
                 .validate(
                     &[crate::support::point(
                         &format!("meter.k{i}"),
-                        weir::functions::validator::Value::Float(1.0),
+                        weir_runtime::validator::Value::Float(1.0),
                     )],
                     &[],
                     crate::support::policy(
-                        weir::functions::validator::UnknownKeyPolicy::AcceptUntyped,
+                        weir_runtime::validator::UnknownKeyPolicy::AcceptUntyped,
                     ),
                 )
                 .await

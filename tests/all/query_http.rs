@@ -96,7 +96,7 @@ async fn history(host: &TestHost, path: &str, token: &str) -> (Vec<(i64, Json)>,
 }
 
 fn cache_count(host: &TestHost, outcome: &str) -> u64 {
-    let metrics = host.host().ingest().metrics.encode();
+    let metrics = host.host().metrics().encode();
     let prefix = format!("weir_query_answer_cache_total{{code=\"{outcome}\"}} ");
     metrics
         .lines()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use weir::Config;
 use weir::host::Host;
-use weir::registry::{FunctionName, FunctionRegistry};
+use weir_pipeline::registry::{FunctionName, FunctionRegistry};
 use weir_pki::ClientAlpn;
 use weir_storage::{ArtifactKind, DeviceRef};
 
@@ -39,7 +39,7 @@ pub(crate) async fn registry(test: &TestHost, state: &tempfile::TempDir) -> Func
 
 /// The digest of the validator `host` runs.
 pub(crate) fn validator_of(host: &Host) -> String {
-    host.ingest().validator.current().digest().to_owned()
+    host.validator().current().digest().to_owned()
 }
 
 /// A host of region `region` on the same servers as `test`.
@@ -150,7 +150,7 @@ async fn registry_deploy_reaches_every_host_of_the_region_within_a_second_and_no
     );
 
     // Past the periodic check as well: region b never ran anything but its own version.
-    tokio::time::sleep(weir::registry::CHECK_INTERVAL + Duration::from_millis(500)).await;
+    tokio::time::sleep(weir_pipeline::registry::CHECK_INTERVAL + Duration::from_millis(500)).await;
     assert_eq!(validator_of(&other_region), v1, "region b is untouched");
     assert!(
         registry
@@ -271,7 +271,7 @@ async fn registry_version_a_host_cannot_load_is_refused_there_and_counted() {
         .deploy_artifact(&region, "validator", ArtifactKind::Validator, b"not wasm")
         .await
         .unwrap();
-    let metrics = &test.host().ingest().metrics;
+    let metrics = &test.host().metrics();
     let started = Instant::now();
     while !metrics
         .encode()
@@ -284,7 +284,7 @@ async fn registry_version_a_host_cannot_load_is_refused_there_and_counted() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(weir::registry::CHECK_INTERVAL + Duration::from_millis(500)).await;
+    tokio::time::sleep(weir_pipeline::registry::CHECK_INTERVAL + Duration::from_millis(500)).await;
     assert_eq!(
         validator_of(test.host()),
         running,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 use weir::host::Host;
-use weir::registry::FunctionName;
+use weir_pipeline::registry::FunctionName;
 use weir_pki::ClientAlpn;
 use weir_storage::{DeviceRef, artifact_sha256};
 
@@ -41,7 +41,7 @@ fn hot_rules(version: u32, threshold: u32) -> String {
 
 /// The version (SHA-256 of the text) of `org`'s rule set `host` evaluates with, if any.
 fn rules_of(host: &Host, org: &str) -> Option<String> {
-    let alerting = host.ingest().alerting.as_ref().expect("alerting is on");
+    let alerting = host.alerting().expect("alerting is on");
     alerting
         .rules()
         .current()
@@ -51,7 +51,7 @@ fn rules_of(host: &Host, org: &str) -> Option<String> {
 
 /// The digest of the alerter `host` runs.
 fn alerter_of(host: &Host) -> String {
-    let alerting = host.ingest().alerting.as_ref().expect("alerting is on");
+    let alerting = host.alerting().expect("alerting is on");
     alerting.function.current().digest().to_owned()
 }
 
@@ -279,7 +279,7 @@ async fn rules_applied_to_a_region_reach_its_hosts_within_a_second_and_no_other_
     );
 
     // Past the periodic check as well: region b never got a rule set.
-    tokio::time::sleep(weir::registry::CHECK_INTERVAL + Duration::from_millis(500)).await;
+    tokio::time::sleep(weir_pipeline::registry::CHECK_INTERVAL + Duration::from_millis(500)).await;
     assert_eq!(rules_of(&other_region, ORG), None, "region b is untouched");
     assert!(
         registry.rollback_rules(ORG, "b").await.is_err(),
@@ -373,7 +373,7 @@ async fn alerter_deployed_to_a_region_swaps_live_on_its_hosts_and_keeps_their_ru
         .rollback(FunctionName::Alerter, &region)
         .await
         .expect_err("the region ran no registry alerter before");
-    tokio::time::sleep(weir::registry::CHECK_INTERVAL + Duration::from_millis(500)).await;
+    tokio::time::sleep(weir_pipeline::registry::CHECK_INTERVAL + Duration::from_millis(500)).await;
     assert_eq!(alerter_of(&other_region), v1, "region b is untouched");
     for host in [second, other_region] {
         host.shutdown().await;

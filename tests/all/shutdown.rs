@@ -9,9 +9,9 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use weir::http::server::DRAIN_TIMEOUT;
 use weir_pki::ClientAlpn;
 use weir_storage::DeviceRef;
+use weir_surfaces::http::server::DRAIN_TIMEOUT;
 use weir_tests::stack::SERVER_NAME;
 
 use crate::ingest::harness::{TestHost, batch, now_ms, point};

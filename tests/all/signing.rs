@@ -2,8 +2,8 @@
 //! components signed with its private half — from its functions directory at start and from the
 //! registry at deploy — and refuses unsigned or foreign-signed ones, saying why.
 
-use weir::functions::signature::PrivateKey;
-use weir::registry::FunctionName;
+use weir_pipeline::registry::FunctionName;
+use weir_runtime::signature::PrivateKey;
 
 use crate::ingest::harness::{TestHost, batch, now_ms, ok, point};
 use crate::registry::{registry, until_all_run, validator_of};

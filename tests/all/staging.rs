@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use weir::Config;
-use weir::functions::signature::PrivateKey;
-use weir::registry::{FunctionName, FunctionRegistry, LIVE_WITHIN};
+use weir_pipeline::registry::{FunctionName, FunctionRegistry, LIVE_WITHIN};
+use weir_runtime::signature::PrivateKey;
 
 use crate::ingest::harness::TestHost;
 use crate::registry::{SWITCH_WITHIN, registry, until_all_run, validator_of};

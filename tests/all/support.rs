@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use weir::functions::validator::{KeyMetadata, Point, Policy, UnknownKeyPolicy, Value};
-use weir::functions::{FunctionEngine, Limits, ValidatorFunction};
+use weir_runtime::validator::{KeyMetadata, Point, Policy, UnknownKeyPolicy, Value};
+use weir_runtime::{FunctionEngine, Limits, ValidatorFunction};
 pub use weir_tests::{component_bytes, component_path};
 
 /// The default validator's component.
@@ -56,7 +56,7 @@ pub fn policy(unknown_keys: UnknownKeyPolicy) -> Policy {
 }
 
 /// Metadata without range or value map.
-pub fn meta(key: &str, data_type: weir::functions::validator::DataType) -> KeyMetadata {
+pub fn meta(key: &str, data_type: weir_runtime::validator::DataType) -> KeyMetadata {
     KeyMetadata {
         key: key.to_string(),
         data_type,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use weir::functions::validator::{
+use weir_runtime::validator::{
     DataType, KeyMetadata, Point, Reason, UnknownKeyPolicy, Value, Verdict,
 };
 

@@ -875,10 +875,10 @@ fn the_hosts_signature_is_what_receivers_verify() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let header = weir::alerting::webhooks::signature_header(SECRET, now, body);
+    let header = weir_webhooks::signature_header(SECRET, now, body);
     assert!(verify(SECRET, &header, body));
     assert!(!verify("wrong-secret", &header, body));
-    let old = weir::alerting::webhooks::signature_header(SECRET, now - 3600, body);
+    let old = weir_webhooks::signature_header(SECRET, now - 3600, body);
     assert!(
         !verify(SECRET, &old, body),
         "an hour-old signature is refused"

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use weir::Config;
 use weir::host::Host;
-use weir::registry::{FunctionName, FunctionRegistry};
+use weir_pipeline::registry::{FunctionName, FunctionRegistry};
 use weir_storage::Storage;
 use weir_tests::stack::Stack;
 use weir_tests::with_custom_section;
@@ -244,7 +244,7 @@ fn rule_set(version: u32) -> String {
 
 /// The version (SHA-256 of the text) of `org`'s rule set `host` evaluates with, if any.
 fn rules_of(host: &Host, org: &str) -> Option<String> {
-    let alerting = host.ingest().alerting.as_ref()?;
+    let alerting = host.alerting()?;
     alerting
         .rules()
         .current()
@@ -324,12 +324,10 @@ impl Bench<'_> {
 fn running(host: &Host, name: FunctionName) -> String {
     match name {
         FunctionName::Alerter => host
-            .ingest()
-            .alerting
-            .as_ref()
+            .alerting()
             .map(|alerting| alerting.function.current().digest().to_owned())
             .unwrap_or_default(),
-        _ => host.ingest().validator.current().digest().to_owned(),
+        _ => host.validator().current().digest().to_owned(),
     }
 }
 

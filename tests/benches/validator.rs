@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use weir::functions::validator::{
+use weir_runtime::validator::{
     DataType, KeyMetadata, Point, Policy, UnknownKeyPolicy, Value, Verdict,
 };
-use weir::functions::{FunctionEngine, Limits, ValidatorFunction};
+use weir_runtime::{FunctionEngine, Limits, ValidatorFunction};
 use weir_tests::{component_path, native};
 
 const BATCH: usize = 100;

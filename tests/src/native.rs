@@ -1,7 +1,7 @@
 //! Conversions between the host's WIT types and the validator library's native types, so tests
 //! and benchmarks can run the same batch through the component and through the library.
 
-use weir::functions::validator as wit;
+use weir_runtime::validator as wit;
 use weir_validate as lib;
 
 /// A WIT point as a library point.

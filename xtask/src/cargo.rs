@@ -2,7 +2,7 @@
 //! the workspace root, and a failure names the exact command line so it can be re-run by hand.
 
 use std::ffi::OsStr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
@@ -26,6 +26,21 @@ pub fn run(command: &mut Command) -> Result<()> {
         bail!("`{line}` failed ({status})");
     }
     Ok(())
+}
+
+/// Runs `command` and returns what it wrote to stdout (its stderr is shown), failing unless it
+/// exits successfully.
+pub fn output(command: &mut Command) -> Result<String> {
+    let line = command_line(command);
+    eprintln!("==> {line}");
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run `{line}`"))?;
+    if !output.status.success() {
+        bail!("`{line}` failed ({})", output.status);
+    }
+    String::from_utf8(output.stdout).with_context(|| format!("`{line}` printed invalid UTF-8"))
 }
 
 /// `command` as a shell line a person can copy: environment assignments first, the cargo binary

@@ -1,5 +1,6 @@
-//! `cargo xtask`: Weir's project workflows (set up a machine, build the function components, run
-//! every check, start Weir locally, benchmark), written in Rust rather than shell scripts.
+//! `cargo xtask`: Weir's project workflows (set up a machine, build the function components, check
+//! the house rules, run every check, start Weir locally, benchmark), written in Rust rather than
+//! shell scripts.
 //!
 //! `cargo xtask` is an alias (`.cargo/config.toml`) for running this crate in release mode, so it
 //! shares the release build directory with the host, the tests and the benchmarks. One module per
@@ -12,6 +13,7 @@ mod components;
 mod run;
 mod setup;
 mod test;
+mod tidy;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -40,7 +42,8 @@ enum Task {
     /// Builds every component crate for wasm32-wasip2 in release mode and copies each `.wasm` to
     /// where Weir and its tests load it: target/functions (test-only components under test/).
     Components,
-    /// Run every check CI runs: setup, components, rustfmt, clippy, then all tests in release.
+    /// Run every check CI runs: setup, components, rustfmt, tidy, clippy, then all tests in
+    /// release.
     ///
     /// Arguments after `--` go to `cargo test`, e.g. `cargo xtask test -- -p weir-tests
     /// resent_batch -- --nocapture`. Tests find the components through WEIR_FUNCTIONS_DIR.
@@ -49,6 +52,16 @@ enum Task {
         #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
         cargo_test_args: Vec<OsString>,
     },
+    /// Check the house rules the compiler cannot: module docs, the architecture map, layering.
+    ///
+    /// Every `.rs` file (tracked or untracked-but-not-ignored) opens with a `//!` comment; no
+    /// module is named util, utils or helpers; docs/ARCHITECTURE.md names every package; guest
+    /// crates (functions/, tests/fixtures/) share only weir-contract with the host; weir-contract
+    /// has no dependencies; each host crate depends only on the weir-* packages its row of the
+    /// layering table (xtask/src/tidy.rs) allows, and on none of the crates forbidden to it.
+    /// Prints one line per problem, naming the file or manifest and the rule. Takes seconds:
+    /// it builds nothing. Also part of `cargo xtask test`.
+    Tidy,
     /// Start Weir on this machine with nothing configured.
     ///
     /// Builds the components and the host, starts a dev PostgreSQL (127.0.0.1:54329) and Redis
@@ -115,6 +128,7 @@ fn main() -> ExitCode {
         Task::Setup => setup::setup(&workspace),
         Task::Components => components::components(&workspace),
         Task::Test { cargo_test_args } => test::test(&workspace, &cargo_test_args),
+        Task::Tidy => tidy::tidy(&workspace),
         Task::Run { simulate } => run::run(&workspace, simulate),
         Task::Bench { cargo_bench_args } => bench::bench(&workspace, &cargo_bench_args),
     };

@@ -1,8 +1,8 @@
 //! `cargo xtask test`: every check CI runs, in the order that fails fastest on a 2-core machine.
 //!
-//! Setup and components first (the tests load the components), then formatting, then clippy, then
-//! the whole workspace's tests in release mode, so wasmtime is built once, optimised, and shared
-//! with the host and the benchmarks. This is the test command of the README and of `.ci/run`.
+//! Setup and components first (the tests load the components), then formatting, then tidy (the
+//! house rules, in seconds), then clippy, then the whole workspace's tests in release mode, so
+//! wasmtime is built once, optimised, and shared with the host and the benchmarks. This is the test command of the README and of `.ci/run`.
 //!
 //! Component crates outside the workspace (the query component) get the same checks of their
 //! own: rustfmt, clippy natively and for the wasm target, and their native tests.
@@ -13,14 +13,16 @@ use anyhow::{Context, Result};
 
 use crate::cargo::{cargo, run};
 use crate::components::{COMPONENTS, WASM_TARGET};
-use crate::{FUNCTIONS_DIR_ENV, Workspace, components, setup};
+use crate::{FUNCTIONS_DIR_ENV, Workspace, components, setup, tidy};
 
-/// Runs setup, components, rustfmt, clippy and the tests; `cargo_test_args` go to `cargo test`.
+/// Runs setup, components, rustfmt, tidy, clippy and the tests; `cargo_test_args` go to
+/// `cargo test`.
 pub fn test(workspace: &Workspace, cargo_test_args: &[OsString]) -> Result<()> {
     setup::setup(workspace)?;
     components::components(workspace)?;
     run(cargo(workspace).args(["fmt", "--all", "--", "--check"]))
         .context("formatting differs from rustfmt's: run `cargo fmt --all`")?;
+    tidy::tidy(workspace)?;
     run(cargo(workspace).args([
         "clippy",
         "--workspace",

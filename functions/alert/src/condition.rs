@@ -7,9 +7,9 @@ use std::sync::{Arc, OnceLock};
 use cel::common::ast::{EntryExpr, Expr, MapExpr, StructExpr};
 use cel::{Context, Env, IdedExpr, Program};
 
-use crate::pattern::KeyPattern;
 use crate::state::Seen;
 use crate::types::{Severity, Value};
+use weir_contract::pattern::KeyPattern;
 
 /// The variables a condition may use.
 pub const VARIABLES: [&str; 7] = ["value", "previous", "key", "parts", "device", "ts", "keys"];

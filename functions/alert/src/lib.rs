@@ -100,7 +100,6 @@ mod condition;
 mod duration;
 mod evaluate;
 mod event;
-mod pattern;
 mod rule;
 mod state;
 mod types;
@@ -111,9 +110,9 @@ pub use evaluate::{
     Evaluation, RuleError, RuleInput, StateEntry, evaluate, evaluate_stale, manual_clear,
 };
 pub use event::{Event, EventKind, Trigger};
-pub use pattern::{KeyPattern, device_matches};
 pub use rule::{AlertRule, RuleSummary, SeverityConditions, check_rules, parse_rules};
 pub use types::{Point, Severity, Value};
+pub use weir_contract::pattern::{KeyPattern, PatternError, device_matches};
 
 #[cfg(test)]
 mod tests;

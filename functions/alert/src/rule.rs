@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::condition::{Condition, Conditions};
 use crate::duration::Span;
-use crate::pattern::KeyPattern;
 use crate::types::Severity;
+use weir_contract::pattern::KeyPattern;
 
 /// One alert rule, as written in a rule file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,7 +181,7 @@ impl AlertRule {
             return Err("`keys` needs at least one key pattern".to_owned());
         }
         for pattern in self.keys.iter().chain(&self.context) {
-            KeyPattern::parse(pattern)?;
+            KeyPattern::parse(pattern).map_err(|e| e.to_string())?;
         }
         if self.devices.iter().any(|d| d.is_empty()) {
             return Err("a device pattern cannot be empty".to_owned());
@@ -233,13 +233,13 @@ impl AlertRule {
         let keys = self
             .keys
             .iter()
-            .map(|p| KeyPattern::parse(p))
+            .map(|p| KeyPattern::parse(p).map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()
             .map_err(named)?;
         let context = self
             .context
             .iter()
-            .map(|p| KeyPattern::parse(p))
+            .map(|p| KeyPattern::parse(p).map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()
             .map_err(named)?;
         Ok(Conditions {
@@ -267,6 +267,6 @@ impl AlertRule {
             || self
                 .devices
                 .iter()
-                .any(|pattern| crate::pattern::device_matches(pattern, device))
+                .any(|pattern| weir_contract::pattern::device_matches(pattern, device))
     }
 }

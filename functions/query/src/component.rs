@@ -19,25 +19,27 @@ use crate::metadata::{
 use crate::openapi::OPENAPI_JSON;
 use crate::params::percent_decode;
 use crate::range::{Grid, Step};
-use crate::routes::{Endpoint, ROUTES, route_of};
+use crate::routes::router_pattern;
 use crate::trend::{self, BucketRow, TrendParams, invalid_tz, trend_body};
 use crate::value::from_sql_json;
-use crate::{ORG_HEADER, decode_cached, lateness_window_ms, latest_hash_name};
+use crate::{ORG_HEADER, decode_cached, lateness_window_ms};
+use weir_contract::latest::hash_name;
+use weir_contract::routes::{self, Endpoint};
 
 type Latest = Vec<(String, i64, Value)>;
 
 #[http_component]
 fn handle(req: Request) -> Response {
     let mut router = Router::new();
-    for (pattern, endpoint) in ROUTES {
-        let endpoint = *endpoint;
-        router.get(pattern, move |req: Request, params: Params| {
+    for endpoint in Endpoint::ALL {
+        let pattern = router_pattern(endpoint);
+        router.get(&pattern, move |req: Request, params: Params| {
             respond(serve(endpoint, &req, &params).unwrap_or_else(|answer| answer))
         });
     }
     router.any("/*", |req: Request, _params: Params| {
         let path = req.path();
-        respond(match route_of(path) {
+        respond(match routes::parse(path) {
             Some(_) => Answer::method_not_allowed(&req.method().to_string(), path),
             None => Answer::no_endpoint(path),
         })
@@ -379,7 +381,7 @@ fn redis_connection() -> Option<redis::Connection> {
 /// `HGETALL weir:latest:<org>:<device>` through the generic `execute` call (the v2 Redis
 /// interface has no hash commands of its own). `None` when Redis cannot answer.
 fn cached_latest(org: &str, device: &str) -> Option<Latest> {
-    let hash = latest_hash_name(org, device).into_bytes();
+    let hash = hash_name(org, device).into_bytes();
     let reply = redis_connection()?
         .execute("HGETALL", &[RedisParameter::Binary(hash)])
         .ok()?;
@@ -397,7 +399,7 @@ fn cached_latest(org: &str, device: &str) -> Option<Latest> {
 
 /// `HGET weir:latest:<org>:<device> <key>`; `None` when not cached or Redis cannot answer.
 fn cached_key(org: &str, device: &str, key: &str) -> Option<(i64, Value)> {
-    let hash = latest_hash_name(org, device).into_bytes();
+    let hash = hash_name(org, device).into_bytes();
     let reply = redis_connection()?
         .execute(
             "HGET",

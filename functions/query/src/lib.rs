@@ -4,7 +4,8 @@
 //! of another organisation is answered exactly like one that does not exist.
 //!
 //! The plain-Rust modules below hold everything that can be decided without I/O and are
-//! unit-tested natively: the route table ([`routes`]), query parameters ([`params`]), canonical
+//! unit-tested natively: the route table ([`routes`], over the paths of
+//! `weir_contract::routes`), query parameters ([`params`]), canonical
 //! ranges and redirects ([`range`]), paging cursors ([`cursor`]), each endpoint's SQL and JSON
 //! ([`metadata`], [`history`], [`trend`]), the cache format ([`cache`]), answers and their
 //! `Cache-Control` ([`answer`]) and the OpenAPI document ([`openapi`]). The `component` module
@@ -30,7 +31,7 @@ pub mod trend;
 pub mod value;
 
 pub use answer::{Answer, device_not_found_body, error_body};
-pub use cache::{decode_cached, latest_hash_name};
+pub use cache::decode_cached;
 pub use latest::latest_body;
 
 /// The header carrying the caller's organisation, set by the host.

@@ -2,6 +2,8 @@
 //! endpoint takes), typed readers that name the parameter in their errors, and the canonical
 //! query string written back in redirects.
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
 use crate::answer::Answer;
 
 /// Page size when `limit` is absent.
@@ -89,37 +91,39 @@ impl QueryParams {
     }
 }
 
+/// What a canonical query leaves as it is: RFC 3986 unreserved characters, `/` (which IANA time
+/// zone names contain) and `,` (which separates aggregates).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/')
+    .remove(b',');
+
 /// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8. `+` stays `+`.
 pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    // The crate passes a broken escape (`%zz`, a trailing `%`) through as it is; a name or
+    // value holding one is refused instead, so that it is never read as something else.
+    let broken = s.split('%').skip(1).any(|after| {
+        !after
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if broken {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|decoded| decoded.into_owned())
 }
 
-/// Encodes everything but RFC 3986 unreserved characters, `/` (which IANA time zone names
-/// contain) and `,` (which separates aggregates): a query may hold those two as they are.
+/// Encodes everything but RFC 3986 unreserved characters, `/` and `,`: a query may hold those
+/// as they are.
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for byte in s.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' | b',' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
+    utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 /// `name=value&...` with values percent-encoded, in the order given.
@@ -197,5 +201,15 @@ mod tests {
             "tz=America/Port-au-Prince&x=a%20b%26,"
         );
         assert_eq!(percent_decode("a%20b%26").as_deref(), Some("a b&"));
+        assert_eq!(percent_encode("é~"), "%C3%A9~");
+    }
+
+    #[test]
+    fn broken_escapes_and_bad_utf8_are_refused() {
+        assert_eq!(percent_decode("a+b%2fc").as_deref(), Some("a+b/c"));
+        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
+        for broken in ["%", "a%2", "%zz", "%+f", "%%41", "%C3", "%FF"] {
+            assert_eq!(percent_decode(broken), None, "{broken:?}");
+        }
     }
 }

@@ -1,17 +1,11 @@
-//! Key syntax: the first rule every point meets, and the one the host reuses for metadata. A key
-//! is a dotted ASCII name such as `modbus.pump.F1345.3.40004`; keys under `weir.` are the
-//! system's own.
+//! Key syntax: the first rule every point meets, and the one the host reuses for metadata. The
+//! rules themselves live in `weir_contract::key`, shared with the host; this module words the
+//! contract's answer as a rejection naming the (quoted, shortened) key.
+
+use weir_contract::key::KeyError;
 
 use crate::message::quote;
 use crate::{Reason, Rejection};
-
-/// Shortest and longest key, in characters.
-const MIN_LEN: usize = 2;
-const MAX_LEN: usize = 80;
-
-/// The reserved key and the prefix of every key under it.
-const RESERVED: &str = "weir";
-const RESERVED_PREFIX: &str = "weir.";
 
 /// Checks a key's syntax and that it is not reserved.
 ///
@@ -26,57 +20,19 @@ const RESERVED_PREFIX: &str = "weir.";
 /// assert_eq!(check_key("weir.status").unwrap_err().reason, Reason::ReservedKey);
 /// ```
 pub fn check_key(key: &str) -> Result<(), Rejection> {
-    let invalid =
-        |rule: String| Rejection::new(Reason::InvalidKey, format!("key {} {rule}", quote(key)));
-
-    if let Some(c) = key.chars().find(|&c| !is_key_char(c)) {
-        return Err(invalid(format!(
-            "contains {c:?}, but keys may only use A-Z, a-z, 0-9, '.', '_' and '-'"
-        )));
-    }
-    // Only ASCII is left, so bytes are characters.
-    if !(MIN_LEN..=MAX_LEN).contains(&key.len()) {
-        let unit = if key.len() == 1 {
-            "character"
-        } else {
-            "characters"
+    weir_contract::key::check_key(key).map_err(|error| {
+        let reason = match error {
+            KeyError::Reserved => Reason::ReservedKey,
+            _ => Reason::InvalidKey,
         };
-        return Err(invalid(format!(
-            "is {} {unit} long, but keys must be {MIN_LEN} to {MAX_LEN} characters",
-            key.len()
-        )));
-    }
-    for c in ['.', '-', '_'] {
-        if key.starts_with(c) {
-            return Err(invalid(format!("must not start with {c:?}")));
-        }
-        if key.ends_with(c) {
-            return Err(invalid(format!("must not end with {c:?}")));
-        }
-    }
-    for pair in ["..", "--"] {
-        if key.contains(pair) {
-            return Err(invalid(format!("must not contain {pair:?}")));
-        }
-    }
-    if key == RESERVED || key.starts_with(RESERVED_PREFIX) {
-        return Err(Rejection::new(
-            Reason::ReservedKey,
-            format!(
-                "key {} is reserved: \"{RESERVED}\" and keys under \"{RESERVED_PREFIX}\" belong to Weir itself",
-                quote(key)
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn is_key_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+        Rejection::new(reason, format!("key {} {error}", quote(key)))
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    //! The rules are tested in `weir_contract::key`; these test the reasons and the wording.
+
     use super::*;
 
     fn reason(key: &str) -> Reason {
@@ -85,106 +41,50 @@ mod tests {
             .reason
     }
 
+    fn message(key: &str) -> String {
+        check_key(key).unwrap_err().message
+    }
+
     #[test]
-    fn field_keys_are_accepted() {
-        for key in [
-            "modbus.pump.F1345.3.40004",
-            "ruuvi.c4f3a1b2.temperature",
-            "meter.energy.total",
-            "Room_2-B.temp9",
-        ] {
+    fn valid_keys_are_accepted() {
+        for key in ["modbus.pump.F1345.3.40004", "ab", "weirdo.x", "Weir.x"] {
             assert_eq!(check_key(key), Ok(()), "{key:?}");
         }
     }
 
     #[test]
-    fn key_of_two_characters_is_accepted() {
-        assert_eq!(check_key("ab"), Ok(()));
+    fn broken_syntax_is_an_invalid_key() {
+        for key in [
+            "", "a", ".ab", "ab_", "a..b", "a--b", "temp°C", "a b", "weir.",
+        ] {
+            assert_eq!(reason(key), Reason::InvalidKey, "{key:?}");
+        }
     }
 
     #[test]
-    fn key_of_one_character_is_invalid() {
-        assert_eq!(reason("a"), Reason::InvalidKey);
+    fn keys_under_weir_are_reserved() {
+        assert_eq!(reason("weir"), Reason::ReservedKey);
+        assert_eq!(reason("weir.status"), Reason::ReservedKey);
+    }
+
+    #[test]
+    fn messages_name_the_key_and_the_rule() {
         assert_eq!(
-            check_key("a").unwrap_err().message,
+            message("a"),
             "key \"a\" is 1 character long, but keys must be 2 to 80 characters"
         );
-    }
-
-    #[test]
-    fn empty_key_is_invalid() {
-        assert_eq!(reason(""), Reason::InvalidKey);
-    }
-
-    #[test]
-    fn key_of_80_characters_is_accepted() {
-        assert_eq!(check_key(&"a".repeat(80)), Ok(()));
-    }
-
-    #[test]
-    fn key_of_81_characters_is_invalid() {
-        assert_eq!(reason(&"a".repeat(81)), Reason::InvalidKey);
-    }
-
-    #[test]
-    fn key_starting_with_punctuation_is_invalid() {
-        for key in [".ab", "-ab", "_ab"] {
-            assert_eq!(reason(key), Reason::InvalidKey, "{key:?}");
-        }
+        assert_eq!(message(".ab"), "key \".ab\" must not start with '.'");
+        assert_eq!(message("ab_"), "key \"ab_\" must not end with '_'");
+        assert_eq!(message("a..b"), "key \"a..b\" must not contain \"..\"");
         assert_eq!(
-            check_key(".ab").unwrap_err().message,
-            "key \".ab\" must not start with '.'"
-        );
-    }
-
-    #[test]
-    fn key_ending_with_punctuation_is_invalid() {
-        for key in ["ab.", "ab-", "ab_"] {
-            assert_eq!(reason(key), Reason::InvalidKey, "{key:?}");
-        }
-        assert_eq!(
-            check_key("ab_").unwrap_err().message,
-            "key \"ab_\" must not end with '_'"
-        );
-    }
-
-    #[test]
-    fn double_dot_is_invalid() {
-        let rejection = check_key("a..b").unwrap_err();
-        assert_eq!(rejection.reason, Reason::InvalidKey);
-        assert_eq!(rejection.message, "key \"a..b\" must not contain \"..\"");
-    }
-
-    #[test]
-    fn double_dash_is_invalid() {
-        assert_eq!(reason("a--b"), Reason::InvalidKey);
-        assert_eq!(reason("a.b--c.d"), Reason::InvalidKey);
-    }
-
-    #[test]
-    fn other_inner_punctuation_pairs_are_allowed() {
-        for key in ["a__b", "a.-b", "a-.b", "a._b", "a_-b"] {
-            assert_eq!(check_key(key), Ok(()), "{key:?}");
-        }
-    }
-
-    #[test]
-    fn non_ascii_characters_are_invalid() {
-        for key in ["temp°C", "café.x", "éé", "a\u{200b}b"] {
-            assert_eq!(reason(key), Reason::InvalidKey, "{key:?}");
-        }
-        assert_eq!(
-            check_key("temp°C").unwrap_err().message,
+            message("temp°C"),
             "key \"temp°C\" contains '°', but keys may only use A-Z, a-z, 0-9, '.', '_' and '-'"
         );
-    }
-
-    #[test]
-    fn spaces_separators_and_control_characters_are_invalid() {
-        for key in ["a b", "a/b", "a:b", "a*b", "a\nb", "a\0b"] {
-            assert_eq!(reason(key), Reason::InvalidKey, "{key:?}");
-        }
-        assert!(check_key("a\nb").unwrap_err().message.contains("'\\n'"));
+        assert!(message("a\nb").contains("'\\n'"));
+        assert_eq!(
+            message("weir.x"),
+            "key \"weir.x\" is reserved: \"weir\" and keys under \"weir.\" belong to Weir itself"
+        );
     }
 
     #[test]
@@ -193,29 +93,5 @@ mod tests {
         let rejection = check_key(&key).unwrap_err();
         assert_eq!(rejection.reason, Reason::InvalidKey);
         assert!(rejection.message.len() < 200, "{}", rejection.message);
-    }
-
-    #[test]
-    fn key_weir_is_reserved() {
-        assert_eq!(reason("weir"), Reason::ReservedKey);
-    }
-
-    #[test]
-    fn keys_under_the_weir_prefix_are_reserved() {
-        assert_eq!(reason("weir.status"), Reason::ReservedKey);
-        assert_eq!(reason("weir.x.y"), Reason::ReservedKey);
-    }
-
-    #[test]
-    fn keys_that_merely_start_with_weir_are_allowed() {
-        for key in ["weirdo.x", "weir-x", "weir_x", "my.weir.x", "Weir.x"] {
-            assert_eq!(check_key(key), Ok(()), "{key:?}");
-        }
-    }
-
-    #[test]
-    fn syntax_is_checked_before_the_reserved_prefix() {
-        assert_eq!(reason("weir."), Reason::InvalidKey);
-        assert_eq!(reason("weir..x"), Reason::InvalidKey);
     }
 }

@@ -1,5 +1,6 @@
 //! The outcome for one point: accepted with its normalised value, or rejected with a reason (a
-//! stable code the host stores and reports) and a message a person can act on.
+//! stable code the host stores and reports, from `weir_contract::reasons`) and a message a person
+//! can act on.
 
 use std::fmt;
 
@@ -31,20 +32,26 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// The stable snake_case code for this reason, e.g. `"out_of_range"`. Codes never change:
-    /// devices and dashboards match on them.
+    /// The stable snake_case code for this reason, e.g. `"out_of_range"`, from the table in
+    /// `weir_contract::reasons`. Codes never change: devices and dashboards match on them.
     pub fn code(self) -> &'static str {
+        self.contract().code()
+    }
+
+    /// The same reason in the shared table of rejection codes.
+    pub fn contract(self) -> weir_contract::reasons::Reason {
+        use weir_contract::reasons::Reason as Shared;
         match self {
-            Reason::InvalidKey => "invalid_key",
-            Reason::ReservedKey => "reserved_key",
-            Reason::UnknownKey => "unknown_key",
-            Reason::TypeMismatch => "type_mismatch",
-            Reason::OutOfRange => "out_of_range",
-            Reason::NotFinite => "not_finite",
-            Reason::TextTooLong => "text_too_long",
-            Reason::UnknownEnumValue => "unknown_enum_value",
-            Reason::FutureTimestamp => "future_timestamp",
-            Reason::AncientTimestamp => "ancient_timestamp",
+            Reason::InvalidKey => Shared::InvalidKey,
+            Reason::ReservedKey => Shared::ReservedKey,
+            Reason::UnknownKey => Shared::UnknownKey,
+            Reason::TypeMismatch => Shared::TypeMismatch,
+            Reason::OutOfRange => Shared::OutOfRange,
+            Reason::NotFinite => Shared::NotFinite,
+            Reason::TextTooLong => Shared::TextTooLong,
+            Reason::UnknownEnumValue => Shared::UnknownEnumValue,
+            Reason::FutureTimestamp => Shared::FutureTimestamp,
+            Reason::AncientTimestamp => Shared::AncientTimestamp,
         }
     }
 }

@@ -44,7 +44,7 @@ pub async fn run_device(
     let mut sequence = 0u64;
     // Batch ids must never repeat across runs: the host would answer a reused id with the
     // earlier run's receipt and store nothing (that is its duplicate detection working).
-    let run = crate::serve::now_ms();
+    let run = weir_pipeline::clock::now_ms();
     let mut backoff = Duration::from_millis(100);
     let started = Instant::now();
     let mut generated_rounds = 0u64;
@@ -54,7 +54,7 @@ pub async fn run_device(
         .map(|points| points.div_ceil(POINTS_PER_ROUND as u64));
     // Back-filling devices upload a day of history; live ones read "now".
     let mut last_ts = match config.rate {
-        None => crate::serve::now_ms() - 24 * 3600 * 1000,
+        None => weir_pipeline::clock::now_ms() - 24 * 3600 * 1000,
         Some(_) => 0,
     };
 
@@ -78,7 +78,7 @@ pub async fn run_device(
             let due = target_rounds.map_or(due, |target| due.min(target));
             while generated_rounds < due {
                 let ts = match config.rate {
-                    Some(_) => crate::serve::now_ms().max(last_ts + 1),
+                    Some(_) => weir_pipeline::clock::now_ms().max(last_ts + 1),
                     None => last_ts + 1000,
                 };
                 last_ts = ts;

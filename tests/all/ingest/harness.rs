@@ -177,7 +177,7 @@ impl TestHost {
 
     /// `device`'s latest values as cached in Redis.
     pub async fn latest_in_redis(&self, device: &DeviceRef) -> HashMap<String, LatestValue> {
-        self.host().ingest().latest.get(device).await.unwrap()
+        self.host().latest().get(device).await.unwrap()
     }
 
     /// `device`'s latest values as PostgreSQL has them.

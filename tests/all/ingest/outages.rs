@@ -85,8 +85,7 @@ async fn ingest_without_redis_still_stores_and_repairs_latest_afterwards() {
         REPAIR_DEADLINE,
         async || {
             host.host()
-                .ingest()
-                .latest
+                .latest()
                 .get(meter.id())
                 .await
                 .is_ok_and(|cached| cached == in_postgres)

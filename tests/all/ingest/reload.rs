@@ -8,7 +8,7 @@ use super::harness::{TestHost, batch, now_ms, ok, point};
 use crate::support::with_custom_section;
 
 fn install(dir: &Path, bytes: &[u8]) {
-    std::fs::write(dir.join(weir::host::VALIDATOR_FILE), bytes).unwrap();
+    std::fs::write(dir.join(weir_pipeline::registry::VALIDATOR_FILE), bytes).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -19,14 +19,7 @@ async fn ingest_validator_reload_swaps_good_versions_and_refuses_broken_ones() {
     let dir = functions.path().to_path_buf();
     let test = TestHost::start_with(move |config| config.functions_dir = dir).await;
     let mut device = test.device("meter-1", "acme").await;
-    let digest = || {
-        test.host()
-            .ingest()
-            .validator
-            .current()
-            .digest()
-            .to_string()
-    };
+    let digest = || test.host().validator().current().digest().to_string();
     let first = digest();
 
     for (name, bytes) in [

@@ -1,17 +1,9 @@
 //! The Redis cache of each key's latest value, so that "last value of sensor X" never scans
 //! PostgreSQL.
 //!
-//! One hash per device, `weir:latest:<org>:<device>` (`%` and `:` inside the names escaped as
-//! `%25` and `%3A`, so different devices never share a hash), one field per key. A field holds
-//! `<ts_ms>|<type>|<value>`, readable in `redis-cli` and exact on the way back:
-//!
-//! | type | value                                                   |
-//! |------|---------------------------------------------------------|
-//! | `f`  | a float, shortest round-trip form (`NaN`, `inf` too)    |
-//! | `i`  | a signed integer                                        |
-//! | `u`  | an unsigned integer above `i64::MAX`                    |
-//! | `b`  | `1` or `0`                                              |
-//! | `s`  | the text, as is (it may contain `|`)                    |
+//! One hash per device, `weir:latest:<org>:<device>`, one field per key holding
+//! `<ts_ms>|<type>|<value>`: the names and the format are `weir_contract::latest`, which the
+//! query function reads with.
 //!
 //! "Latest" means the newest timestamp, not the last received: a Lua script updates every field
 //! of a batch in one call and replaces a field only when the new timestamp is strictly newer, so
@@ -27,6 +19,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::warn;
+use weir_contract::latest::{self as contract, CachedValue};
 
 use crate::error::{Result, StorageError, redis_unavailable};
 use crate::model::{DeviceRef, LatestValue, StoredValue};
@@ -184,44 +177,29 @@ async fn within_deadline<T>(call: impl Future<Output = redis::RedisResult<T>>) -
 
 /// The hash holding `device`'s latest values.
 fn hash_key(device: &DeviceRef) -> String {
-    format!(
-        "weir:latest:{}:{}",
-        escape(&device.org),
-        escape(&device.device)
-    )
-}
-
-fn escape(name: &str) -> String {
-    name.replace('%', "%25").replace(':', "%3A")
+    contract::hash_name(&device.org, &device.device)
 }
 
 /// `<ts_ms>|<type>|<value>`.
 fn encode(ts_ms: i64, value: &StoredValue) -> String {
-    match value.normalized() {
-        StoredValue::Float(value) => format!("{ts_ms}|f|{value:?}"),
-        StoredValue::Int(value) => format!("{ts_ms}|i|{value}"),
-        StoredValue::Uint(value) => format!("{ts_ms}|u|{value}"),
-        StoredValue::Bool(value) => format!("{ts_ms}|b|{}", u8::from(value)),
-        StoredValue::Text(value) => format!("{ts_ms}|s|{value}"),
-    }
+    let value = match value {
+        StoredValue::Float(value) => CachedValue::Float(*value),
+        StoredValue::Int(value) => CachedValue::Int(*value),
+        StoredValue::Uint(value) => CachedValue::Uint(*value),
+        StoredValue::Bool(value) => CachedValue::Bool(*value),
+        StoredValue::Text(value) => CachedValue::Text(value),
+    };
+    contract::encode(ts_ms, value)
 }
 
 fn decode(encoded: &str) -> Option<LatestValue> {
-    let mut parts = encoded.splitn(3, '|');
-    let ts_ms = parts.next()?.parse().ok()?;
-    let kind = parts.next()?;
-    let text = parts.next()?;
-    let value = match kind {
-        "f" => StoredValue::Float(text.parse().ok()?),
-        "i" => StoredValue::Int(text.parse().ok()?),
-        "u" => StoredValue::unsigned(text.parse().ok()?),
-        "b" => match text {
-            "1" => StoredValue::Bool(true),
-            "0" => StoredValue::Bool(false),
-            _ => return None,
-        },
-        "s" => StoredValue::Text(text.to_owned()),
-        _ => return None,
+    let (ts_ms, value) = contract::decode(encoded)?;
+    let value = match value {
+        CachedValue::Float(value) => StoredValue::Float(value),
+        CachedValue::Int(value) => StoredValue::Int(value),
+        CachedValue::Uint(value) => StoredValue::unsigned(value),
+        CachedValue::Bool(value) => StoredValue::Bool(value),
+        CachedValue::Text(value) => StoredValue::Text(value.to_owned()),
     };
     Some(LatestValue { ts_ms, value })
 }

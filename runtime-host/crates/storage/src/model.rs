@@ -114,8 +114,8 @@ pub struct Conflict {
 }
 
 impl Conflict {
-    /// The error code of a conflicting point.
-    pub const CODE: &'static str = "conflict";
+    /// The error code of a conflicting point (`"conflict"`, from `weir_contract::reasons`).
+    pub const CODE: &'static str = weir_contract::reasons::Reason::Conflict.code();
 }
 
 /// What storing one batch did, handed to the receipt builder before commit.

@@ -3,10 +3,13 @@
 //!
 //! Timestamps cross the crate boundary as milliseconds since the Unix epoch (UTC) and reach
 //! PostgreSQL as `timestamptz` through `SystemTime`, which the driver encodes exactly (no float
-//! arithmetic in SQL). Months are computed here with integer civil-calendar arithmetic, so the
-//! partition DDL, the only SQL built from text, is built from integers alone.
+//! arithmetic in SQL). Months are integers (the `time` crate finds a timestamp's month, integer
+//! civil-calendar arithmetic a month's first day), so the partition DDL, the only SQL built from
+//! text, is built from integers alone.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
 
 /// The earliest timestamp storage accepts: 1900-01-01T00:00:00Z, in ms since the Unix epoch.
 pub const MIN_TIMESTAMP_MS: i64 = -2_208_988_800_000;
@@ -59,10 +62,13 @@ pub(crate) struct Month {
 }
 
 impl Month {
-    /// The month `ts_ms` falls in.
+    /// The month `ts_ms` falls in; a timestamp outside the range storage accepts counts as in
+    /// its first or last month (callers check the range first).
     pub(crate) fn of_ms(ts_ms: i64) -> Month {
-        let (year, month, _) = civil_from_days(ts_ms.div_euclid(MS_PER_DAY));
-        Month::new(year, month)
+        // Clamped, the sum stays well within the years `time` represents (±9999).
+        let ts_ms = ts_ms.clamp(MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS - 1);
+        let date = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ts_ms);
+        Month::new(i64::from(date.year()), u32::from(u8::from(date.month())))
     }
 
     fn new(year: i64, month: u32) -> Month {
@@ -96,6 +102,7 @@ impl Month {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+/// Not `time`: its dates end at 9999-12-31, and the last partition ends at 10000-01-01.
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
@@ -105,22 +112,6 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
         (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    // Both are small positive numbers by construction.
-    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -147,6 +138,25 @@ mod tests {
             MAX_TIMESTAMP_MS
         );
         assert_eq!(Month::of_ms(-1).start_ms(), -31 * MS_PER_DAY);
+    }
+
+    #[test]
+    fn every_accepted_month_starts_where_the_previous_one_ends() {
+        let mut month = Month::of_ms(MIN_TIMESTAMP_MS);
+        assert_eq!(month.start_ms(), MIN_TIMESTAMP_MS);
+        while month.start_ms() < MAX_TIMESTAMP_MS {
+            let next = month.plus(1);
+            assert_eq!(Month::of_ms(month.start_ms()), month);
+            assert_eq!(Month::of_ms(next.start_ms() - 1), month);
+            month = next;
+        }
+        assert_eq!(month.start_ms(), MAX_TIMESTAMP_MS);
+    }
+
+    #[test]
+    fn timestamps_outside_the_range_count_as_its_first_or_last_month() {
+        assert_eq!(Month::of_ms(i64::MIN), Month::of_ms(MIN_TIMESTAMP_MS));
+        assert_eq!(Month::of_ms(i64::MAX), Month::of_ms(MAX_TIMESTAMP_MS - 1));
     }
 
     #[test]

@@ -1,0 +1,363 @@
+//! Alerting: every accepted batch is evaluated by the alerter component against its
+//! organisation's rules; the alerter's state lives in Redis and its events in PostgreSQL.
+//!
+//! - `rules.rs` — the rule book: one rule set per organisation (the rules directory's files,
+//!   overlaid by the region's rule sets from the registry), checked by the running alerter;
+//! - `state.rs` — the per-(rule, device) state hashes in Redis;
+//! - `stale.rs` — the timer raising no-data alerts (`evaluate-stale`);
+//! - `publish.rs` — every recorded event, live on Redis pub/sub (`weir:events:<org>`);
+//! - the outbox rows recorded with every event are delivered by `weir-webhooks`;
+//! - this module — [`Alerting`]: loading at start, the evaluate-on-batch step, manual clears.
+//!
+//! Alerting never fails a submit: it runs after the batch is durable, and a failing alerter,
+//! Redis or PostgreSQL is logged and counted (`weir_alert_failures_total{code}`), the batch
+//! acknowledged all the same. Evaluations of one device take turns under a lock in Redis. An
+//! evaluation records its events (and their webhook deliveries, one transaction) before it
+//! stores the new states: when either step fails, the next batch evaluates from the last
+//! states stored and reports the events again, so an event may be recorded twice but is never
+//! lost.
+
+pub mod publish;
+pub mod rules;
+pub mod stale;
+pub mod state;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde_json::Value as Json;
+use weir_storage::{
+    AlertAction, AlertChange, AlertChangeKind, AlertEvent, DeviceRef, Storage, StorageError,
+};
+
+use publish::EventPublisher;
+use rules::{RuleSet, RuleSets};
+use state::{AlertStates, DeviceLock};
+use weir_config::Config;
+use weir_metrics::Metrics;
+use weir_runtime::alerter::{Evaluation, Event, EventKind, Point, Rule, RuleState, Trigger, Value};
+use weir_runtime::{AlerterFunction, CallError, FunctionSlot};
+
+/// How much longer than the alerter's deadline a device's evaluation lock is held at most:
+/// room for the Redis and PostgreSQL work around the call.
+const LOCK_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why an alerting step failed, each with a stable code (the metric's label).
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    /// The alerter call failed (deadline, memory, trap, busy).
+    #[error("the alerter failed: {0}")]
+    Function(#[from] CallError),
+    /// The alerter refused the request (a state it cannot read).
+    #[error("the alerter refused: {0}")]
+    Refused(String),
+    /// Redis, where the states are, failed.
+    #[error("alert states unavailable: {0:#}")]
+    State(anyhow::Error),
+    /// PostgreSQL, where the events are, failed.
+    #[error("alert events could not be written: {0}")]
+    Storage(#[from] StorageError),
+}
+
+impl AlertError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AlertError::Function(error) => error.code(),
+            AlertError::Refused(_) => "alerter_refused",
+            AlertError::State(_) => "alert_state_unavailable",
+            AlertError::Storage(error) => error.code(),
+        }
+    }
+}
+
+/// The alerter, the rules and where their state and events go; shared by the ingest path and
+/// the events API.
+pub struct Alerting {
+    /// The alerter component.
+    pub function: Arc<FunctionSlot<AlerterFunction>>,
+    rules: RuleSets,
+    states: AlertStates,
+    publisher: EventPublisher,
+    storage: Storage,
+    metrics: Arc<Metrics>,
+    stale_interval: std::time::Duration,
+}
+
+impl Alerting {
+    /// Starts alerting with `alerter` (the region's from the registry, else the configured file;
+    /// see `crate::registry::initial_alerter`) and the rule sets: the rules directory's files,
+    /// if one is configured, overlaid by `registry_rules` (the region's, already checked by
+    /// `alerter`). `None` (logged) without an alerter. Alerting is on whenever there is an
+    /// alerter, rules or not: an empty rule book costs a batch nothing, and the registry may
+    /// assign rule sets later. A rule file the component refuses fails the start, naming the
+    /// file and the rule.
+    pub async fn start(
+        config: &Config,
+        alerter: Option<AlerterFunction>,
+        registry_rules: Vec<RuleSet>,
+        storage: &Storage,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Option<Arc<Alerting>>> {
+        let Some(function) = alerter else {
+            tracing::warn!(component = %config.alert_component().display(), "alerting is off: no alerter component (build it with `cargo xtask components`, or deploy one with `weir functions deploy alerter`)");
+            return Ok(None);
+        };
+        let function = Arc::new(FunctionSlot::new(function));
+        let rules = RuleSets::start(
+            function.clone(),
+            config.alerting.rules_dir.clone(),
+            registry_rules,
+        )
+        .await?;
+        let states = AlertStates::connect(&config.redis_url)
+            .await
+            .with_context(|| format!("connecting to Redis at {} for alerting", config.redis_url))?;
+        let (orgs, rule_count) = rules.load().size();
+        let alerter = function.current();
+        tracing::info!(function = alerter.name(), digest = %&alerter.digest()[..12], rules_dir = ?config.alerting.rules_dir, orgs, rules = rule_count, "alerting enabled");
+        Ok(Some(Arc::new(Alerting {
+            function,
+            rules,
+            publisher: EventPublisher::new(states.connection()),
+            states,
+            storage: storage.clone(),
+            metrics: metrics.clone(),
+            stale_interval: std::time::Duration::from_secs(config.alerting.stale_check_s),
+        })))
+    }
+
+    /// Reads the rules directory again; the old rules stay if any file is refused. The
+    /// registry's rule sets keep winning over the files of their organisations.
+    pub async fn reload_rules(&self) -> anyhow::Result<()> {
+        let (orgs, rules) = self.rules.reload_files().await?;
+        tracing::info!(orgs, rules, "alert rules reloaded");
+        Ok(())
+    }
+
+    /// The rule sets in force and the alerter that checked them (for the registry's follower,
+    /// and tests).
+    pub fn rules(&self) -> &RuleSets {
+        &self.rules
+    }
+
+    /// Evaluates `device`'s accepted points, stores the new states and records the events.
+    /// Never fails: a failure is logged and counted, and the batch stays acknowledged.
+    pub async fn batch_accepted(&self, device: &DeviceRef, points: &[Point]) {
+        if let Err(error) = self.evaluate_batch(device, points).await {
+            self.failed(&error);
+            tracing::error!(%device, code = error.code(), %error, "alert evaluation failed; the batch is stored");
+        }
+    }
+
+    async fn evaluate_batch(&self, device: &DeviceRef, points: &[Point]) -> Result<(), AlertError> {
+        let rules = self.rules.load().for_batch(
+            &device.org,
+            &device.device,
+            points.iter().map(|p| p.key.as_str()),
+        );
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let function = self.function.current();
+        let lock = self.lock(device, &function).await?;
+        let result = async {
+            let states = self.states_of(device, &rules).await?;
+            let evaluation = function
+                .evaluate(&device.device, points, &rules, &states)
+                .await?;
+            self.apply(device, evaluation).await
+        }
+        .await;
+        unlock(device, lock).await;
+        result
+    }
+
+    /// Takes `device`'s evaluation lock, so that evaluations of one device (a batch, the
+    /// staleness check, a manual clear) read and write its states in turn. The lock outlives
+    /// `function`'s deadline by [`LOCK_MARGIN`], and is waited for as long.
+    async fn lock(
+        &self,
+        device: &DeviceRef,
+        function: &AlerterFunction,
+    ) -> Result<DeviceLock, AlertError> {
+        let hold = function.deadline() + LOCK_MARGIN;
+        self.states
+            .lock_device(&device.org, &device.device, hold, hold)
+            .await
+            .map_err(AlertError::State)
+    }
+
+    /// Runs the staleness check of `device` at `now` (unix milliseconds) with its rules that
+    /// have a `stale_after`.
+    async fn evaluate_stale(&self, device: &DeviceRef, now: i64) -> Result<(), AlertError> {
+        let rules = self.rules.load().stale_rules(&device.org, &device.device);
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let function = self.function.current();
+        let lock = self.lock(device, &function).await?;
+        let result = async {
+            let states = self.states_of(device, &rules).await?;
+            if states.is_empty() {
+                return Ok(());
+            }
+            let evaluation = function
+                .evaluate_stale(&device.device, now, &rules, &states)
+                .await?;
+            self.apply(device, evaluation).await
+        }
+        .await;
+        unlock(device, lock).await;
+        result
+    }
+
+    /// The stored states of `device` for `rules`.
+    async fn states_of(
+        &self,
+        device: &DeviceRef,
+        rules: &[Rule],
+    ) -> Result<Vec<RuleState>, AlertError> {
+        let states = self
+            .states
+            .get(&device.org, &device.device)
+            .await
+            .map_err(AlertError::State)?;
+        Ok(states
+            .into_iter()
+            .filter(|s| rules.iter().any(|r| r.id == s.rule_id))
+            .collect())
+    }
+
+    /// Stores an evaluation's new states, then records its events.
+    async fn apply(&self, device: &DeviceRef, evaluation: Evaluation) -> Result<(), AlertError> {
+        for error in &evaluation.errors {
+            self.metrics.alert_failure("rule_error");
+            tracing::warn!(%device, rule = %error.rule_id, message = %error.message, "alert rule could not be evaluated");
+        }
+        let changes: Vec<AlertChange> = evaluation
+            .events
+            .iter()
+            .map(|event| change(&device.org, event))
+            .collect();
+        // Events first, with their webhook deliveries in the same transaction (the outbox),
+        // then the states: should the states not be stored, the next batch evaluates from the
+        // old ones and reports the events again (at least once), where the other order would
+        // lose them.
+        let event_ids = self.storage.record_alert_changes(&changes).await?;
+        self.states
+            .put(&device.org, &device.device, &evaluation.states)
+            .await
+            .map_err(AlertError::State)?;
+        // Recorded first: the live channel never shows an event the record lacks.
+        if let Err(error) = self
+            .publisher
+            .publish(&device.org, &changes, &event_ids)
+            .await
+        {
+            self.metrics.alert_failure("publish_failed");
+            tracing::warn!(%device, %error, "alert events recorded but not published");
+        }
+        Ok(())
+    }
+
+    /// Publishes what a person just did to `event` through the API (recorded already, with its
+    /// webhook deliveries); a failure is logged and counted (`publish_failed`), not returned:
+    /// pub/sub is at most once.
+    pub async fn publish_action(&self, event: &AlertEvent, action: AlertAction) {
+        if let Err(error) = self.publisher.publish_action(event, action).await {
+            self.metrics.alert_failure("publish_failed");
+            tracing::warn!(id = event.id, action = action.as_str(), %error, "alert event updated but not published");
+        }
+    }
+
+    /// Ends `event`'s alert in the alerter's state, so that a condition that still holds raises
+    /// it again at the next point. Nothing to do when no state is stored for its rule.
+    pub async fn manual_clear(&self, event: &AlertEvent) -> Result<(), AlertError> {
+        let result = self.clear_state(event).await;
+        if let Err(error) = &result {
+            self.failed(error);
+        }
+        result
+    }
+
+    async fn clear_state(&self, event: &AlertEvent) -> Result<(), AlertError> {
+        let trigger = Trigger::from_name(&event.trigger)
+            .ok_or_else(|| AlertError::Refused(format!("unknown trigger {:?}", event.trigger)))?;
+        let device = DeviceRef {
+            org: event.org.clone(),
+            device: event.device.clone(),
+        };
+        let function = self.function.current();
+        let lock = self.lock(&device, &function).await?;
+        let result = async {
+            let states = self
+                .states
+                .get(&event.org, &event.device)
+                .await
+                .map_err(AlertError::State)?;
+            let Some(stored) = states.into_iter().find(|s| s.rule_id == event.rule_id) else {
+                return Ok(());
+            };
+            let cleared = function
+                .manual_clear(&stored.state, &event.key, trigger)
+                .await?
+                .map_err(AlertError::Refused)?;
+            let cleared = RuleState {
+                rule_id: stored.rule_id,
+                state: cleared,
+            };
+            self.states
+                .put(&event.org, &event.device, &[cleared])
+                .await
+                .map_err(AlertError::State)
+        }
+        .await;
+        unlock(&device, lock).await;
+        result
+    }
+
+    fn failed(&self, error: &AlertError) {
+        self.metrics.alert_failure(error.code());
+    }
+}
+
+/// Releases `device`'s evaluation lock; one that cannot be released expires by itself, and the
+/// device's next evaluation waits for that at worst.
+async fn unlock(device: &DeviceRef, lock: DeviceLock) {
+    if let Err(error) = lock.release().await {
+        tracing::warn!(%device, error = format!("{error:#}"), "alert lock not released");
+    }
+}
+
+/// An alerter event as a row change of `org`.
+fn change(org: &str, event: &Event) -> AlertChange {
+    AlertChange {
+        org: org.to_owned(),
+        device: event.device.clone(),
+        key: event.key.clone(),
+        rule_id: event.rule_id.clone(),
+        rule_version: event.rule_version.try_into().unwrap_or(i32::MAX),
+        trigger: event.trigger.as_str().to_owned(),
+        kind: match event.kind {
+            EventKind::Raise => AlertChangeKind::Raise,
+            EventKind::Escalate => AlertChangeKind::Escalate,
+            EventKind::Clear => AlertChangeKind::Clear,
+        },
+        severity: event.severity.as_str().to_owned(),
+        ts_ms: event.ts,
+        value_json: event.value.as_ref().map(|v| value_json(v).to_string()),
+        message: event.message.clone(),
+    }
+}
+
+/// A point value as JSON.
+pub fn value_json(value: &Value) -> Json {
+    match value {
+        Value::Int(v) => Json::from(*v),
+        Value::Uint(v) => Json::from(*v),
+        Value::Float(v) => Json::from(*v),
+        Value::Boolean(v) => Json::from(*v),
+        Value::Text(v) => Json::from(v.as_str()),
+    }
+}

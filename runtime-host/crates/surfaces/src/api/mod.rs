@@ -1,0 +1,111 @@
+//! The API listener (plain HTTP/1.1 and h2c; it normally sits behind the ingress): health,
+//! readiness and Prometheus metrics, served by the host itself, and the query API: everything
+//! under `/v1/`, authenticated here and answered by the query function ([`query`]) when one is
+//! loaded, with its public `/openapi.json`; except the alert events (`/v1/events`,
+//! [`events`], and their live stream `/v1/events/stream`, [`event_stream`]), which the host
+//! serves itself.
+
+pub mod answer_cache;
+pub mod auth;
+pub mod event_stream;
+pub mod events;
+pub mod query;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, StatusCode};
+use serde_json::json;
+
+use weir_metrics::Metrics;
+use weir_storage::{LatestCache, Storage};
+
+use crate::http::body::{ResponseBody, StreamingResponse};
+use crate::http::{ApiError, Response, json_response};
+use event_stream::EventStreams;
+use events::EventsApi;
+use query::QueryApi;
+
+/// The API listener's shared state: a narrow handle per part.
+pub struct Api {
+    /// PostgreSQL: tokens, readiness, pool figures.
+    pub storage: Storage,
+    /// Redis latest values (readiness).
+    pub latest: LatestCache,
+    /// The host's metrics, served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The alert events endpoints.
+    pub events: EventsApi,
+    /// The query API, when a query component is loaded; without one `/v1/` is 404.
+    pub query: Option<Arc<QueryApi>>,
+    /// The live alert event streams and their Redis relay.
+    pub event_streams: Arc<EventStreams>,
+}
+
+impl Api {
+    /// Answers one request; only the event stream's answer is not buffered.
+    pub async fn handle(self: Arc<Self>, request: hyper::Request<Incoming>) -> StreamingResponse {
+        if request.uri().path() == event_stream::PATH {
+            return self.event_streams.handle(&self.storage, request).await;
+        }
+        self.answer(request).await.map(ResponseBody::from)
+    }
+
+    /// Answers one request with a buffered body.
+    async fn answer(&self, request: hyper::Request<Incoming>) -> Response {
+        let path = request.uri().path().to_string();
+        match (request.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+            (&Method::GET, "/readyz") => self.ready().await,
+            (&Method::GET, "/metrics") => self.metrics(),
+            (method, "/healthz" | "/readyz" | "/metrics") => {
+                ApiError::method_not_allowed(method, &path).into_response()
+            }
+            (_, path) if events::handles(path) => self.events.handle(request).await,
+            (_, path) if path.starts_with("/v1/") || path == query::OPENAPI_PATH => {
+                match &self.query {
+                    Some(query) => query.handle(&self.storage, request).await,
+                    None => ApiError::not_found(path).into_response(),
+                }
+            }
+            _ => ApiError::not_found(&path).into_response(),
+        }
+    }
+
+    /// 200 when PostgreSQL and Redis both answer, 503 naming what does not.
+    async fn ready(&self) -> Response {
+        let postgres = self.storage.ping().await;
+        let redis = self.latest.ping().await;
+        let status = |r: &Result<(), weir_storage::StorageError>| match r {
+            Ok(()) => json!("ok"),
+            Err(error) => json!(error.to_string()),
+        };
+        let body = json!({"postgres": status(&postgres), "redis": status(&redis)});
+        if postgres.is_ok() && redis.is_ok() {
+            json_response(StatusCode::OK, &body)
+        } else {
+            let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(2u64));
+            response
+        }
+    }
+
+    fn metrics(&self) -> Response {
+        let metrics = &self.metrics;
+        let pool = self.storage.pool_status();
+        metrics.pool_size.set(pool.size as i64);
+        metrics.pool_available.set(pool.available as i64);
+        metrics.pool_waiting.set(pool.waiting as i64);
+        let mut response = hyper::Response::new(Full::new(Bytes::from(metrics.encode())));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        response
+    }
+}

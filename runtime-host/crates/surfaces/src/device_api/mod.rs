@@ -1,0 +1,139 @@
+//! The device surface (its own listener, mutual TLS always): `POST /v1/submit`,
+//! `PUT`/`GET /v1/metadata`, `POST /v1/renew`. The caller's identity is the certificate's
+//! CN (device) and O (org), fixed by the connection; no request body can claim another.
+
+mod renew;
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use weir_pki::DeviceIdentity;
+use weir_storage::DeviceRef;
+
+use crate::http::body::read_body;
+use crate::http::{ApiError, Response, json_response};
+pub use renew::Renewal;
+use weir_pipeline::ingest::Ingest;
+use weir_pipeline::ingest::metadata::parse_metadata;
+use weir_pipeline::ingest::rate_limit::RateLimiter;
+
+/// The device API's shared state.
+pub struct DeviceApi {
+    /// The ingest pipeline.
+    pub ingest: Arc<Ingest>,
+    /// Per-device request limits.
+    pub limiter: RateLimiter,
+    /// Certificate renewal, when the host has the CA.
+    pub renewal: Option<Renewal>,
+    /// Largest accepted body in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl DeviceApi {
+    /// Answers one request of an authenticated device.
+    pub async fn handle(
+        self: Arc<Self>,
+        identity: DeviceIdentity,
+        request: hyper::Request<Incoming>,
+    ) -> Response {
+        let device = DeviceRef::new(identity.org.clone(), identity.device.clone());
+        match self.route(&identity, &device, request).await {
+            Ok(response) => response,
+            Err(error) => {
+                if error.status.is_server_error() {
+                    tracing::warn!(%device, code = error.code, message = %error.message, "device request failed");
+                }
+                error.into_response()
+            }
+        }
+    }
+
+    async fn route(
+        &self,
+        identity: &DeviceIdentity,
+        device: &DeviceRef,
+        request: hyper::Request<Incoming>,
+    ) -> Result<Response, ApiError> {
+        if let Err(wait) = self.limiter.check(device) {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("{device} is over its request rate; retry in {seconds} s"),
+            )
+            .retry_after(seconds));
+        }
+        let path = request.uri().path().to_string();
+        let method = request.method().clone();
+        match (method.clone(), path.as_str()) {
+            (Method::POST, "/v1/submit") => {
+                let body = read_body(request, self.max_body_bytes).await?;
+                let receipt = self.ingest.submit(device, &body).await?;
+                Ok(json_response(StatusCode::OK, &receipt))
+            }
+            (Method::PUT, "/v1/metadata") => {
+                let body = read_body(request, self.max_body_bytes).await?;
+                self.put_metadata(device, &body).await
+            }
+            (Method::GET, "/v1/metadata") => self.get_metadata(device).await,
+            (Method::POST, "/v1/renew") => {
+                let body = read_body(request, self.max_body_bytes).await?;
+                let renewal = self.renewal.as_ref().ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "renewal_disabled",
+                        "this host does not renew certificates (no WEIR_PKI_DIR configured)",
+                    )
+                })?;
+                renewal.renew(identity, &body).await
+            }
+            (_, "/v1/submit" | "/v1/metadata" | "/v1/renew") => {
+                Err(ApiError::method_not_allowed(&method, &path))
+            }
+            _ => Err(ApiError::not_found(&path)),
+        }
+    }
+
+    async fn put_metadata(&self, device: &DeviceRef, body: &[u8]) -> Result<Response, ApiError> {
+        let parsed = parse_metadata(body)?;
+        self.ingest.put_metadata(device, &parsed.records).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"stored": parsed.records.len(), "rejected": parsed.rejected}),
+        ))
+    }
+
+    async fn get_metadata(&self, device: &DeviceRef) -> Result<Response, ApiError> {
+        let records = self.ingest.device_metadata(device).await?;
+        let body: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let mut entry = json!({"key": r.key, "type": r.data_type});
+                let fields = [
+                    ("name", r.name.as_ref().map(|v| json!(v))),
+                    ("unit", r.unit.as_ref().map(|v| json!(v))),
+                    ("description", r.description.as_ref().map(|v| json!(v))),
+                    ("min", r.min.map(|v| json!(v))),
+                    ("max", r.max.map(|v| json!(v))),
+                ];
+                for (name, value) in fields {
+                    if let Some(value) = value {
+                        entry[name] = value;
+                    }
+                }
+                if !r.value_map.is_empty() {
+                    let map: serde_json::Map<_, _> = r
+                        .value_map
+                        .iter()
+                        .map(|(code, label)| (code.to_string(), json!(label)))
+                        .collect();
+                    entry["value_map"] = serde_json::Value::Object(map);
+                }
+                entry
+            })
+            .collect();
+        Ok(json_response(StatusCode::OK, &json!(body)))
+    }
+}
