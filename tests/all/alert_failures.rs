@@ -6,9 +6,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use weir_tests::poll::eventually;
 
 use crate::alerting::host_with_rule_files;
-use crate::ingest::harness::{TestHost, batch, now_ms, ok, point, wait_until};
+use crate::ingest::harness::{TestHost, batch, now_ms, ok, point};
 use crate::support::component_path;
 
 /// A host whose alerter is the hostile one, with a short deadline, and its rules directory
@@ -100,11 +101,16 @@ async fn a_looping_alerter_holds_up_nothing_else_while_it_runs() {
     let in_flight = tokio::spawn(async move { looping_meter.submit(&looping).await });
 
     // The call yields at every epoch tick: the rest of the host (and this test) goes on.
-    wait_until("the looping batch is stored", LOOPS_FOR / 2, async || {
-        host.count(&weir_storage::DeviceRef::new("acme", "m1"))
-            .await
-            == 2
-    })
+    eventually(
+        "the looping batch is stored",
+        LOOPS_FOR / 2,
+        Duration::from_millis(100),
+        async || {
+            host.count(&weir_storage::DeviceRef::new("acme", "m1"))
+                .await
+                == 2
+        },
+    )
     .await;
     let calm = batch("calm-1", vec![point("meter.1.energy", json!(6), t)]);
     let receipt = ok(&calm_meter.submit(&calm).await);

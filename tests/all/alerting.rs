@@ -9,8 +9,9 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 use weir_runtime::alerter::{Rule, RuleState};
 use weir_runtime::{AlerterFunction, CallError};
+use weir_tests::poll::eventually;
 
-use crate::ingest::harness::{Device, TestHost, batch, now_ms, ok, point, wait_until};
+use crate::ingest::harness::{Device, TestHost, batch, now_ms, ok, point};
 use crate::support::{component_path, engine};
 
 /// The alerter component, relative to the functions directory.
@@ -398,9 +399,12 @@ async fn a_silent_key_raises_a_no_data_alert_that_its_next_point_clears() {
         &[("meter.1.energy", json!(5), now_ms() - 60 * MINUTE)],
     )
     .await;
-    wait_until("a no-data alert", Duration::from_secs(10), async || {
-        !events(&host, &token, "").await.is_empty()
-    })
+    eventually(
+        "a no-data alert",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        async || !events(&host, &token, "").await.is_empty(),
+    )
     .await;
     let listed = events(&host, &token, "").await;
     assert_eq!(listed.len(), 1, "{listed:?}");

@@ -12,8 +12,9 @@ use hyper::{HeaderMap, Method, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value as Json, json};
 use tokio::time::Instant;
+use weir_tests::poll::eventually;
 
-use crate::ingest::harness::{Device, TestHost, batch, now_ms, ok, point, wait_until};
+use crate::ingest::harness::{Device, TestHost, batch, now_ms, ok, point};
 
 const MINUTE: i64 = 60_000;
 /// Longest wait for something the stream should send (the machine is loaded).
@@ -264,9 +265,12 @@ async fn a_raised_then_cleared_alert_arrives_live_over_chunked_http1() {
     assert_eq!(header("transfer-encoding").as_deref(), Some("chunked"));
     assert_eq!(header("content-length"), None);
     stream.connected().await;
-    wait_until("the stream is counted", STREAM_TIMEOUT, async || {
-        metric(&host, "weir_event_streams").await == 1.0
-    })
+    eventually(
+        "the stream is counted",
+        STREAM_TIMEOUT,
+        Duration::from_millis(100),
+        async || metric(&host, "weir_event_streams").await == 1.0,
+    )
     .await;
 
     let mut boiler = host.device("b1", "acme").await;
@@ -304,9 +308,10 @@ async fn a_raised_then_cleared_alert_arrives_live_over_chunked_http1() {
 
     // The last stream to leave is no longer counted.
     drop(stream);
-    wait_until(
+    eventually(
         "the closed stream is uncounted",
         STREAM_TIMEOUT,
+        Duration::from_millis(100),
         async || metric(&host, "weir_event_streams").await == 0.0,
     )
     .await;
@@ -436,25 +441,25 @@ async fn the_relay_reconnects_after_redis_restarts_and_says_events_may_be_missin
     // Alerting's own Redis connection may need an attempt to come back: send until an alert
     // is raised (a held condition raises once, so at most one event arrives).
     let mut after = host.device("b2", "acme").await;
-    let deadline = Instant::now() + STREAM_TIMEOUT;
-    for attempt in 0.. {
-        send(
-            &mut after,
-            &format!("r2-{attempt}"),
-            95.0,
-            t + attempt * MINUTE,
-        )
-        .await;
-        let listed = listed_events(&host, &token).await;
-        if listed.iter().any(|event| event["device"] == "b2") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no alert for b2 after Redis came back"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let mut attempt = 0;
+    eventually(
+        "an alert for b2 after Redis came back",
+        STREAM_TIMEOUT,
+        Duration::from_millis(500),
+        async || {
+            send(
+                &mut after,
+                &format!("r2-{attempt}"),
+                95.0,
+                t + attempt * MINUTE,
+            )
+            .await;
+            attempt += 1;
+            let listed = listed_events(&host, &token).await;
+            listed.iter().any(|event| event["device"] == "b2")
+        },
+    )
+    .await;
     let (_, message) = stream.next_alert().await;
     assert_eq!(
         (&message["device"], &message["kind"]),

@@ -1,5 +1,5 @@
 //! A function that loops, hogs memory or traps fails its own call, within its deadline plus a
-//! small margin, and the host and every other call carry on.
+//! margin, and the host and every other call carry on.
 
 use std::time::{Duration, Instant};
 
@@ -9,8 +9,11 @@ use weir_runtime::validator::{UnknownKeyPolicy, Value, Verdict};
 use crate::support::{self, point};
 
 const DEADLINE: Duration = Duration::from_millis(100);
-/// Scheduling slack allowed on top of the deadline; a broken sandbox never returns at all.
-const MARGIN: Duration = Duration::from_millis(900);
+/// Scheduling slack allowed on top of the deadline. Generous on purpose: how far past it a call
+/// ends depends on how loaded the machine is (two cores, many tests at once), not on the
+/// sandbox; a broken sandbox never returns at all, and the deadline a stopped call reports is
+/// asserted exactly. (No benchmark times the overshoot.)
+const MARGIN: Duration = Duration::from_secs(5);
 
 async fn call_hostile(key: &str) -> (Result<Vec<Verdict>, CallError>, Duration) {
     let engine = support::engine(DEADLINE, 16);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use weir_runtime::validator::{UnknownKeyPolicy, Value, Verdict};
 use weir_runtime::{FunctionSlot, ValidatorFunction};
+use weir_tests::poll::eventually;
 
 use crate::support::{self, HOSTILE_MARK, point};
 
@@ -74,9 +75,14 @@ async fn swap_under_concurrency_gives_whole_answers_from_one_version() {
         }));
     }
 
-    while completed.load(Ordering::SeqCst) < TASKS * CALLS_EACH_SIDE {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    // A task that panicked never counts its calls: give up then rather than hang.
+    eventually(
+        "every task's calls before the swap",
+        Duration::from_secs(60),
+        Duration::from_millis(1),
+        async || completed.load(Ordering::SeqCst) >= TASKS * CALLS_EACH_SIDE,
+    )
+    .await;
     // Compiled and linked while the calls run; only then swapped in.
     let engine_for_load = engine.clone();
     let v2 = tokio::task::spawn_blocking(move || {

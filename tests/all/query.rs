@@ -310,8 +310,10 @@ async fn failing_handlers_fail_alone_with_their_reason() {
             .err()
             .unwrap_or_else(|| panic!("{name} answered"));
         assert_eq!(error.code(), code, "{name}: {error}");
+        // Generous on purpose: how far past its 200 ms deadline a call ends depends on how
+        // loaded the machine is, not on the sandbox; a handler never stopped never returns.
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(5),
             "{name} was not stopped in time"
         );
     }

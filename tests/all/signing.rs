@@ -4,9 +4,10 @@
 
 use weir_pipeline::registry::FunctionName;
 use weir_runtime::signature::PrivateKey;
+use weir_tests::poll::eventually;
 
 use crate::ingest::harness::{TestHost, batch, now_ms, ok, point};
-use crate::registry::{registry, until_all_run, validator_of};
+use crate::registry::{SWITCH_POLL, SWITCH_WITHIN, all_run, registry, validator_of};
 use crate::support::with_custom_section;
 
 /// A functions directory holding the default validator signed with `key`.
@@ -83,7 +84,13 @@ async fn only_components_signed_with_the_configured_key_deploy() {
         .deploy(FunctionName::Validator, &signed, &region)
         .await
         .unwrap();
-    until_all_run(&[test.host()], &assignment.sha256).await;
+    eventually(
+        "the host runs the signed version",
+        SWITCH_WITHIN,
+        SWITCH_POLL,
+        async || all_run(&[test.host()], &assignment.sha256),
+    )
+    .await;
     let mut meter = test.device("m1", "acme").await;
     let receipt = ok(&meter
         .submit(&batch("b1", vec![point("meter.power", 1.5, now_ms())]))

@@ -19,9 +19,10 @@ use serde_json::{Value as Json, json};
 use sha2::Sha256;
 use tokio::net::TcpListener;
 use weir_storage::{AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter};
+use weir_tests::poll::eventually;
 
 use crate::alerting::{ACME_RULES, call, host_with_rule_files, next_messages, send};
-use crate::ingest::harness::{TestHost, now_ms, wait_until};
+use crate::ingest::harness::{TestHost, now_ms};
 
 const MINUTE: i64 = 60_000;
 const SECRET: &str = "test-secret-0123456789abcdef";
@@ -357,9 +358,12 @@ async fn every_rule_kind_reaches_the_webhook_signed_and_as_recorded() {
     // No data: a key silent for an hour, found by the staleness check.
     send(&mut meter, "s1", &[("meter.1.energy", json!(5), t)]).await;
 
-    wait_until("six deliveries", Duration::from_secs(20), async || {
-        receiver.delivered().len() >= 6
-    })
+    eventually(
+        "six deliveries",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        async || receiver.delivered().len() >= 6,
+    )
     .await;
     let delivered = receiver.delivered();
     assert_eq!(
@@ -405,9 +409,12 @@ async fn every_rule_kind_reaches_the_webhook_signed_and_as_recorded() {
     }
 
     let webhooks = host.storage().list_webhooks(Some("acme")).await.unwrap();
-    wait_until("nothing pending", Duration::from_secs(5), async || {
-        host.storage().list_webhooks(Some("acme")).await.unwrap()[0].pending == 0
-    })
+    eventually(
+        "nothing pending",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        async || host.storage().list_webhooks(Some("acme")).await.unwrap()[0].pending == 0,
+    )
     .await;
     assert_eq!(webhooks.len(), 1);
 }
@@ -425,9 +432,10 @@ async fn acknowledging_and_clearing_through_the_api_reach_the_webhook_and_pubsub
         &[("meter.1.temperature", json!(83.5), now_ms())],
     )
     .await;
-    wait_until(
+    eventually(
         "the raise is delivered",
         Duration::from_secs(20),
+        Duration::from_millis(100),
         async || receiver.delivered().len() == 1,
     )
     .await;
@@ -439,9 +447,10 @@ async fn acknowledging_and_clearing_through_the_api_reach_the_webhook_and_pubsub
         let path = format!("/v1/events/{id}/{action}");
         let (status, body) = call(&host, Method::POST, &path, &token).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        wait_until(
+        eventually(
             &format!("the {action} is delivered"),
             Duration::from_secs(20),
+            Duration::from_millis(100),
             async || receiver.delivered().len() == deliveries,
         )
         .await;
@@ -529,9 +538,10 @@ async fn webhooks_get_only_their_rules_and_their_organisations_events() {
     let mut tank = host.device("t1", "globex").await;
     send(&mut tank, "o4", &[("tank.level", json!(3), t)]).await;
 
-    wait_until(
+    eventually(
         "every webhook's deliveries",
         Duration::from_secs(15),
+        Duration::from_millis(100),
         async || {
             every_acme_rule.delivered().len() >= 2
                 && !meter_hot_only.delivered().is_empty()
@@ -599,9 +609,10 @@ async fn a_webhook_down_then_up_gets_every_event_none_lost() {
     }
 
     // Every delivery refused at least twice: retried, not dropped.
-    wait_until(
+    eventually(
         "two refused attempts of each",
         Duration::from_secs(15),
+        Duration::from_millis(100),
         async || {
             let mut attempts: BTreeMap<i64, usize> = BTreeMap::new();
             for request in receiver.received() {
@@ -616,13 +627,19 @@ async fn a_webhook_down_then_up_gets_every_event_none_lost() {
     assert_eq!((pending[0].id, pending[0].pending), (webhook.id, 4));
 
     receiver.answer(200);
-    wait_until("every delivery made", Duration::from_secs(15), async || {
-        receiver.delivered().len() >= 4
-    })
+    eventually(
+        "every delivery made",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        async || receiver.delivered().len() >= 4,
+    )
     .await;
-    wait_until("nothing pending", Duration::from_secs(5), async || {
-        host.storage().list_webhooks(Some("acme")).await.unwrap()[0].pending == 0
-    })
+    eventually(
+        "nothing pending",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        async || host.storage().list_webhooks(Some("acme")).await.unwrap()[0].pending == 0,
+    )
     .await;
 
     let delivered = receiver.delivered();
@@ -714,9 +731,12 @@ async fn a_webhook_not_listening_gets_its_events_once_it_starts() {
     );
 
     let receiver = Receiver::start_on(TcpListener::bind(addr).await.unwrap());
-    wait_until("both deliveries", Duration::from_secs(15), async || {
-        receiver.delivered().len() >= 2
-    })
+    eventually(
+        "both deliveries",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        async || receiver.delivered().len() >= 2,
+    )
     .await;
     let events = recorded(&host, "acme").await;
     for request in receiver.received() {

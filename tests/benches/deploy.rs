@@ -27,6 +27,7 @@ use weir::Config;
 use weir::host::Host;
 use weir_pipeline::registry::{FunctionName, FunctionRegistry};
 use weir_storage::Storage;
+use weir_tests::poll::eventually;
 use weir_tests::stack::Stack;
 use weir_tests::with_custom_section;
 
@@ -131,22 +132,21 @@ async fn main() -> anyhow::Result<()> {
         let committed = Instant::now();
         let version = applied.assignment.sha256;
         let mut switched: [Option<Duration>; 2] = [None, None];
-        while switched.iter().any(Option::is_none) {
-            for (host, at) in hosts.iter().zip(switched.iter_mut()) {
-                if at.is_none() && rules_of(host, "acme").as_deref() == Some(version.as_str()) {
-                    *at = Some(committed.elapsed());
+        let at = eventually(
+            &format!("both hosts evaluate with rule set {version}"),
+            GIVE_UP,
+            POLL,
+            async || {
+                for (host, at) in hosts.iter().zip(switched.iter_mut()) {
+                    if at.is_none() && rules_of(host, "acme").as_deref() == Some(version.as_str()) {
+                        *at = Some(committed.elapsed());
+                    }
                 }
-            }
-            anyhow::ensure!(
-                committed.elapsed() < GIVE_UP,
-                "the hosts did not switch to rule set {version} within {GIVE_UP:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-        rule_swaps.push((
-            committed - started,
-            switched.map(|at| at.expect("both switched")),
-        ));
+                both(switched)
+            },
+        )
+        .await;
+        rule_swaps.push((committed - started, at));
     }
     println!();
     println!(
@@ -297,26 +297,36 @@ impl Bench<'_> {
         anyhow::ensure!(deployed.changed, "every deploy changes the version");
         let digest = deployed.sha256;
         let mut switched: [Option<Duration>; 2] = [None, None];
-        while switched.iter().any(Option::is_none) {
-            for (host, at) in self.hosts.iter().zip(switched.iter_mut()) {
-                if at.is_none() && running(host, name) == digest {
-                    *at = Some(committed.elapsed());
+        let hosts = eventually(
+            &format!("both hosts run {name} {digest}"),
+            GIVE_UP,
+            POLL,
+            async || {
+                for (host, at) in self.hosts.iter().zip(switched.iter_mut()) {
+                    if at.is_none() && running(host, name) == digest {
+                        *at = Some(committed.elapsed());
+                    }
                 }
-            }
-            anyhow::ensure!(
-                committed.elapsed() < GIVE_UP,
-                "the hosts did not switch to {name} {digest} within {GIVE_UP:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+                both(switched)
+            },
+        )
+        .await;
         let holds = |files: &HashSet<String>| files.iter().any(|file| file.starts_with(&digest));
         Ok(Swap {
             deploy: committed - started,
             prepared,
             deploy_cached: holds(&deploy_before),
-            hosts: switched.map(|at| at.expect("both switched")),
+            hosts,
             cached: [holds(&before[0]), holds(&before[1])],
         })
+    }
+}
+
+/// Both hosts' switch times, once both have switched.
+fn both(switched: [Option<Duration>; 2]) -> Option<[Duration; 2]> {
+    match switched {
+        [Some(first), Some(second)] => Some([first, second]),
+        _ => None,
     }
 }
 

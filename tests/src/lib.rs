@@ -1,7 +1,9 @@
-//! Support for Weir's integration tests and benchmarks: where the compiled components are, and
-//! the throw-away PostgreSQL and Redis servers (from `weir-services`).
+//! Support for Weir's integration tests and benchmarks: where the compiled components are, the
+//! throw-away PostgreSQL and Redis servers (from `weir-services`), and the one way to wait for
+//! something that happens in the background ([`poll::eventually`]).
 
 pub mod native;
+pub mod poll;
 pub mod stack;
 
 use std::path::PathBuf;

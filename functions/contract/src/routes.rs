@@ -98,6 +98,36 @@ fn capture(endpoint: Endpoint, path: &str) -> Option<Route<'_>> {
     }
 }
 
+/// Decodes the `%XX` escapes of a path segment or query value: the one decoding both sides
+/// apply to names in URLs. `None` for a broken escape (`%zz`, a trailing `%`, `%+f`) or bytes
+/// that are not UTF-8, so a malformed name is refused rather than read as something else.
+///
+/// ```
+/// use weir_contract::routes::percent_decode;
+/// assert_eq!(percent_decode("m%3A1").as_deref(), Some("m:1"));
+/// assert_eq!(percent_decode("a%zz"), None);
+/// ```
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! endpoint takes), typed readers that name the parameter in their errors, and the canonical
 //! query string written back in redirects.
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::answer::Answer;
 
@@ -103,21 +103,7 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8. `+` stays `+`.
 pub fn percent_decode(s: &str) -> Option<String> {
-    // The crate passes a broken escape (`%zz`, a trailing `%`) through as it is; a name or
-    // value holding one is refused instead, so that it is never read as something else.
-    let broken = s.split('%').skip(1).any(|after| {
-        !after
-            .as_bytes()
-            .get(..2)
-            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-    });
-    if broken {
-        return None;
-    }
-    percent_decode_str(s)
-        .decode_utf8()
-        .ok()
-        .map(|decoded| decoded.into_owned())
+    weir_contract::routes::percent_decode(s)
 }
 
 /// Encodes everything but RFC 3986 unreserved characters, `/` and `,`: a query may hold those

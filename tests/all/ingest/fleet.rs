@@ -7,8 +7,9 @@ use hyper::Method;
 use serde_json::json;
 use weir_pki::ClientAlpn;
 use weir_storage::DeviceRef;
+use weir_tests::poll::eventually;
 
-use super::harness::{TestHost, batch, now_ms, ok, point, rejections, wait_until};
+use super::harness::{TestHost, batch, now_ms, ok, point, rejections};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ingest_metadata_changed_through_one_host_is_applied_by_another() {
@@ -39,9 +40,10 @@ async fn ingest_metadata_changed_through_one_host_is_applied_by_another() {
         .await);
 
     let mut attempt = 0;
-    wait_until(
+    eventually(
         "the other host applies the new type",
         Duration::from_secs(5),
+        Duration::from_millis(100),
         async || {
             attempt += 1;
             let receipt = ok(&via_other

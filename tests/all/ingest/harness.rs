@@ -383,15 +383,3 @@ pub fn assert_error(response: &DeviceResponse, status: StatusCode, code: &str) -
     assert!(!message.is_empty(), "an error says what was wrong");
     message
 }
-
-/// Polls `check` every 100 ms until it holds; panics naming `what` after `timeout`.
-pub async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}

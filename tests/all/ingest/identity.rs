@@ -8,8 +8,9 @@ use serde_json::json;
 use time::OffsetDateTime;
 use weir_pki::{Ca, ClientAlpn};
 use weir_storage::DeviceRef;
+use weir_tests::poll::eventually;
 
-use super::harness::{TestHost, batch, now_ms, ok, point, wait_until};
+use super::harness::{TestHost, batch, now_ms, ok, point};
 
 const ORG: &str = "acme";
 
@@ -92,9 +93,10 @@ async fn ingest_refuses_new_connections_of_a_revoked_device() {
 
     weir_pki::revoke_device(host.pki_dir(), "meter-revoked").unwrap();
 
-    wait_until(
+    eventually(
         "the revoked device is refused",
         REVOCATION_DEADLINE,
+        Duration::from_millis(100),
         async || host.is_refused(revoked.clone()).await,
     )
     .await;

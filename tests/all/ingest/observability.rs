@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use serde_json::{Value as Json, json};
+use weir_tests::poll::eventually;
 
-use super::harness::{TestHost, batch, now_ms, ok, point, wait_until};
+use super::harness::{TestHost, batch, now_ms, ok, point};
 
 const ORG: &str = "acme";
 
@@ -67,15 +68,14 @@ async fn ingest_metrics_count_batches_points_and_refused_handshakes() {
     );
 
     // The host counts a refusal just after the device sees it: scrape until it shows.
-    let mut metrics = String::new();
-    wait_until(
+    let metrics = eventually(
         "the refused handshake is counted",
         Duration::from_secs(5),
+        Duration::from_millis(100),
         async || {
             let (status, text) = host.api_get("/metrics").await;
             assert_eq!(status, StatusCode::OK);
-            metrics = text;
-            sample(&metrics, "weir_tls_handshakes_refused_total") == Some(1.0)
+            (sample(&text, "weir_tls_handshakes_refused_total") == Some(1.0)).then_some(text)
         },
     )
     .await;

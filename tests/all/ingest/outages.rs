@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use serde_json::json;
+use weir_tests::poll::eventually;
 
-use super::harness::{TestHost, assert_error, batch, now_ms, ok, point, wait_until};
+use super::harness::{TestHost, assert_error, batch, now_ms, ok, point};
 
 const ORG: &str = "acme";
 
@@ -80,9 +81,10 @@ async fn ingest_without_redis_still_stores_and_repairs_latest_afterwards() {
 
     let in_postgres = host.latest_in_postgres(meter.id()).await;
     assert_eq!(in_postgres.len(), 2);
-    wait_until(
+    eventually(
         "Redis latest values equal PostgreSQL's",
         REPAIR_DEADLINE,
+        Duration::from_millis(100),
         async || {
             host.host()
                 .latest()

@@ -10,8 +10,9 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::json;
 use weir::device_client::DeviceResponse;
 use weir_pki::identity_from_cert;
+use weir_tests::poll::eventually;
 
-use super::harness::{Device, TestHost, assert_error, batch, now_ms, ok, point, wait_until};
+use super::harness::{Device, TestHost, assert_error, batch, now_ms, ok, point};
 
 const ORG: &str = "acme";
 
@@ -69,9 +70,10 @@ async fn ingest_renews_a_certificate_for_the_presented_identity_until_revoked() 
     let refused = renew(&mut meter, &csr).await;
     assert_error(&refused, StatusCode::FORBIDDEN, "device_revoked");
     // New connections with the renewed certificate are refused once the CRL is re-read.
-    wait_until(
+    eventually(
         "the renewed certificate is refused",
         Duration::from_secs(6),
+        Duration::from_millis(100),
         async || host.is_refused(tls.clone()).await,
     )
     .await;

@@ -1,11 +1,20 @@
-//! The host's one configuration type: defaults, then an optional TOML file, then `WEIR_*`
-//! environment variables, each layer overriding the one before.
+//! The host's one configuration type, [`Config`], and how it is loaded: defaults, then an
+//! optional TOML file, then `WEIR_*` environment variables, each layer overriding the one before.
+//!
+//! The layers are merged by `figment` and read into [`Config`] in one pass, so every struct's
+//! `deny_unknown_fields` and field types hold for all of them. The variables' names do not follow
+//! the field paths (`WEIR_DEVICE_RATE` sets `ingest.device_rate_per_second`): `ENV_VARS` is the
+//! one table that pairs each variable with its field, and the only place that knows the names.
+//! A bad value is reported under the variable's name, a bad file with its line and column; the
+//! checks across fields ([`Config::load_from`]) run once all layers are in.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::Deserialize;
 
 use weir_runtime::Limits;
@@ -185,7 +194,9 @@ pub struct ValidationConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownKeys {
+    /// Store them untyped.
     Accept,
+    /// Refuse them.
     Reject,
 }
 
@@ -291,175 +302,60 @@ impl Default for ValidationConfig {
 }
 
 impl Config {
-    /// Loads the configuration: defaults, then `file` if given, then the environment.
+    /// Loads the configuration: defaults, then `file` if given, then the process's `WEIR_*`
+    /// variables (see [`Config::load_from`]).
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        let mut config = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("in config file {}", path.display()))?
-            }
-            None => Config::default(),
+        // Only the table's variables are read: `std::env::vars` would panic on any variable of
+        // the process that is not Unicode, and one of ours that is not is ignored, as unset.
+        let vars = ENV_VARS.iter().filter_map(|&(name, _, _)| {
+            std::env::var(name)
+                .ok()
+                .map(|value| (name.to_owned(), value))
+        });
+        Config::load_from(file, vars)
+    }
+
+    /// Loads the configuration from defaults, then `file` if given, then `vars`: the
+    /// environment's `(name, value)` pairs, of which only the documented `WEIR_*` variables
+    /// count. Tests hand their own pairs instead of changing the process's environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let text = match file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?,
+            ),
+            None => None,
         };
-        config.apply_env(|name| std::env::var(name).ok())?;
+        let config = Config::layered(file.zip(text.as_deref()), vars)?;
         config.check()?;
         Ok(config)
     }
 
-    /// Overrides fields from `WEIR_*` variables, read through `var`.
-    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        if let Some(v) = var("WEIR_REGION") {
-            self.region = v;
+    /// Defaults, overridden by the file's text if given, then by the `WEIR_*` variables of
+    /// `vars`; without the checks across fields.
+    fn layered(
+        file: Option<(&Path, &str)>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let vars: BTreeMap<&'static str, String> = vars
+            .into_iter()
+            .filter_map(|(name, text)| {
+                let (known, _, _) = ENV_VARS.iter().find(|(known, _, _)| *known == name)?;
+                Some((*known, text))
+            })
+            .collect();
+        // Missing fields are the defaults: every struct is `#[serde(default)]`.
+        let mut figment = Figment::new();
+        if let Some((path, text)) = file {
+            figment = figment.merge(file_layer(path, text)?);
         }
-        if let Some(v) = var("WEIR_FUNCTIONS_DIR") {
-            self.functions_dir = v.into();
-        }
-        if let Some(v) = var("WEIR_STATE_DIR") {
-            self.state_dir = v.into();
-        }
-        if let Some(v) = var("WEIR_DATABASE_URL") {
-            self.database_url = v;
-        }
-        if let Some(v) = var("WEIR_REDIS_URL") {
-            self.redis_url = v;
-        }
-        if let Some(v) = var("WEIR_DEVICE_LISTEN") {
-            self.device_listen = v;
-        }
-        if let Some(v) = var("WEIR_API_LISTEN") {
-            self.api_listen = v;
-        }
-        if let Some(v) = var("WEIR_SIGNING_PUBLIC_KEY") {
-            self.functions.signing_public_key = Some(v);
-        }
-        let tls = &mut self.tls;
-        for (name, field) in [
-            ("WEIR_PKI_DIR", &mut tls.pki_dir),
-            ("WEIR_TLS_CERT", &mut tls.cert),
-            ("WEIR_TLS_KEY", &mut tls.key),
-            ("WEIR_DEVICE_CA", &mut tls.device_ca),
-            ("WEIR_DEVICE_CRL", &mut tls.device_crl),
-            ("WEIR_API_TLS_CERT", &mut tls.api_cert),
-            ("WEIR_API_TLS_KEY", &mut tls.api_key),
-        ] {
-            if let Some(v) = var(name) {
-                *field = Some(v.into());
-            }
-        }
-        parse_env(&var, "WEIR_RENEW_DAYS", &mut self.tls.renew_days)?;
-        let ingest = &mut self.ingest;
-        parse_env(&var, "WEIR_MAX_BODY_BYTES", &mut ingest.max_body_bytes)?;
-        parse_env(&var, "WEIR_MAX_BATCH_POINTS", &mut ingest.max_batch_points)?;
-        parse_env(&var, "WEIR_DEVICE_RATE", &mut ingest.device_rate_per_second)?;
-        parse_env(&var, "WEIR_DEVICE_BURST", &mut ingest.device_burst)?;
-        parse_env(&var, "WEIR_DATABASE_POOL", &mut ingest.database_pool)?;
-        parse_env(&var, "WEIR_MAX_INFLIGHT", &mut ingest.max_inflight_batches)?;
-        parse_env(
-            &var,
-            "WEIR_BATCH_RETENTION_HOURS",
-            &mut ingest.batch_retention_hours,
-        )?;
-        parse_env(
-            &var,
-            "WEIR_FUNCTION_DEADLINE_MS",
-            &mut self.functions.deadline_ms,
-        )?;
-        parse_env(
-            &var,
-            "WEIR_FUNCTION_MEMORY_MB",
-            &mut self.functions.memory_mb,
-        )?;
-        parse_env(
-            &var,
-            "WEIR_FUNCTION_INSTANCES",
-            &mut self.functions.max_instances,
-        )?;
-        parse_env(
-            &var,
-            "WEIR_MAX_CLOCK_SKEW_MS",
-            &mut self.validation.max_clock_skew_ms,
-        )?;
-        parse_env(
-            &var,
-            "WEIR_MAX_POINT_AGE_DAYS",
-            &mut self.validation.max_point_age_days,
-        )?;
-        parse_env(
-            &var,
-            "WEIR_MAX_TEXT_LENGTH",
-            &mut self.validation.max_text_length,
-        )?;
-        if let Some(v) = var("WEIR_QUERY_COMPONENT") {
-            self.query.component = v.into();
-        }
-        parse_env(&var, "WEIR_QUERY_DEADLINE_MS", &mut self.query.deadline_ms)?;
-        if let Some(v) = var("WEIR_QUERY_DATABASE_URL") {
-            self.query.database_url = Some(v);
-        }
-        parse_env(
-            &var,
-            "WEIR_QUERY_DB_CONNECTIONS",
-            &mut self.query.database_connections,
-        )?;
-        parse_env(
-            &var,
-            "WEIR_LATENESS_WINDOW_S",
-            &mut self.query.lateness_window_s,
-        )?;
-        parse_env(
-            &var,
-            "WEIR_ANSWER_CACHE",
-            &mut self.query.answer_cache_entries,
-        )?;
-        if let Some(v) = var("WEIR_QUERY_ALLOWED_HOSTS") {
-            self.query.allowed_outbound_hosts = Some(
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|entry| !entry.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            );
-        }
-        if let Some(v) = var("WEIR_ALERT_COMPONENT") {
-            self.alerting.component = v.into();
-        }
-        if let Some(v) = var("WEIR_ALERT_RULES_DIR") {
-            self.alerting.rules_dir = Some(v.into());
-        }
-        parse_env(
-            &var,
-            "WEIR_ALERT_STALE_CHECK_S",
-            &mut self.alerting.stale_check_s,
-        )?;
-        parse_env(
-            &var,
-            "WEIR_WEBHOOK_TIMEOUT_MS",
-            &mut self.alerting.webhook_timeout_ms,
-        )?;
-        parse_env(
-            &var,
-            "WEIR_WEBHOOK_RETRY_MIN_MS",
-            &mut self.alerting.webhook_retry_min_ms,
-        )?;
-        parse_env(
-            &var,
-            "WEIR_WEBHOOK_RETRY_MAX_S",
-            &mut self.alerting.webhook_retry_max_s,
-        )?;
-        if var("WEIR_ALERT_DEADLINE_MS").is_some() {
-            let mut deadline = 0u64;
-            parse_env(&var, "WEIR_ALERT_DEADLINE_MS", &mut deadline)?;
-            self.alerting.deadline_ms = Some(deadline);
-        }
-        if let Some(v) = var("WEIR_UNKNOWN_KEYS") {
-            self.validation.unknown_keys = match v.as_str() {
-                "accept" => UnknownKeys::Accept,
-                "reject" => UnknownKeys::Reject,
-                other => bail!("WEIR_UNKNOWN_KEYS must be `accept` or `reject`, not `{other}`"),
-            };
-        }
-        Ok(())
+        figment
+            .merge(env_layer(&vars))
+            .extract()
+            .map_err(|error| env_error(error, &vars))
     }
 
     fn check(&self) -> anyhow::Result<()> {
@@ -693,46 +589,240 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-fn parse_env<T: std::str::FromStr>(
-    var: &impl Fn(&str) -> Option<String>,
-    name: &str,
-    field: &mut T,
-) -> anyhow::Result<()>
-where
-    T::Err: std::fmt::Display,
-{
-    if let Some(text) = var(name) {
-        *field = text
-            .parse()
-            .map_err(|error| anyhow::anyhow!("{name}=`{text}` is not valid: {error}"))?;
+/// Every `WEIR_*` variable: its name, the field it sets (a dotted path, as in the TOML file) and
+/// how its text is read. The README's configuration table documents the same pairs.
+#[rustfmt::skip]
+const ENV_VARS: &[EnvVar] = &[
+    ("WEIR_REGION",                "region",                        Text),
+    ("WEIR_FUNCTIONS_DIR",         "functions_dir",                 Text),
+    ("WEIR_STATE_DIR",             "state_dir",                     Text),
+    ("WEIR_DATABASE_URL",          "database_url",                  Text),
+    ("WEIR_REDIS_URL",             "redis_url",                     Text),
+    ("WEIR_DEVICE_LISTEN",         "device_listen",                 Text),
+    ("WEIR_API_LISTEN",            "api_listen",                    Text),
+    ("WEIR_PKI_DIR",               "tls.pki_dir",                   Text),
+    ("WEIR_TLS_CERT",              "tls.cert",                      Text),
+    ("WEIR_TLS_KEY",               "tls.key",                       Text),
+    ("WEIR_DEVICE_CA",             "tls.device_ca",                 Text),
+    ("WEIR_DEVICE_CRL",            "tls.device_crl",                Text),
+    ("WEIR_RENEW_DAYS",            "tls.renew_days",                Number),
+    ("WEIR_API_TLS_CERT",          "tls.api_cert",                  Text),
+    ("WEIR_API_TLS_KEY",           "tls.api_key",                   Text),
+    ("WEIR_MAX_BODY_BYTES",        "ingest.max_body_bytes",         Number),
+    ("WEIR_MAX_BATCH_POINTS",      "ingest.max_batch_points",       Number),
+    ("WEIR_DEVICE_RATE",           "ingest.device_rate_per_second", Number),
+    ("WEIR_DEVICE_BURST",          "ingest.device_burst",           Number),
+    ("WEIR_DATABASE_POOL",         "ingest.database_pool",          Number),
+    ("WEIR_MAX_INFLIGHT",          "ingest.max_inflight_batches",   Number),
+    ("WEIR_BATCH_RETENTION_HOURS", "ingest.batch_retention_hours",  Number),
+    ("WEIR_FUNCTION_DEADLINE_MS",  "functions.deadline_ms",         Number),
+    ("WEIR_FUNCTION_MEMORY_MB",    "functions.memory_mb",           Number),
+    ("WEIR_FUNCTION_INSTANCES",    "functions.max_instances",       Number),
+    ("WEIR_SIGNING_PUBLIC_KEY",    "functions.signing_public_key",  Text),
+    ("WEIR_MAX_CLOCK_SKEW_MS",     "validation.max_clock_skew_ms",  Number),
+    ("WEIR_MAX_POINT_AGE_DAYS",    "validation.max_point_age_days", Number),
+    ("WEIR_UNKNOWN_KEYS",          "validation.unknown_keys",       Text),
+    ("WEIR_MAX_TEXT_LENGTH",       "validation.max_text_length",    Number),
+    ("WEIR_QUERY_COMPONENT",       "query.component",               Text),
+    ("WEIR_QUERY_DEADLINE_MS",     "query.deadline_ms",             Number),
+    ("WEIR_QUERY_ALLOWED_HOSTS",   "query.allowed_outbound_hosts",  List),
+    ("WEIR_QUERY_DATABASE_URL",    "query.database_url",            Text),
+    ("WEIR_QUERY_DB_CONNECTIONS",  "query.database_connections",    Number),
+    ("WEIR_LATENESS_WINDOW_S",     "query.lateness_window_s",       Number),
+    ("WEIR_ANSWER_CACHE",          "query.answer_cache_entries",    Number),
+    ("WEIR_ALERT_COMPONENT",       "alerting.component",            Text),
+    ("WEIR_ALERT_RULES_DIR",       "alerting.rules_dir",            Text),
+    ("WEIR_ALERT_DEADLINE_MS",     "alerting.deadline_ms",          Number),
+    ("WEIR_ALERT_STALE_CHECK_S",   "alerting.stale_check_s",        Number),
+    ("WEIR_WEBHOOK_TIMEOUT_MS",    "alerting.webhook_timeout_ms",   Number),
+    ("WEIR_WEBHOOK_RETRY_MIN_MS",  "alerting.webhook_retry_min_ms", Number),
+    ("WEIR_WEBHOOK_RETRY_MAX_S",   "alerting.webhook_retry_max_s",  Number),
+];
+
+/// A row of [`ENV_VARS`]: the variable, the field path it sets, how its text is read.
+type EnvVar = (&'static str, &'static str, EnvText);
+
+use EnvText::{List, Number, Text};
+
+/// How a variable's text becomes the value of its field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EnvText {
+    /// Taken as it is, even when it looks like a number: `WEIR_REGION=123` is region `123`
+    /// (figment's own `Env` provider would make it an integer and refuse it).
+    Text,
+    /// A number as Rust's `str::parse` reads it; other text stays text, so the field's type
+    /// refuses it and the message names the variable.
+    Number,
+    /// Comma-separated entries, trimmed, empty ones dropped.
+    List,
+}
+
+impl EnvText {
+    fn value(self, text: &str) -> Value {
+        match self {
+            Text => text.into(),
+            Number => (text.parse::<u64>().ok().map(Value::from))
+                .or_else(|| text.parse::<i64>().ok().map(Value::from))
+                .or_else(|| text.parse::<f64>().ok().map(Value::from))
+                .unwrap_or_else(|| text.into()),
+            List => text
+                .split(',')
+                .map(str::trim)
+                .filter(|entry| !entry.is_empty())
+                .map(Value::from)
+                .collect::<Vec<_>>()
+                .into(),
+        }
     }
-    Ok(())
+}
+
+/// One layer of the configuration, as figment merges it: a tree of values and where it came
+/// from, for figment's messages.
+struct Layer {
+    metadata: Metadata,
+    values: Dict,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        self.metadata.clone()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.values.clone()))
+    }
+}
+
+/// The TOML file as a layer. The file is first read into a [`Config`] on its own, so that its
+/// mistakes (unknown fields, wrong types) are reported with line and column, as `toml` reports
+/// them; figment then merges its values with the others.
+fn file_layer(path: &Path, text: &str) -> anyhow::Result<Layer> {
+    let context = || format!("in config file {}", path.display());
+    toml::from_str::<Config>(text).with_context(context)?;
+    Ok(Layer {
+        metadata: Metadata::from("TOML file", path),
+        values: toml::from_str(text).with_context(context)?,
+    })
+}
+
+/// The variables of [`ENV_VARS`] that `vars` sets (the last value of each), as a layer.
+fn env_layer(vars: &BTreeMap<&'static str, String>) -> Layer {
+    let mut values = Dict::new();
+    for (name, path, read) in ENV_VARS {
+        if let Some(text) = vars.get(name) {
+            insert(&mut values, path, read.value(text));
+        }
+    }
+    Layer {
+        metadata: Metadata::named("`WEIR_*` environment variables"),
+        values,
+    }
+}
+
+/// Puts `value` at the dotted `path` of `values`, making the tables on the way.
+fn insert(values: &mut Dict, path: &str, value: Value) {
+    match path.split_once('.') {
+        Some((table, rest)) => {
+            let entry = values
+                .entry(table.to_owned())
+                .or_insert_with(|| Dict::new().into());
+            if let Value::Dict(_, table) = entry {
+                insert(table, rest, value);
+            }
+        }
+        None => {
+            values.insert(path.to_owned(), value);
+        }
+    }
+}
+
+/// A figment error about a variable's value, as `NAME=`text` is not valid: why`. The file's
+/// values were read on their own before, so a value that does not fit its field is a variable's.
+fn env_error(error: figment::Error, vars: &BTreeMap<&'static str, String>) -> anyhow::Error {
+    let key = error.path.join(".");
+    let set = ENV_VARS.iter().find_map(|(name, path, _)| {
+        let under = key == *path || key.starts_with(&format!("{path}."));
+        under.then(|| vars.get(name).map(|text| (name, text)))?
+    });
+    match set {
+        Some((name, text)) => anyhow::anyhow!("{name}=`{text}` is not valid: {}", error.kind),
+        None => error.into(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, text)| (name.to_string(), text.to_string()))
+            .collect()
+    }
+
+    /// `WEIR_*` variables over a TOML file's text, checks included, as [`Config::load_from`].
+    fn load(toml: &str, pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let config = Config::layered(Some((Path::new("weir.toml"), toml)), vars(pairs))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// A value each variable accepts that differs from its default.
+    fn sample(name: &str, read: EnvText) -> &'static str {
+        match (name, read) {
+            ("WEIR_UNKNOWN_KEYS", _) => "reject",
+            // 64 decimal digits: hex to the signing key, text to the config, not a number.
+            ("WEIR_SIGNING_PUBLIC_KEY", _) => {
+                "1111111111111111111111111111111111111111111111111111111111111111"
+            }
+            (_, Text) => "sample",
+            (_, Number) => "3",
+            (_, List) => "postgres://db:5432, redis://cache:6379",
+        }
+    }
+
     #[test]
     fn environment_overrides_the_file() {
-        let mut config: Config =
-            toml::from_str("region = \"eu-north\"\n[functions]\ndeadline_ms = 50\n").unwrap();
-        config
-            .apply_env(|name| (name == "WEIR_FUNCTION_DEADLINE_MS").then(|| "75".to_string()))
-            .unwrap();
+        let config = load(
+            "region = \"eu-north\"\n[functions]\ndeadline_ms = 50\n",
+            &[("WEIR_FUNCTION_DEADLINE_MS", "75")],
+        )
+        .unwrap();
         assert_eq!(config.region, "eu-north");
         assert_eq!(config.functions.deadline_ms, 75);
         assert_eq!(config.functions.memory_mb, 64);
     }
 
     #[test]
-    fn query_grants_default_to_the_hosts_stores_without_passwords() {
-        let mut config: Config = toml::from_str(
-            "database_url = \"postgres://weir:secret@db:5432/weir\"\n\
-             redis_url = \"redis://:pw@cache:6379/0\"\n\
-             [query.variables]\nunit = \"kWh\"\n",
+    fn load_from_reads_the_file_then_the_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "region = \"eu-north\"\n[ingest]\ndevice_burst = 9.0\n",
         )
         .unwrap();
+        let config = Config::load_from(
+            Some(&path),
+            vars(&[("WEIR_DEVICE_BURST", "12"), ("HOME", "/root")]),
+        )
+        .unwrap();
+        assert_eq!(config.region, "eu-north");
+        assert_eq!(config.ingest.device_burst, 12.0);
+        let missing = Config::load_from(Some(&dir.path().join("none.toml")), vec![]).unwrap_err();
+        assert!(
+            missing.to_string().contains("reading config file"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn query_grants_default_to_the_hosts_stores_without_passwords() {
+        let toml = "database_url = \"postgres://weir:secret@db:5432/weir\"\n\
+                    redis_url = \"redis://:pw@cache:6379/0\"\n\
+                    [query.variables]\nunit = \"kWh\"\n";
+        let mut config = load(toml, &[]).unwrap();
         let grants = config.query_grants(vec!["postgres://db:5432".into()]);
         assert_eq!(grants.allowed_outbound_hosts, ["postgres://db:5432"]);
         assert_eq!(
@@ -757,12 +847,11 @@ mod tests {
             config.query_grants(vec![]).variables["database_url"],
             "postgres://reader@db2/weir"
         );
-        config.query.database_url = None;
-        config
-            .apply_env(|name| {
-                (name == "WEIR_QUERY_ALLOWED_HOSTS").then(|| "redis://a:1, postgres://b".into())
-            })
-            .unwrap();
+        let config = load(
+            toml,
+            &[("WEIR_QUERY_ALLOWED_HOSTS", "redis://a:1, postgres://b,")],
+        )
+        .unwrap();
         assert_eq!(
             config.query_grants(vec![]).allowed_outbound_hosts,
             ["redis://a:1", "postgres://b"]
@@ -771,19 +860,87 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let error = toml::from_str::<Config>("regoin = \"x\"").unwrap_err();
-        assert!(error.to_string().contains("regoin"), "{error}");
+        let error = load("regoin = \"x\"", &[]).unwrap_err();
+        assert!(format!("{error:#}").contains("regoin"), "{error:#}");
+        let error = load("[ingest]\nmax_body = 1", &[]).unwrap_err();
+        assert!(format!("{error:#}").contains("max_body"), "{error:#}");
     }
 
     #[test]
     fn bad_numbers_name_the_variable() {
-        let mut config = Config::default();
-        let error = config
-            .apply_env(|name| (name == "WEIR_FUNCTION_MEMORY_MB").then(|| "lots".to_string()))
-            .unwrap_err();
+        let error =
+            Config::layered(None, vars(&[("WEIR_FUNCTION_MEMORY_MB", "lots")])).unwrap_err();
         assert!(
             error.to_string().contains("WEIR_FUNCTION_MEMORY_MB"),
             "{error}"
         );
+        for (name, text) in [
+            ("WEIR_MAX_BODY_BYTES", "-1"),
+            ("WEIR_RENEW_DAYS", "1.5"),
+            ("WEIR_FUNCTION_INSTANCES", "99999999999"),
+            ("WEIR_ALERT_DEADLINE_MS", ""),
+            ("WEIR_DEVICE_RATE", "fast"),
+            ("WEIR_UNKNOWN_KEYS", "maybe"),
+        ] {
+            let error = Config::layered(None, vars(&[(name, text)])).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with(&format!("{name}=`{text}` is not valid: ")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_that_looks_like_a_number_stays_text() {
+        let config = Config::layered(
+            None,
+            vars(&[("WEIR_REGION", "123"), ("WEIR_FUNCTIONS_DIR", "2024")]),
+        )
+        .unwrap();
+        assert_eq!(config.region, "123");
+        assert_eq!(config.functions_dir, Path::new("2024"));
+    }
+
+    #[test]
+    fn every_variable_sets_a_field_of_its_own() {
+        let mut changed = Vec::new();
+        for &(name, path, read) in ENV_VARS {
+            let config = Config::layered(None, vars(&[(name, sample(name, read))]))
+                .unwrap_or_else(|error| panic!("{name} -> {path}: {error:#}"));
+            assert_ne!(config, Config::default(), "{name} changes nothing");
+            assert!(!changed.contains(&config), "{name} sets another's field");
+            changed.push(config);
+        }
+    }
+
+    #[test]
+    fn every_variable_at_once_passes_the_checks() {
+        let all: Vec<(&str, &str)> = ENV_VARS
+            .iter()
+            .map(|&(name, _, read)| (name, sample(name, read)))
+            .collect();
+        let config = Config::layered(None, vars(&all)).unwrap();
+        config.check().unwrap();
+        assert_eq!(config.ingest.device_rate_per_second, 3.0);
+        assert_eq!(config.alerting.deadline_ms, Some(3));
+        assert_eq!(config.tls.api_key.as_deref(), Some(Path::new("sample")));
+        assert_eq!(config.validation.unknown_keys, UnknownKeys::Reject);
+        assert_eq!(
+            config.query.allowed_outbound_hosts.unwrap(),
+            ["postgres://db:5432", "redis://cache:6379"]
+        );
+    }
+
+    #[test]
+    fn the_table_names_each_variable_and_field_once() {
+        for (i, (name, path, _)) in ENV_VARS.iter().enumerate() {
+            assert!(name.starts_with("WEIR_"), "{name}");
+            for (other, other_path, _) in &ENV_VARS[i + 1..] {
+                assert_ne!(name, other, "{name} is in the table twice");
+                assert_ne!(path, other_path, "{name} and {other} both set {path}");
+            }
+        }
     }
 }

@@ -91,17 +91,19 @@ impl ValidatorFunction {
 impl Reason {
     /// Stable snake_case code of the reason, as the device API reports it.
     pub fn code(&self) -> &'static str {
+        use weir_contract::reasons::Reason as Contract;
         match self {
-            Reason::InvalidKey => "invalid_key",
-            Reason::ReservedKey => "reserved_key",
-            Reason::UnknownKey => "unknown_key",
-            Reason::TypeMismatch => "type_mismatch",
-            Reason::OutOfRange => "out_of_range",
-            Reason::NotFinite => "not_finite",
-            Reason::TextTooLong => "text_too_long",
-            Reason::UnknownEnumValue => "unknown_enum_value",
-            Reason::FutureTimestamp => "future_timestamp",
-            Reason::AncientTimestamp => "ancient_timestamp",
+            Reason::InvalidKey => Contract::InvalidKey,
+            Reason::ReservedKey => Contract::ReservedKey,
+            Reason::UnknownKey => Contract::UnknownKey,
+            Reason::TypeMismatch => Contract::TypeMismatch,
+            Reason::OutOfRange => Contract::OutOfRange,
+            Reason::NotFinite => Contract::NotFinite,
+            Reason::TextTooLong => Contract::TextTooLong,
+            Reason::UnknownEnumValue => Contract::UnknownEnumValue,
+            Reason::FutureTimestamp => Contract::FutureTimestamp,
+            Reason::AncientTimestamp => Contract::AncientTimestamp,
         }
+        .code()
     }
 }

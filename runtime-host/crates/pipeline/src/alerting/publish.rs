@@ -8,7 +8,7 @@
 use redis::aio::ConnectionManager;
 use weir_storage::{AlertAction, AlertChange, AlertEvent};
 
-use super::state::{escape, within_deadline};
+use super::state::within_deadline;
 
 /// Publishes alert changes of one organisation on its channel.
 #[derive(Clone)]
@@ -74,9 +74,7 @@ impl EventPublisher {
 }
 
 /// The pub/sub channel of `org`'s alert events.
-pub fn channel(org: &str) -> String {
-    format!("weir:events:{}", escape(org))
-}
+pub use weir_contract::events::channel;
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use weir_contract::pattern::{KeyPattern, device_matches};
 
 use anyhow::{Context as _, bail};
 use arc_swap::{ArcSwap, Guard};
@@ -148,19 +149,11 @@ pub struct RuleBook {
 struct LoadedRule {
     rule: Rule,
     /// Alerting and context key patterns: a point of any of them is evaluated.
-    keys: Vec<Vec<Segment>>,
+    keys: Vec<KeyPattern>,
     /// Device id globs; empty means every device.
     devices: Vec<String>,
     /// Whether the rule raises no-data alerts (has a `stale_after`).
     stale: bool,
-}
-
-/// One segment of a key pattern (the alerter's syntax: `*` one segment, `**` any number).
-#[derive(Debug, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    One,
-    Any,
 }
 
 impl RuleBook {
@@ -348,8 +341,8 @@ impl LoadedRule {
         let keys = summary
             .keys
             .iter()
-            .map(|pattern| parse_pattern(pattern))
-            .collect::<Option<Vec<_>>>()
+            .map(|pattern| KeyPattern::parse(pattern))
+            .collect::<Result<Vec<_>, _>>()
             .with_context(|| {
                 format!(
                     "rule {:?}: the alerter returned an unreadable key pattern in {:?}",
@@ -369,87 +362,10 @@ impl LoadedRule {
     }
 
     fn watches_device(&self, device: &str) -> bool {
-        self.devices.is_empty() || self.devices.iter().any(|glob| glob_matches(glob, device))
+        self.devices.is_empty() || self.devices.iter().any(|glob| device_matches(glob, device))
     }
 
     fn watches_key(&self, key: &str) -> bool {
-        let parts: Vec<&str> = key.split('.').collect();
-        self.keys
-            .iter()
-            .any(|pattern| segments_match(pattern, &parts))
-    }
-}
-
-fn parse_pattern(text: &str) -> Option<Vec<Segment>> {
-    text.split('.')
-        .map(|segment| match segment {
-            "" => None,
-            "*" => Some(Segment::One),
-            "**" => Some(Segment::Any),
-            s if s.contains('*') => None,
-            s => Some(Segment::Literal(s.to_owned())),
-        })
-        .collect()
-}
-
-fn segments_match(pattern: &[Segment], parts: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => parts.is_empty(),
-        Some((Segment::Any, rest)) => {
-            (0..=parts.len()).any(|skip| segments_match(rest, &parts[skip..]))
-        }
-        Some((segment, rest)) => parts.split_first().is_some_and(|(part, parts)| {
-            (match segment {
-                Segment::Literal(literal) => literal == part,
-                _ => true,
-            }) && segments_match(rest, parts)
-        }),
-    }
-}
-
-/// Whether `text` matches `glob`, where `*` is any run of characters.
-fn glob_matches(glob: &str, text: &str) -> bool {
-    match glob.split_once('*') {
-        None => glob == text,
-        Some((head, tail)) => {
-            let Some(rest) = text.strip_prefix(head) else {
-                return false;
-            };
-            (0..=rest.len())
-                .filter(|&at| rest.is_char_boundary(at))
-                .any(|at| glob_matches(tail, &rest[at..]))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn watches(pattern: &str, key: &str) -> bool {
-        let parts: Vec<&str> = key.split('.').collect();
-        segments_match(&parse_pattern(pattern).unwrap(), &parts)
-    }
-
-    #[test]
-    fn key_patterns_match_like_the_alerters() {
-        assert!(watches("meter.*.temperature", "meter.1.temperature"));
-        assert!(!watches("meter.*.temperature", "meter.temperature"));
-        assert!(!watches("meter.*.temperature", "meter.1.a.temperature"));
-        assert!(watches("meter.**", "meter"));
-        assert!(watches("meter.**", "meter.a.b"));
-        assert!(watches("**.temperature", "a.b.temperature"));
-        assert!(!watches("meter.1.door", "meter.1.doors"));
-        assert!(parse_pattern("a.b*").is_none());
-    }
-
-    #[test]
-    fn device_globs_match_runs_of_characters() {
-        assert!(glob_matches("site-4-*", "site-4-pump"));
-        assert!(glob_matches("*", ""));
-        assert!(glob_matches("a*b*c", "aXXbYYc"));
-        assert!(!glob_matches("a*b*c", "aXXbYY"));
-        assert!(!glob_matches("ab*ba", "aba"));
-        assert!(!glob_matches("dev-1", "dev-10"));
+        self.keys.iter().any(|pattern| pattern.matches(key))
     }
 }

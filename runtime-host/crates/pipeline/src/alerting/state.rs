@@ -13,6 +13,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use weir_contract::redis_name::{escape, unescape};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -228,16 +229,6 @@ pub(super) async fn within_deadline<T>(
 /// The hash holding the states of `device` of `org`.
 pub fn hash_key(org: &str, device: &str) -> String {
     format!("weir:alert:{}:{}", escape(org), escape(device))
-}
-
-/// `name` with `%` and `:` escaped, so it cannot split a Redis key or channel name.
-pub(super) fn escape(name: &str) -> String {
-    name.replace('%', "%25").replace(':', "%3A")
-}
-
-/// The inverse of [`escape`]: after escaping, every `%` starts `%25` or `%3A`.
-fn unescape(name: &str) -> String {
-    name.replace("%3A", ":").replace("%25", "%")
 }
 
 /// `text` as a literal in a Redis `MATCH` pattern.

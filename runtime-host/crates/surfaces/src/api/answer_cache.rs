@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::HeaderMap;
 use hyper::header::CACHE_CONTROL;
+use weir_contract::routes::Endpoint;
 
 /// The longest an answer stays, whatever its max-age (an immutable answer can still be changed
 /// by a point later than the lateness window, stored through another replica).
@@ -47,11 +48,11 @@ impl CacheableRequest {
     /// Reads `path` and `query` of a history or trend request with explicit `from` and `to`;
     /// `None` for anything else (other endpoints, percent-encoded names, missing bounds).
     pub fn parse(org: &str, path: &str, query: Option<&str>) -> Option<Self> {
-        let rest = path.strip_prefix("/v1/devices/")?;
-        let segments: Vec<&str> = rest.split('/').collect();
-        let [device, "keys", key, "history" | "trend"] = segments.as_slice() else {
+        let route = weir_contract::routes::parse(path)?;
+        if !matches!(route.endpoint, Endpoint::History | Endpoint::Trend) {
             return None;
-        };
+        }
+        let (device, key) = (route.device?, route.key?);
         if [device, key]
             .iter()
             .any(|s| s.is_empty() || s.contains('%'))
@@ -69,8 +70,8 @@ impl CacheableRequest {
         Some(CacheableRequest {
             series: Series {
                 org: org.to_owned(),
-                device: (*device).to_owned(),
-                key: (*key).to_owned(),
+                device: device.to_owned(),
+                key: key.to_owned(),
             },
             from: from?,
             to: to?,

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use weir_contract::routes::percent_decode;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -47,7 +48,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The reconnection delay the stream asks clients to use, in milliseconds.
 const RETRY_MS: u64 = 2000;
 /// The pattern the relay subscribes to: every organisation's event channel.
-const PATTERN: &str = "weir:events:*";
+const PATTERN: &str = weir_contract::events::CHANNEL_PATTERN;
 /// Messages an organisation's broadcast channel keeps for its slowest stream before that
 /// stream lags.
 const BROADCAST_CAPACITY: usize = 256;
@@ -366,9 +367,7 @@ impl StreamFilter {
         let mut filter = StreamFilter::default();
         for part in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = part.split_once('=').unwrap_or((part, ""));
-            let (Some(name), Some(value)) =
-                (events::percent_decode(name), events::percent_decode(value))
-            else {
+            let (Some(name), Some(value)) = (percent_decode(name), percent_decode(value)) else {
                 return Err(invalid(format!(
                     "`{part}` is not a valid percent-encoded query parameter"
                 )));

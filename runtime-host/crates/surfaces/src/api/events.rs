@@ -25,6 +25,7 @@ use weir_storage::{AlertAction, AlertEvent, AlertEventFilter, EventUpdate};
 
 use std::sync::Arc;
 
+use weir_contract::routes::percent_decode;
 use weir_pipeline::alerting::Alerting;
 use weir_storage::Storage;
 
@@ -271,24 +272,6 @@ fn millis(name: &str, value: &str) -> Result<i64, ApiError> {
                 "parameter `{name}` must be unix milliseconds, not `{value}`"
             ))
         })
-}
-
-/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8.
-pub(super) fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn answer(event: &AlertEvent) -> Response {

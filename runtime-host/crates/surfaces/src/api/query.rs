@@ -35,7 +35,7 @@ use weir_runtime::{CallError, FunctionSlot, HttpFunction};
 pub const ORG_HEADER: HeaderName = HeaderName::from_static("weir-org");
 
 /// The public OpenAPI document's path, served by the query function without a token.
-pub const OPENAPI_PATH: &str = "/openapi.json";
+pub const OPENAPI_PATH: &str = weir_contract::routes::OPENAPI_PATH;
 
 /// The largest request body handed to the component.
 const MAX_REQUEST_BYTES: usize = 64 << 10;

@@ -9,6 +9,9 @@ const PG_EPOCH_DAYS: i64 = 10_957;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// A calendar date `(year, month, day)` from days since 1970-01-01 (proleptic Gregorian).
+///
+/// Hand-written rather than `time`'s: PostgreSQL dates reach 4713 BC and 5874897 AD, far past
+/// the ±9999 years `time` covers without its `large-dates` feature.
 pub(super) fn civil_from_days(days: i64) -> (i64, u8, u8) {
     // Howard Hinnant's `civil_from_days`.
     let z = days + 719_468;

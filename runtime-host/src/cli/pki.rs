@@ -1,0 +1,93 @@
+//! `weir pki`: the device PKI on disk — create the CA, issue the server and device
+//! certificates, revoke a device. The work is `weir_pki`'s; this module parses the arguments
+//! and says which files it wrote.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+/// Files written in a PKI directory: `ca.pem`, `ca-key.pem`, `crl.pem`, `index.json`,
+/// `server.pem`, `server-key.pem`, `devices/<id>.pem`, `devices/<id>-key.pem`.
+#[derive(Debug, Subcommand)]
+pub(super) enum PkiCommand {
+    /// Create a new CA in DIR (ca.pem, ca-key.pem, an empty crl.pem, index.json).
+    Init {
+        /// The PKI directory.
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "Weir device CA")]
+        name: String,
+    },
+    /// Issue the server certificate (server.pem, server-key.pem) for the given names/IPs.
+    Server {
+        /// The PKI directory.
+        dir: PathBuf,
+        /// DNS names or IP addresses the server is reached by (repeat for several).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Issue a device certificate (devices/ID.pem, devices/ID-key.pem): CN=ID, O=ORG.
+    Device {
+        /// The PKI directory.
+        dir: PathBuf,
+        /// The device id (the certificate's CN).
+        #[arg(long)]
+        id: String,
+        /// The device's organisation (tenant; the certificate's O).
+        #[arg(long)]
+        org: String,
+        /// Validity in days: short-lived, renewed by the device through POST /v1/renew.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+    },
+    /// Revoke every certificate of a device and rewrite crl.pem (hosts pick it up within seconds).
+    Revoke {
+        /// The PKI directory.
+        dir: PathBuf,
+        /// The device id.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+pub(super) fn run(command: PkiCommand) -> anyhow::Result<()> {
+    match command {
+        PkiCommand::Init { dir, name } => {
+            let files = weir_pki::init_ca(&dir, &name)?;
+            println!("created CA {name:?} in {}", dir.display());
+            println!("  certificate  {}", files.cert.display());
+            println!("  key          {} (keep it secret)", files.key.display());
+        }
+        PkiCommand::Server { dir, names, days } => {
+            let files = weir_pki::issue_server(&dir, &names, days)?;
+            println!(
+                "issued server certificate for {} ({days} days)",
+                names.join(", ")
+            );
+            println!("  certificate  {}", files.cert.display());
+            println!("  key          {}", files.key.display());
+        }
+        PkiCommand::Device { dir, id, org, days } => {
+            let files = weir_pki::issue_device(&dir, &id, &org, days)?;
+            println!(
+                "issued device certificate CN={id} O={org} (serial {}, {days} days)",
+                files.serial_hex
+            );
+            println!("  certificate  {}", files.cert.display());
+            println!("  key          {}", files.key.display());
+        }
+        PkiCommand::Revoke { dir, id } => {
+            let revocation = weir_pki::revoke_device(&dir, &id)?;
+            println!(
+                "revoked {} certificate(s) of {id}; wrote CRL #{} to {}",
+                revocation.newly_revoked.len(),
+                revocation.crl_number,
+                revocation.crl.display()
+            );
+        }
+    }
+    Ok(())
+}
