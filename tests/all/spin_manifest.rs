@@ -326,19 +326,13 @@ fn every_trigger_names_a_declared_component_and_every_route_is_served() {
         }
     }
 
-    // The component's own route table, with captures as sample segments.
-    let routes_rs = read("functions/query/src/routes.rs");
-    let table_start = routes_rs
-        .find("pub const ROUTES")
-        .expect("functions/query/src/routes.rs has no `pub const ROUTES`");
-    let table_len = routes_rs[table_start..].find("];").expect("end of ROUTES");
-    let served = literals_after(&routes_rs[table_start..table_start + table_len], "(\"/");
-    assert!(!served.is_empty(), "found no routes in ROUTES of routes.rs");
-    for pattern in served {
-        let path: String = format!("/{pattern}")
+    // The component's route table (the contract's endpoints), with captures as sample segments.
+    for endpoint in weir_contract::routes::Endpoint::ALL {
+        let template = endpoint.template();
+        let path: String = template
             .split('/')
             .map(|segment| {
-                if segment.starts_with(':') {
+                if segment.starts_with('{') {
                     "x"
                 } else {
                     segment
@@ -348,7 +342,7 @@ fn every_trigger_names_a_declared_component_and_every_route_is_served() {
             .join("/");
         assert!(
             routes.iter().any(|route| spin_route_takes(route, &path)),
-            "spin.toml: no trigger.http route sends `/{pattern}` to component `query` \
+            "spin.toml: no trigger.http route sends `{template}` to component `query` \
              (routes: {routes:?})"
         );
     }

@@ -119,7 +119,7 @@ async fn a_silent_host_delays_a_deploy_by_the_prepare_timeout_and_a_stopped_one_
     let mut last = None;
     let rolled_back = registry
         .rollback_reporting(FunctionName::Validator, &region, &mut |readiness| {
-            last = Some(readiness.clone())
+            last = Some(readiness.clone());
         })
         .await
         .unwrap();

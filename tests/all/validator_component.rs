@@ -146,7 +146,7 @@ fn assert_verdicts(cases: &[(Point, Expect)], verdicts: &[Verdict]) {
     for (index, ((point, expect), verdict)) in cases.iter().zip(verdicts).enumerate() {
         match (expect, verdict) {
             (Expect::Accepted(want), Verdict::Accepted(got)) => {
-                assert_eq!(got, want, "point {index} ({point:?})")
+                assert_eq!(got, want, "point {index} ({point:?})");
             }
             (Expect::Rejected(want), Verdict::Rejected(rejection)) => {
                 assert_eq!(rejection.reason, *want, "point {index} ({point:?})");

@@ -283,7 +283,7 @@ impl Bench<'_> {
             Route::Staged => {
                 self.registry
                     .deploy_reporting(name, bytes, self.region, &mut |readiness| {
-                        prepared = readiness.elapsed
+                        prepared = readiness.elapsed;
                     })
                     .await?
             }

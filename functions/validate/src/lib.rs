@@ -12,7 +12,10 @@
 
 #![warn(missing_docs)]
 
+// The bindings `wit_bindgen::generate!` writes export functions through the canonical ABI,
+// which takes `unsafe` and `export_name`; the component glue is the only place allowed them.
 #[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)]
 mod component;
 
 mod key;
