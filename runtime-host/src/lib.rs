@@ -7,6 +7,8 @@
 //! layers live in `runtime-host/crates/` (see `docs/ARCHITECTURE.md`), and this crate only
 //! wires them.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod device_client;
 pub mod host;

@@ -8,6 +8,8 @@
 //! A bad value is reported under the variable's name, a bad file with its line and column; the
 //! checks across fields ([`Config::load_from`]) run once all layers are in.
 
+#![warn(missing_docs)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Prometheus metrics of the host, served as text at `GET /metrics` on the API listener.
 
+#![warn(missing_docs)]
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -15,6 +15,8 @@
 //! codes. This crate must not depend on hyper or on `weir-surfaces`, and the function runtime,
 //! storage and configuration must not depend on it.
 
+#![warn(missing_docs)]
+
 pub mod alerting;
 pub mod clock;
 pub mod ingest;

@@ -56,6 +56,8 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod ca;
 pub mod crl;
 pub mod error;

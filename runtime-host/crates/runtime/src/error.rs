@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 /// Why a component could not be loaded; the running version, if any, stays.
+// Fields are named by what they hold and shown by each variant's message.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The bytes are not a component this engine can compile.
@@ -39,6 +41,7 @@ impl LoadError {
 }
 
 /// Why one call of a function failed. The host and every other call carry on.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// The call ran past its deadline and was interrupted.

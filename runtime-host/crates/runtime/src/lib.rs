@@ -14,6 +14,8 @@
 //! configuration files. It is given limits, grants and backends, and runs components; so a
 //! change in the API or the pipeline never rebuilds its `bindgen!` expansions.
 
+#![warn(missing_docs)]
+
 pub mod alerter;
 mod artifacts;
 pub mod capabilities;

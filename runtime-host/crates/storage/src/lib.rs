@@ -31,6 +31,8 @@
 //! Every SQL statement is static text with bind parameters, prepared once per connection
 //! (`prepare_cached`); the only exception is partition DDL, built from integers (see `schema`).
 
+#![warn(missing_docs)]
+
 mod batches;
 mod error;
 mod events;

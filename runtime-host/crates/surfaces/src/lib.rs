@@ -12,6 +12,8 @@
 //! status codes and JSON bodies, and no internal error text (SQL, Redis, file paths) crosses it:
 //! clients get a stable code and a message written for them. Nothing below depends on it.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod device_api;
 pub mod http;

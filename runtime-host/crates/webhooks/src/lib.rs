@@ -16,6 +16,8 @@
 //! deduplicate on it: a delivery whose success was not recorded is sent again). At most
 //! [`PER_WEBHOOK`] requests to one webhook are in flight from one host.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
