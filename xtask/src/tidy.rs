@@ -9,7 +9,8 @@
 //!   thing is).
 //! - `architecture-map`: docs/ARCHITECTURE.md names every package.
 //! - `guest-deps`: a guest crate (under `functions/` or `tests/fixtures/`) depends on no package
-//!   of this repository but `weir-contract`.
+//!   of this repository but `weir-contract` and `weir-guest` (the guests' own shared crate, which
+//!   no host crate may use: [`LAYERS`] does not list it).
 //! - `contract-deps`: `weir-contract` depends on nothing at all.
 //! - `layering`: a host crate depends only on the packages [`LAYERS`] allows it.
 //! - `forbidden-deps`: no package depends on what [`FORBIDDEN`] keeps from it.
@@ -85,6 +86,9 @@ pub const FORBIDDEN: &[(&str, &[&str], &str)] = &[
 /// The one package guests may share with the host: what both sides agree on that WIT cannot
 /// carry.
 pub const CONTRACT: &str = "weir-contract";
+
+/// The guests' shared crate: reading types and the WIT bindings every component reuses.
+pub const GUEST_SHARED: &str = "weir-guest";
 
 /// Where guest crates (WASM components and their libraries) live.
 const GUEST_DIRS: &[&str] = &["functions/", "tests/fixtures/"];
@@ -389,20 +393,21 @@ pub fn mentions(text: &str, name: &str) -> bool {
     })
 }
 
-/// `guest-deps`: a guest crate depends on no package of this repository but `weir-contract`,
-/// so what runs in the sandbox can never pull in the host.
+/// `guest-deps`: a guest crate depends on no package of this repository but `weir-contract` and
+/// `weir-guest`, so what runs in the sandbox can never pull in the host.
 pub fn guest_dependencies(packages: &[Package]) -> Vec<Problem> {
     let mut problems = Vec::new();
     for package in packages.iter().filter(|package| package.is_guest()) {
         for dep in package
             .our_dependencies()
-            .filter(|dep| dep.name != CONTRACT)
+            .filter(|dep| dep.name != CONTRACT && dep.name != GUEST_SHARED)
         {
             problems.push(package.problem(
                 "guest-deps",
                 format!(
                     "guest crate {} depends on {}: guests may share only {CONTRACT} with the \
-                     host; move what both need into {CONTRACT}",
+                     host (and {GUEST_SHARED} among themselves); move what both need into \
+                     {CONTRACT}",
                     package.name, dep.name
                 ),
             ));

@@ -5,10 +5,11 @@
 wit_bindgen::generate!({
     world: "alerter",
     path: "../../wit",
+    with: { "weir:functions/types@0.1.0": weir_guest::wit::types },
 });
 
 use exports::weir::functions::alert as wit;
-use weir::functions::types as wit_types;
+use weir_guest::wit::types as wit_types;
 
 struct Component;
 
@@ -33,7 +34,7 @@ impl wit::Guest for Component {
         rules: Vec<wit::Rule>,
         states: Vec<wit::RuleState>,
     ) -> wit::Evaluation {
-        let points: Vec<crate::Point> = points.into_iter().map(point_from_wit).collect();
+        let points: Vec<crate::Point> = points.into_iter().map(Into::into).collect();
         let rules: Vec<crate::RuleInput> = rules.into_iter().map(rule_from_wit).collect();
         let states: Vec<crate::StateEntry> = states.into_iter().map(state_from_wit).collect();
         evaluation_to_wit(crate::evaluate(&device, &points, &rules, &states))
@@ -56,34 +57,6 @@ impl wit::Guest for Component {
 }
 
 export!(Component);
-
-fn point_from_wit(point: wit_types::Point) -> crate::Point {
-    crate::Point {
-        key: point.key,
-        value: value_from_wit(point.value),
-        ts: point.ts,
-    }
-}
-
-fn value_from_wit(value: wit_types::Value) -> crate::Value {
-    match value {
-        wit_types::Value::Int(v) => crate::Value::Int(v),
-        wit_types::Value::Uint(v) => crate::Value::Uint(v),
-        wit_types::Value::Float(v) => crate::Value::Float(v),
-        wit_types::Value::Boolean(v) => crate::Value::Bool(v),
-        wit_types::Value::Text(v) => crate::Value::Text(v),
-    }
-}
-
-fn value_to_wit(value: crate::Value) -> wit_types::Value {
-    match value {
-        crate::Value::Int(v) => wit_types::Value::Int(v),
-        crate::Value::Uint(v) => wit_types::Value::Uint(v),
-        crate::Value::Float(v) => wit_types::Value::Float(v),
-        crate::Value::Bool(v) => wit_types::Value::Boolean(v),
-        crate::Value::Text(v) => wit_types::Value::Text(v),
-    }
-}
 
 fn rule_from_wit(rule: wit::Rule) -> crate::RuleInput {
     crate::RuleInput {
@@ -151,7 +124,7 @@ fn event_to_wit(event: crate::Event) -> wit::Event {
             crate::Severity::Warning => wit::Severity::Warning,
         },
         ts: event.ts,
-        value: event.value.map(value_to_wit),
+        value: event.value.map(Into::into),
         message: event.message,
     }
 }

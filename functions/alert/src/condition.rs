@@ -8,7 +8,7 @@ use cel::common::ast::{EntryExpr, Expr, MapExpr, StructExpr};
 use cel::{Context, Env, IdedExpr, Program};
 
 use crate::state::Seen;
-use crate::types::{Severity, Value};
+use crate::types::{Severity, Value, to_cel};
 use weir_contract::pattern::KeyPattern;
 
 /// The variables a condition may use.
@@ -80,12 +80,12 @@ impl Condition {
     pub fn holds(&self, bindings: &Bindings<'_>) -> bool {
         let mut context = Context::with_env(Arc::clone(env()));
         if self.uses("value") {
-            context.add_variable_from_value("value", bindings.value.to_cel());
+            context.add_variable_from_value("value", to_cel(bindings.value));
         }
         if self.uses("previous") {
             context.add_variable_from_value(
                 "previous",
-                bindings.previous.map_or(cel::Value::Null, Value::to_cel),
+                bindings.previous.map_or(cel::Value::Null, to_cel),
             );
         }
         if self.uses("key") {
@@ -109,7 +109,7 @@ impl Condition {
             let keys: HashMap<String, cel::Value> = bindings
                 .keys
                 .iter()
-                .map(|(key, seen)| (key.clone(), seen.value.to_cel()))
+                .map(|(key, seen)| (key.clone(), to_cel(&seen.value)))
                 .collect();
             context.add_variable_from_value("keys", keys);
         }

@@ -5,10 +5,11 @@
 wit_bindgen::generate!({
     world: "validator",
     path: "../../wit",
+    with: { "weir:functions/types@0.1.0": weir_guest::wit::types },
 });
 
 use exports::weir::functions::validate as wit;
-use weir::functions::types as wit_types;
+use weir_guest::wit::types as wit_types;
 
 struct Component;
 
@@ -18,7 +19,7 @@ impl wit::Guest for Component {
         metadata: Vec<wit_types::KeyMetadata>,
         policy: wit::Policy,
     ) -> Vec<wit::Verdict> {
-        let points: Vec<crate::Point> = points.into_iter().map(point_from_wit).collect();
+        let points: Vec<crate::Point> = points.into_iter().map(Into::into).collect();
         let metadata: Vec<crate::KeyMetadata> =
             metadata.into_iter().map(metadata_from_wit).collect();
         crate::validate_batch(&points, &metadata, &policy_from_wit(policy))
@@ -29,34 +30,6 @@ impl wit::Guest for Component {
 }
 
 export!(Component);
-
-fn point_from_wit(point: wit_types::Point) -> crate::Point {
-    crate::Point {
-        key: point.key,
-        value: value_from_wit(point.value),
-        ts: point.ts,
-    }
-}
-
-fn value_from_wit(value: wit_types::Value) -> crate::Value {
-    match value {
-        wit_types::Value::Int(v) => crate::Value::Int(v),
-        wit_types::Value::Uint(v) => crate::Value::Uint(v),
-        wit_types::Value::Float(v) => crate::Value::Float(v),
-        wit_types::Value::Boolean(v) => crate::Value::Bool(v),
-        wit_types::Value::Text(v) => crate::Value::Text(v),
-    }
-}
-
-fn value_to_wit(value: crate::Value) -> wit_types::Value {
-    match value {
-        crate::Value::Int(v) => wit_types::Value::Int(v),
-        crate::Value::Uint(v) => wit_types::Value::Uint(v),
-        crate::Value::Float(v) => wit_types::Value::Float(v),
-        crate::Value::Bool(v) => wit_types::Value::Boolean(v),
-        crate::Value::Text(v) => wit_types::Value::Text(v),
-    }
-}
 
 fn metadata_from_wit(meta: wit_types::KeyMetadata) -> crate::KeyMetadata {
     use crate::DataType as D;
@@ -100,7 +73,7 @@ fn policy_from_wit(policy: wit::Policy) -> crate::Policy {
 
 fn verdict_to_wit(verdict: crate::Verdict) -> wit::Verdict {
     match verdict {
-        crate::Verdict::Accepted(value) => wit::Verdict::Accepted(value_to_wit(value)),
+        crate::Verdict::Accepted(value) => wit::Verdict::Accepted(value.into()),
         crate::Verdict::Rejected(rejection) => wit::Verdict::Rejected(wit::Rejection {
             reason: reason_to_wit(rejection.reason),
             message: rejection.message,

@@ -1,32 +1,9 @@
-//! The data a validator works on: a point's value as the device sent it, the data types a key can
-//! declare, and the metadata that gives a key its type, range and enum labels. These mirror the
-//! `weir:functions/types` WIT records; the component wrapper maps one onto the other.
+//! The data a validator works on: the data types a key can declare, and the metadata that gives
+//! a key its type, range and enum labels (mirrors of the `weir:functions/types` WIT records that
+//! only the validator needs; the component wrapper maps them). Points and values are
+//! `weir-guest`'s, shared with every component.
 
-/// A reading's value, as precise as the device sent it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// A whole number that fits `i64`.
-    Int(i64),
-    /// A whole number above `i64` range (u64 counters).
-    Uint(u64),
-    /// A number with a fraction or an exponent.
-    Float(f64),
-    /// A JSON `true`/`false`.
-    Bool(bool),
-    /// A text reading.
-    Text(String),
-}
-
-/// One normalised reading: `(key, value, timestamp)`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Point {
-    /// Dotted ASCII key, unique within the device, e.g. `meter.energy.total`.
-    pub key: String,
-    /// The value as the device sent it.
-    pub value: Value,
-    /// Unix time in milliseconds.
-    pub ts: i64,
-}
+pub use weir_guest::{Point, Value};
 
 /// The data type of a key, down to the precision the hardware gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

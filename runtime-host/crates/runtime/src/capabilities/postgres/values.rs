@@ -101,7 +101,7 @@ fn decode(ty: &Type, raw: &[u8]) -> Result<DbValue, BoxError> {
         }
         Type::DATE => DbValue::Date(wire::date_from_pg(i32::from_sql(&Type::INT4, raw)?)?),
         Type::TIME => DbValue::Time(wire::time_from_pg(i64::from_sql(&Type::INT8, raw)?)?),
-        Type::UUID => DbValue::Uuid(wire::uuid_to_text(raw)?),
+        Type::UUID => DbValue::Uuid(uuid::Uuid::from_sql(ty, raw)?.hyphenated().to_string()),
         Type::JSONB => {
             let text = raw.strip_prefix(&[1]).ok_or("unknown jsonb version")?;
             let value: serde_json::Value = serde_json::from_slice(text)?;
@@ -216,7 +216,7 @@ pub(super) enum Param {
     Timestamp(i64),
     /// Microseconds since 2000-01-01 UTC, for `timestamptz`.
     TimestampTz(i64),
-    Uuid([u8; 16]),
+    Uuid(uuid::Uuid),
     /// Valid JSON text.
     Json(Vec<u8>),
     Numeric(Numeric),
@@ -249,7 +249,9 @@ impl Param {
             P::Time(v) => Param::Time(wire::time_to_pg(v)?),
             P::Datetime(v) => Param::Timestamp(wire::datetime_to_pg(v)?),
             P::Timestamp(v) => Param::TimestampTz(wire::unix_seconds_to_pg(v)?),
-            P::Uuid(v) => Param::Uuid(wire::uuid_from_text(&v)?),
+            P::Uuid(v) => {
+                Param::Uuid(uuid::Uuid::parse_str(&v).map_err(|_| format!("invalid UUID {v}"))?)
+            }
             P::Jsonb(v) => {
                 serde_json::from_slice::<serde_json::Value>(&v)
                     .map_err(|e| format!("invalid JSON: {e}"))?;
@@ -341,10 +343,7 @@ impl ToSql for Param {
                 out.extend_from_slice(&micros.to_be_bytes());
                 Ok(IsNull::No)
             }
-            Param::Uuid(bytes) => {
-                out.extend_from_slice(bytes);
-                Ok(IsNull::No)
-            }
+            Param::Uuid(uuid) => uuid.to_sql_checked(ty, out),
             Param::Json(text) => {
                 if *ty == Type::JSONB {
                     out.extend_from_slice(&[1]);

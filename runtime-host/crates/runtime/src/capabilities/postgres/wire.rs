@@ -1,6 +1,9 @@
-//! PostgreSQL's binary wire formats for the types tokio-postgres decodes only with optional
-//! crates (chrono, uuid, rust_decimal, ranges): dates and times, UUIDs, `numeric`, intervals and
-//! ranges. Plain functions over bytes, so they are tested without a server.
+//! PostgreSQL's binary wire formats for the types whose optional tokio-postgres crates do not
+//! cover PostgreSQL's range: dates and times (PostgreSQL spans 4713 BC to 5874897 AD; `time`
+//! stops at ±9999 years, ±999999 with `large-dates`), `numeric` (up to 131072 digits before the
+//! point; `rust_decimal` holds 28), intervals and ranges (no maintained crate). UUIDs use the
+//! `uuid` crate through tokio-postgres' `with-uuid-1`. Plain functions over bytes, so they are
+//! tested without a server.
 
 use std::fmt::Write as _;
 
@@ -114,41 +117,6 @@ pub(super) fn unix_seconds_to_pg(seconds: i64) -> Result<i64, String> {
         .checked_sub(PG_EPOCH_DAYS * 86_400)
         .and_then(|s| s.checked_mul(1_000_000))
         .ok_or_else(|| format!("timestamp {seconds} s out of range"))
-}
-
-/// A UUID's 16 bytes as lowercase hyphenated text.
-pub(super) fn uuid_to_text(bytes: &[u8]) -> Result<String, String> {
-    if bytes.len() != 16 {
-        return Err("a uuid has 16 bytes".into());
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    ))
-}
-
-/// UUID text (hyphenated or not, any case, optionally braced) → 16 bytes.
-pub(super) fn uuid_from_text(text: &str) -> Result<[u8; 16], String> {
-    let digits: String = text
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .chars()
-        .filter(|c| *c != '-')
-        .collect();
-    let mut bytes = [0u8; 16];
-    if digits.len() != 32 || !digits.is_ascii() {
-        return Err(format!("invalid UUID {text}"));
-    }
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16)
-            .map_err(|_| format!("invalid UUID {text}"))?;
-    }
-    Ok(bytes)
 }
 
 const NUMERIC_NEG: u16 = 0x4000;
@@ -369,14 +337,6 @@ mod tests {
         assert_eq!(datetime_from_pg(datetime_to_pg(dt).unwrap()), Ok(dt));
         assert_eq!(unix_seconds_to_pg(946_684_800), Ok(0));
         assert!(date_from_pg(i32::MAX).is_err());
-    }
-
-    #[test]
-    fn uuids_round_trip() {
-        let text = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
-        let bytes = uuid_from_text(&text.to_uppercase()).unwrap();
-        assert_eq!(uuid_to_text(&bytes).unwrap(), text);
-        assert!(uuid_from_text("nope").is_err());
     }
 
     #[test]
