@@ -678,8 +678,8 @@ mod tests {
             messages(&guest_dependencies(&packages())),
             [
                 "functions/alert/Cargo.toml: guest crate weir-alert depends on weir-validate: \
-              guests may share only weir-contract with the host; move what both need into \
-              weir-contract [guest-deps]"
+              guests may share only weir-contract with the host (and weir-guest among \
+              themselves); move what both need into weir-contract [guest-deps]"
             ]
         );
     }
