@@ -152,6 +152,10 @@ impl Storage {
             let receipt = stored_receipt(&client, device, batch_id).await?;
             return Ok(Attempt::Done(BatchWrite::Duplicate { receipt }));
         }
+        let moved_from = match &self.region {
+            Some(region) => crate::regions::track(&tx, device, region).await?,
+            None => None,
+        };
         tx.commit().await?;
         self.inner.series.remember(device, created);
 
@@ -164,6 +168,7 @@ impl Storage {
             stored,
             idempotent,
             conflicts,
+            moved_from,
         }))
     }
 }

@@ -113,6 +113,23 @@ impl LatestCache {
         Ok(())
     }
 
+    /// Drops `device`'s cached latest values, so that readers fall back to PostgreSQL (the
+    /// device now writes through another region, whose Redis this is not).
+    pub async fn forget(&self, device: &DeviceRef) -> Result<()> {
+        let key = hash_key(device);
+        self.retrying(|mut connection| {
+            let key = key.clone();
+            async move {
+                redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<i64>(&mut connection)
+                    .await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// `device`'s cached latest values (empty when nothing is cached).
     pub async fn get(&self, device: &DeviceRef) -> Result<HashMap<String, LatestValue>> {
         let key = hash_key(device);

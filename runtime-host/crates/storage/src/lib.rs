@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+mod alert_states;
 mod batches;
 mod error;
 mod events;
@@ -44,6 +45,7 @@ mod notify;
 mod partitions;
 mod postgres;
 mod reads;
+mod regions;
 mod registry;
 mod repair;
 mod schema;
@@ -54,6 +56,7 @@ mod tokens;
 mod values;
 mod webhooks;
 
+pub use alert_states::{AlertDeviceLock, AlertState};
 pub use error::{Result, StorageError};
 pub use events::{
     AlertAction, AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter, EventUpdate,
@@ -66,11 +69,12 @@ pub use model::{
 };
 pub use notify::{MetadataChange, MetadataListener, listen_metadata_changes};
 pub use postgres::{PoolStatus, Storage};
+pub use regions::{DeviceMove, DeviceMoveListener, listen_device_moves};
 pub use registry::{
     ArtifactKind, Assignment, AssignmentRecord, CurrentArtifact, RegistryChange, RegistryListener,
     artifact_sha256, listen_registry_changes,
 };
-pub use repair::{LatestRepair, RepairReport};
+pub use repair::{LatestRepair, RepairReport, repair_device};
 pub use staging::{HostReadiness, PrepareOutcome, StagedArtifact};
 pub use timestamp::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, timestamp_in_range};
 pub use tokens::{TOKEN_PREFIX, token_hash};

@@ -140,6 +140,10 @@ pub enum BatchWrite {
         idempotent: usize,
         /// Points refused because a different value is stored for their series and timestamp.
         conflicts: Vec<Conflict>,
+        /// The region the device wrote through before, when this batch moved it to this
+        /// storage's region ([`Storage::in_region`](crate::Storage::in_region)); `None` when it
+        /// stayed, on its first batch, or when no region is set.
+        moved_from: Option<String>,
     },
     /// The device already sent a batch with this id: nothing was stored again; this is the
     /// receipt recorded the first time.

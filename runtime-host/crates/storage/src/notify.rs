@@ -132,6 +132,11 @@ impl<T> ChannelListener<T> {
     pub(crate) async fn next(&mut self) -> Option<T> {
         self.changes.recv().await
     }
+
+    /// Polls for the next change, for listeners that are streams.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.changes.poll_recv(cx)
+    }
 }
 
 impl<T> Drop for ChannelListener<T> {

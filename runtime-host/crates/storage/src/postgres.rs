@@ -31,6 +31,9 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Storage {
     pub(crate) inner: Arc<Inner>,
+    /// The region this host serves, once set with [`Storage::in_region`]: batches then record
+    /// where each device writes, and announce a device's move between regions.
+    pub(crate) region: Option<Arc<str>>,
 }
 
 pub(crate) struct Inner {
@@ -96,9 +99,17 @@ impl Storage {
                 partitions: KnownPartitions::default(),
                 series: SeriesIds::default(),
             }),
+            region: None,
         };
         drop(storage.client().await?);
         Ok(storage)
+    }
+
+    /// This storage, recording that batches arrive through `region` (see
+    /// [`BatchWrite::Stored::moved_from`](crate::BatchWrite::Stored)).
+    pub fn in_region(mut self, region: &str) -> Storage {
+        self.region = Some(Arc::from(region));
+        self
     }
 
     /// A pooled connection, or `Unavailable` when none is free in time or the server is down.

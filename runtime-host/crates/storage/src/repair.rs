@@ -77,7 +77,12 @@ impl LatestRepair {
     }
 }
 
-async fn repair_device(storage: &Storage, cache: &LatestCache, device: &DeviceRef) -> Result<()> {
+/// Rewrites `device`'s cached latest values from PostgreSQL now (newest wins, as always).
+pub async fn repair_device(
+    storage: &Storage,
+    cache: &LatestCache,
+    device: &DeviceRef,
+) -> Result<()> {
     let latest = storage.latest_from_postgres(device).await?;
     let points: Vec<_> = latest
         .into_iter()

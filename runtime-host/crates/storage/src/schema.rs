@@ -267,6 +267,38 @@ CREATE TABLE function_prepared (
 );
 "#,
     },
+    Migration {
+        version: 8,
+        name: "the region each device last wrote through",
+        sql: r#"
+-- Updated in every batch's transaction when the device's region changes; the change is
+-- announced on `weir_device_moved` so that each region keeps its Redis latest values right.
+CREATE TABLE device_regions (
+    org    text NOT NULL,
+    device text NOT NULL,
+    region text NOT NULL,
+    since  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org, device)
+);
+CREATE INDEX device_regions_region ON device_regions (region);
+"#,
+    },
+    Migration {
+        version: 9,
+        name: "alert states in tier one, shared by the regions",
+        sql: r#"
+-- The alerter's opaque state per (device, rule); was a Redis hash per device, which a device
+-- moving to another region (another Redis) left behind.
+CREATE TABLE alert_states (
+    org        text NOT NULL,
+    device     text NOT NULL,
+    rule_id    text NOT NULL,
+    state      bytea NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org, device, rule_id)
+);
+"#,
+    },
 ];
 
 /// Applies the migrations this database lacks; returns how many ran.

@@ -30,7 +30,8 @@ async fn new_batch_is_stored_and_counted() {
         BatchWrite::Stored {
             stored: 3,
             idempotent: 0,
-            conflicts: vec![]
+            conflicts: vec![],
+            moved_from: None,
         }
     );
     assert_eq!(storage.count_points(&meter).await.unwrap(), 3);
@@ -140,7 +141,8 @@ async fn identical_point_in_a_new_batch_is_idempotent() {
         BatchWrite::Stored {
             stored: 1,
             idempotent: 1,
-            conflicts: vec![]
+            conflicts: vec![],
+            moved_from: None,
         }
     );
     assert_eq!(storage.count_points(&meter).await.unwrap(), 2);
@@ -164,6 +166,7 @@ async fn different_value_at_a_stored_timestamp_is_a_conflict_and_the_first_value
         stored,
         idempotent,
         conflicts,
+        ..
     } = storage
         .store_batch(&meter, "b2", &second, receipt)
         .await
@@ -204,6 +207,7 @@ async fn repeated_timestamps_within_a_batch_keep_the_first_value() {
         stored,
         idempotent,
         conflicts,
+        ..
     } = write
     else {
         panic!("a new batch is stored");
@@ -315,7 +319,8 @@ async fn empty_batch_is_recorded() {
         BatchWrite::Stored {
             stored: 0,
             idempotent: 0,
-            conflicts: vec![]
+            conflicts: vec![],
+            moved_from: None,
         }
     );
     let again = storage
@@ -358,6 +363,7 @@ async fn racing_batches_with_the_same_points_store_each_point_once() {
             stored: s,
             idempotent: i,
             conflicts,
+            ..
         } = write
         else {
             panic!("different batch ids are different batches");
@@ -401,7 +407,8 @@ async fn maintenance_forgets_old_batch_ids_and_a_late_resend_stays_idempotent() 
         BatchWrite::Stored {
             stored: 0,
             idempotent: 1,
-            conflicts: vec![]
+            conflicts: vec![],
+            moved_from: None,
         }
     );
     assert_eq!(storage.count_points(&meter).await.unwrap(), 1);
