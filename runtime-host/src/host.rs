@@ -69,6 +69,7 @@ impl Host {
                     )
                 })?;
         let applied = storage.migrate().await.context("migrating the database")?;
+        let storage = storage.in_region(&config.region);
         tracing::info!(applied, "database schema up to date");
         let metrics = Arc::new(Metrics::new());
         let registry = FunctionRegistry::new(storage.clone(), engine.clone(), config.clone());
@@ -218,6 +219,11 @@ impl Host {
             tasks.spawn(webhooks.run(shutdown.clone()));
         }
         tasks.spawn(follow_metadata_changes(
+            ingest.clone(),
+            config.database_url.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(follow_device_moves(
             ingest,
             config.database_url.clone(),
             shutdown.clone(),
@@ -423,6 +429,36 @@ async fn maintain(storage: Storage, config: Arc<Config>, shutdown: CancellationT
         match storage.maintain(retention).await {
             Ok(report) => tracing::info!(?report, "storage maintenance done"),
             Err(error) => tracing::warn!(%error, "storage maintenance failed; will retry"),
+        }
+    }
+}
+
+/// Keeps this region's latest values right when devices move between regions (PostgreSQL
+/// LISTEN/NOTIFY on `weir_device_moved`).
+async fn follow_device_moves(
+    ingest: Arc<Ingest>,
+    database_url: String,
+    shutdown: CancellationToken,
+) {
+    let mut listener = loop {
+        match weir_storage::listen_device_moves(&database_url).await {
+            Ok(listener) => break listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for device moves yet; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(WATCH_INTERVAL) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            change = listener.next_move() => match change {
+                Some(change) => ingest.device_moved(&change).await,
+                None => return,
+            },
+            () = shutdown.cancelled() => return,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Alerting end to end: rule files in a directory, the real alerter component
-//! (`target/functions/alert.wasm`) evaluating every accepted batch, its state in the real Redis,
-//! its events in the real PostgreSQL, read, acknowledged and cleared through the host's
-//! `/v1/events` API.
+//! (`target/functions/alert.wasm`) evaluating every accepted batch, its state and its events in
+//! the real PostgreSQL, events read, acknowledged and cleared through the host's `/v1/events`
+//! API.
 
 use std::time::Duration;
 
@@ -54,8 +54,14 @@ stale_severity = "major"
 "#;
 
 /// A host whose rules directory holds `acme.toml` with [`ACME_RULES`].
-async fn host_with_rules() -> (TestHost, tempfile::TempDir) {
+pub(crate) async fn host_with_rules() -> (TestHost, tempfile::TempDir) {
     host_with_rules_and(|_| {}).await
+}
+
+/// Like [`host_with_rules`], the host serving `region`.
+pub(crate) async fn host_with_rules_in_region(region: &str) -> (TestHost, tempfile::TempDir) {
+    let region = region.to_owned();
+    host_with_rules_and(move |config| config.region = region).await
 }
 
 /// Like [`host_with_rules`], with more configuration.
@@ -133,23 +139,17 @@ pub(crate) async fn call(
 }
 
 /// The events `GET /v1/events?query` lists.
-async fn events(host: &TestHost, token: &str, query: &str) -> Vec<Json> {
+pub(crate) async fn events(host: &TestHost, token: &str, query: &str) -> Vec<Json> {
     let (status, body) = call(host, Method::GET, &format!("/v1/events?{query}"), token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["events"].as_array().unwrap().clone()
 }
 
-/// The alerter's state hash of `device` of `org` in Redis: rule ids.
+/// The rule ids with an alerter state of `device` of `org` in PostgreSQL.
 async fn state_fields(host: &TestHost, org: &str, device: &str) -> Vec<String> {
-    let client = redis::Client::open(host.stack().config.redis_url.as_str()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let mut fields: Vec<String> = redis::cmd("HKEYS")
-        .arg(format!("weir:alert:{org}:{device}"))
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    fields.sort();
-    fields
+    let device = weir_storage::DeviceRef::new(org, device);
+    let states = host.storage().alert_states(&device).await.unwrap();
+    states.into_iter().map(|state| state.rule_id).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -420,16 +420,21 @@ async fn a_silent_key_raises_a_no_data_alert_that_its_next_point_clears() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn redis_down_fails_alerting_not_the_submit() {
+async fn with_redis_down_alerts_are_still_evaluated_and_only_the_live_channel_misses_them() {
     let (mut host, _rules) = host_with_rules().await;
+    let token = host.api_token("acme").await;
     let mut meter = host.device("m1", "acme").await;
     host.stop_redis();
     let t = now_ms() - 60 * MINUTE;
     send(&mut meter, "r1", &[("meter.1.temperature", json!(99), t)]).await;
     assert_eq!(host.count(meter.id()).await, 1);
+    // States and locks are in PostgreSQL: the alert is raised and recorded.
+    let listed = events(&host, &token, "").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["severity"], "critical");
     let (_, metrics) = host.api_get("/metrics").await;
     assert!(
-        metrics.contains("weir_alert_failures_total{code=\"alert_state_unavailable\"} 1"),
+        metrics.contains("weir_alert_failures_total{code=\"publish_failed\"} 1"),
         "{metrics}"
     );
     host.start_redis_again();

@@ -61,6 +61,12 @@ pub const COMPONENTS: &[Component] = &[
         destination: "test/hostile-validator.wasm",
     },
     Component {
+        package: "weir-marking-validator",
+        manifest: None,
+        wasm: "weir_marking_validator.wasm",
+        destination: "test/marking-validator.wasm",
+    },
+    Component {
         package: "weir-query",
         manifest: Some("functions/query/Cargo.toml"),
         wasm: "weir_query.wasm",

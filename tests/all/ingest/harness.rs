@@ -218,33 +218,46 @@ impl TestHost {
         path: &str,
         headers: &[(&str, &str)],
     ) -> (StatusCode, hyper::HeaderMap, String) {
-        let addr = self.host().api_addr();
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, addr.to_string());
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Empty::<Bytes>::new()).unwrap();
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(request))
-            .await
-            .expect("the API answers in time")
-            .unwrap();
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        (
-            parts.status,
-            parts.headers,
-            String::from_utf8(body.to_vec()).unwrap(),
-        )
+        api_exchange_at(self.host(), method, path, headers).await
     }
+}
 
+/// A request to the API listener of `host` (any host, e.g. of another region) over plain
+/// HTTP/1.1: status, headers and body.
+pub async fn api_exchange_at(
+    host: &Host,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, hyper::HeaderMap, String) {
+    let addr = host.api_addr();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).unwrap();
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(request))
+        .await
+        .expect("the API answers in time")
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+impl TestHost {
     /// Stops PostgreSQL (an outage).
     pub fn stop_postgres(&mut self) {
         tokio::task::block_in_place(|| self.stack.postgres.stop());

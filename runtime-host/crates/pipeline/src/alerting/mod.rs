@@ -110,9 +110,14 @@ impl Alerting {
             registry_rules,
         )
         .await?;
-        let states = AlertStates::connect(&config.redis_url)
+        let states = AlertStates::connect(storage.clone(), &config.redis_url, &config.region)
             .await
-            .with_context(|| format!("connecting to Redis at {} for alerting", config.redis_url))?;
+            .with_context(|| {
+                format!(
+                    "connecting to Redis at {} for alerting",
+                    weir_config::redact_url(&config.redis_url)
+                )
+            })?;
         let (orgs, rule_count) = rules.load().size();
         let alerter = function.current();
         tracing::info!(function = alerter.name(), digest = %&alerter.digest()[..12], rules_dir = ?config.alerting.rules_dir, orgs, rules = rule_count, "alerting enabled");
@@ -183,7 +188,7 @@ impl Alerting {
     ) -> Result<DeviceLock, AlertError> {
         let hold = function.deadline() + LOCK_MARGIN;
         self.states
-            .lock_device(&device.org, &device.device, hold, hold)
+            .lock_device(device, hold)
             .await
             .map_err(AlertError::State)
     }
@@ -218,11 +223,7 @@ impl Alerting {
         device: &DeviceRef,
         rules: &[Rule],
     ) -> Result<Vec<RuleState>, AlertError> {
-        let states = self
-            .states
-            .get(&device.org, &device.device)
-            .await
-            .map_err(AlertError::State)?;
+        let states = self.states.get(device).await.map_err(AlertError::State)?;
         Ok(states
             .into_iter()
             .filter(|s| rules.iter().any(|r| r.id == s.rule_id))
@@ -246,7 +247,7 @@ impl Alerting {
         // lose them.
         let event_ids = self.storage.record_alert_changes(&changes).await?;
         self.states
-            .put(&device.org, &device.device, &evaluation.states)
+            .put(device, &evaluation.states)
             .await
             .map_err(AlertError::State)?;
         // Recorded first: the live channel never shows an event the record lacks.
@@ -291,11 +292,7 @@ impl Alerting {
         let function = self.function.current();
         let lock = self.lock(&device, &function).await?;
         let result = async {
-            let states = self
-                .states
-                .get(&event.org, &event.device)
-                .await
-                .map_err(AlertError::State)?;
+            let states = self.states.get(&device).await.map_err(AlertError::State)?;
             let Some(stored) = states.into_iter().find(|s| s.rule_id == event.rule_id) else {
                 return Ok(());
             };
@@ -308,7 +305,7 @@ impl Alerting {
                 state: cleared,
             };
             self.states
-                .put(&event.org, &event.device, &[cleared])
+                .put(&device, &[cleared])
                 .await
                 .map_err(AlertError::State)
         }

@@ -28,7 +28,7 @@ use weir_metrics::Metrics;
 use weir_runtime::validator::{KeyMetadata, Point, Value, Verdict};
 use weir_runtime::{FunctionSlot, ValidatorFunction};
 use weir_storage::{
-    BatchOutcome, BatchWrite, DeviceRef, KeyMetadataRecord, LatestCache, LatestRepair,
+    BatchOutcome, BatchWrite, DeviceMove, DeviceRef, KeyMetadataRecord, LatestCache, LatestRepair,
     MetadataChange, NewPoint, RepairReport, Storage, StorageError, StoredValue,
 };
 
@@ -146,6 +146,56 @@ impl Ingest {
         }
     }
 
+    /// Keeps this region's Redis latest values right when a device moves between regions: the
+    /// region left drops the device's values (its readers fall back to PostgreSQL), the region
+    /// arrived at rebuilds them. After missed notifications, drops the values of every device
+    /// that writes elsewhere now.
+    pub async fn device_moved(&self, change: &DeviceMove) {
+        let region = self.config.region.as_str();
+        let outcome = match change {
+            DeviceMove::Moved { device, to, .. } if to == region => {
+                weir_storage::repair_device(&self.storage, &self.latest, device).await
+            }
+            DeviceMove::Moved { device, from, .. } if from == region => {
+                self.forget_if_elsewhere(device).await
+            }
+            DeviceMove::Moved { .. } => Ok(()),
+            DeviceMove::Missed => self.forget_devices_elsewhere().await,
+        };
+        if let Err(error) = outcome {
+            self.metrics.redis_failures.inc();
+            tracing::warn!(?change, %error, "latest values not adjusted to a device move");
+        }
+    }
+
+    /// Drops `device`'s latest values unless it writes through this region again (a move back
+    /// may have been processed before this notification).
+    async fn forget_if_elsewhere(&self, device: &DeviceRef) -> Result<(), StorageError> {
+        let now = self.storage.device_region(device).await?;
+        if now.as_deref() == Some(self.config.region.as_str()) {
+            return Ok(());
+        }
+        self.latest.forget(device).await
+    }
+
+    async fn forget_devices_elsewhere(&self) -> Result<(), StorageError> {
+        const PAGE: i64 = 1000;
+        let mut after: Option<DeviceRef> = None;
+        loop {
+            let page = self
+                .storage
+                .devices_elsewhere(&self.config.region, after.as_ref(), PAGE)
+                .await?;
+            for device in &page {
+                self.latest.forget(device).await?;
+            }
+            if page.len() < PAGE as usize {
+                return Ok(());
+            }
+            after = page.last().cloned();
+        }
+    }
+
     /// Rewrites the Redis latest values of the devices whose update failed, if any;
     /// `None` when nothing waits for repair.
     pub async fn repair_latest(&self) -> Option<Result<RepairReport, StorageError>> {
@@ -243,6 +293,7 @@ impl Ingest {
                 stored,
                 idempotent,
                 conflicts,
+                moved_from,
             } => {
                 // Durable from here on: count, then update the cache (which may fail alone).
                 self.metrics
@@ -255,7 +306,12 @@ impl Ingest {
                     self.metrics.rejected(weir_storage::Conflict::CODE);
                 }
                 let conflicted: HashSet<usize> = conflicts.iter().map(|c| c.index).collect();
-                self.update_latest(device, &accepted, &conflicted).await;
+                match moved_from {
+                    // The device wrote through another region until now: this region's Redis
+                    // may hold none or old values of its keys. Rebuild them all.
+                    Some(from) => self.latest_after_move(device, &from).await,
+                    None => self.update_latest(device, &accepted, &conflicted).await,
+                }
                 self.tell_observer(device, &accepted);
                 if let Some(alerting) = &self.alerting {
                     let points: Vec<Point> = alert_points
@@ -285,6 +341,15 @@ impl Ingest {
             self.metrics.redis_failures.inc();
             self.repair.mark_dirty(device);
             tracing::warn!(%device, %error, "Redis latest update failed; will repair from PostgreSQL");
+        }
+    }
+
+    async fn latest_after_move(&self, device: &DeviceRef, from: &str) {
+        tracing::info!(%device, from, "device moved to this region; rebuilding its latest values");
+        if let Err(error) = weir_storage::repair_device(&self.storage, &self.latest, device).await {
+            self.metrics.redis_failures.inc();
+            self.repair.mark_dirty(device);
+            tracing::warn!(%device, %error, "latest values after a move not rebuilt; will repair");
         }
     }
 
