@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod device_client;
+pub mod endpoints;
 pub mod host;
 pub mod serve;
 pub mod simulate;

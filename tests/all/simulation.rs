@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use weir::endpoints::{Endpoint, SelectionPolicy};
 use weir::simulate::{SimulationConfig, SimulationReport, run};
 use weir_tests::stack::{SERVER_NAME, Stack};
 
@@ -24,7 +25,9 @@ async fn count_points(stack: &Stack) -> i64 {
 
 fn simulation(stack: &Stack) -> SimulationConfig {
     SimulationConfig {
-        target: stack.host.device_addr().to_string(),
+        endpoints: vec![Endpoint::parse(&stack.host.device_addr().to_string())],
+        selection: SelectionPolicy::default(),
+        request_timeout: Duration::from_secs(30),
         server_name: SERVER_NAME.into(),
         pki_dir: stack.pki_dir.clone(),
         devices: DEVICES,

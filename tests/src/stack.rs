@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use weir::Config;
+use weir::endpoints::{Endpoint, SelectionPolicy};
 use weir::host::Host;
 use weir::simulate::{SimulationConfig, SimulationReport, run};
 
@@ -78,7 +79,9 @@ impl Stack {
         batch_points: usize,
     ) -> anyhow::Result<SimulationReport> {
         run(SimulationConfig {
-            target: self.host.device_addr().to_string(),
+            endpoints: vec![Endpoint::parse(&self.host.device_addr().to_string())],
+            selection: SelectionPolicy::default(),
+            request_timeout: Duration::from_secs(30),
             server_name: SERVER_NAME.into(),
             pki_dir: self.pki_dir.clone(),
             devices,

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::endpoints::{Endpoint, SelectionPolicy};
 use crate::simulate::SimulationConfig;
 
 #[derive(Debug, clap::Args)]
@@ -11,9 +12,23 @@ pub(super) struct SimulateArgs {
     /// PKI directory whose CA issues the simulated devices' certificates.
     #[arg(long, env = "WEIR_PKI_DIR")]
     pki: PathBuf,
-    /// The device listener to upload to.
-    #[arg(long, default_value = "127.0.0.1:7443")]
-    target: String,
+    /// A region endpoint to upload to, `host:port` or `label=host:port` (a device listener or
+    /// the region's load balancer). Repeat for several regions: each device measures them,
+    /// uploads to the nearest (ties go to the order given), fails over to the next, and comes
+    /// back once the nearer one is healthy again.
+    #[arg(
+        long = "endpoint",
+        visible_alias = "target",
+        value_name = "[LABEL=]HOST:PORT",
+        default_value = "127.0.0.1:7443"
+    )]
+    endpoints: Vec<String>,
+    /// Seconds a connect or an upload may take before its endpoint counts as failed.
+    #[arg(long, default_value_t = 5)]
+    request_timeout: u64,
+    /// Seconds between re-measurements of the endpoints' handshake round trips.
+    #[arg(long, default_value_t = 15)]
+    remeasure: u64,
     /// The name the server certificate must carry.
     #[arg(long, default_value = "localhost")]
     server_name: String,
@@ -46,7 +61,12 @@ pub(super) struct SimulateArgs {
 
 pub(super) async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let config = SimulationConfig {
-        target: args.target,
+        endpoints: args.endpoints.iter().map(|e| Endpoint::parse(e)).collect(),
+        selection: SelectionPolicy {
+            remeasure_every: Duration::from_secs(args.remeasure.max(1)),
+            ..SelectionPolicy::default()
+        },
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
         server_name: args.server_name,
         pki_dir: args.pki,
         devices: args.devices,
@@ -62,9 +82,11 @@ pub(super) async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain),
         progress: true,
     };
+    let endpoints: Vec<String> = config.endpoints.iter().map(|e| e.addr.clone()).collect();
     eprintln!(
         "simulating {} devices against {} (Ctrl-C stops)",
-        config.devices, config.target
+        config.devices,
+        endpoints.join(", ")
     );
     let report = crate::simulate::run(config).await?;
     println!("{report}");

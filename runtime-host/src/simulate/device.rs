@@ -2,6 +2,10 @@
 //! uploads batches over its mutual-TLS HTTP/2 connection, and keeps every point until an upload
 //! is acknowledged. A failed upload is resent with the same batch id (so Weir stores it once),
 //! after `Retry-After` or an exponential backoff; a lost connection is re-established.
+//!
+//! With several region endpoints the device measures them, uploads to the nearest, and moves to
+//! the next on a connect error, a TLS failure, a `503`, a GOAWAY or a timeout, and back once the
+//! nearer one is healthy again ([`crate::endpoints`] decides; this loop measures and reports).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,13 +16,20 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 
 use super::meter::{self, Meters, POINTS_PER_ROUND};
-use super::{SimulationConfig, Stats};
+use super::{FailoverRecord, SimulationConfig, Stats};
 use crate::device_client::DeviceClient;
+use crate::endpoints::{EndpointSelector, Switch, SwitchReason};
 
 /// Longest pause between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A partial batch is uploaded once its oldest point waited this long.
 const FLUSH_AFTER: Duration = Duration::from_secs(1);
+
+/// A move away from a failed endpoint whose first acknowledgement elsewhere is still awaited.
+struct OpenFailover {
+    from: usize,
+    noticed_at: Instant,
+}
 
 /// A batch that has been formed and not yet acknowledged.
 struct Pending {
@@ -29,18 +40,22 @@ struct Pending {
 /// Runs one device until it has generated its share and every point is acknowledged, or the
 /// deadline passes.
 pub async fn run_device(
-    index: usize,
+    device_index: usize,
     id: String,
     tls: Arc<rustls::ClientConfig>,
     config: Arc<SimulationConfig>,
     stats: Arc<Stats>,
     deadline: Instant,
 ) {
-    let mut meters = Meters::new(index as u64 + 1);
+    let mut meters = Meters::new(device_index as u64 + 1);
     let mut queue: VecDeque<Json> = VecDeque::new();
     let mut pending: Option<Pending> = None;
     let mut client: Option<DeviceClient> = None;
-    let mut metadata_sent = false;
+    let mut selector = EndpointSelector::new(config.endpoints.clone(), config.selection.clone());
+    let mut open_failover: Option<OpenFailover> = None;
+    // Metadata goes to every region once: each region's hosts cache it from the shared store,
+    // and a device cannot know which of its regions saw it.
+    let mut metadata_sent = vec![false; config.endpoints.len()];
     let mut sequence = 0u64;
     // Batch ids must never repeat across runs: the host would answer a reused id with the
     // earlier run's receipt and store nothing (that is its duplicate detection working).
@@ -110,41 +125,96 @@ pub async fn run_device(
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        // 3. Upload it; keep it until acknowledged.
+        // 3. Measure the endpoints when due; move back to a nearer one when it is time.
+        let now = Instant::now();
+        let due = selector.due_measurements(now);
+        if !due.is_empty() {
+            for index in due {
+                let outcome = handshake(&config, &tls, &selector, index).await;
+                selector.measured(index, outcome.map(|(rtt, _)| rtt), Instant::now());
+            }
+            let before = selector.current();
+            if let Some(switch) = selector.end_round(Instant::now()) {
+                moved(&stats, &switch, &mut open_failover, now);
+                client = None;
+            } else if before != selector.current() {
+                client = None;
+            }
+        }
+        // 4. Upload it; keep it until acknowledged.
         if client.is_none() {
-            match DeviceClient::connect(&config.target, &config.server_name, tls.clone()).await {
-                Ok(connected) => client = Some(connected),
-                Err(error) => {
+            if let Some(switch) = selector.leave_if_down(Instant::now()) {
+                moved(&stats, &switch, &mut open_failover, Instant::now());
+            }
+            if selector.all_down(Instant::now()) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let index = selector.current();
+            match handshake(&config, &tls, &selector, index).await {
+                Ok((rtt, connected)) => {
+                    selector.connected(index, rtt);
+                    stats.place(device_index, index);
+                    client = Some(connected);
+                }
+                Err(()) => {
                     stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(device = %id, error = %error, "connect failed");
-                    backoff = pause(backoff, None).await;
+                    // When every endpoint cools down, the check above waits.
+                    failed_over(&stats, &mut selector, &mut open_failover);
                     continue;
                 }
             }
         }
         let connection = client.as_mut().expect("connected above");
-        if !metadata_sent {
-            match connection
-                .send_json(Method::PUT, "/v1/metadata", &meter::metadata())
-                .await
-            {
-                Ok(response) if response.status == StatusCode::OK => metadata_sent = true,
-                Ok(response) => {
+        let index = selector.current();
+        if !metadata_sent[index] {
+            let sent = tokio::time::timeout(
+                config.request_timeout,
+                connection.send_json(Method::PUT, "/v1/metadata", &meter::metadata()),
+            )
+            .await;
+            match sent {
+                Ok(Ok(response)) if response.status == StatusCode::OK => {
+                    metadata_sent[index] = true;
+                }
+                Ok(Ok(response)) if response.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    client = None;
+                    failed_over(&stats, &mut selector, &mut open_failover);
+                    continue;
+                }
+                Ok(Ok(response)) => {
                     stats.retries.fetch_add(1, Ordering::Relaxed);
                     backoff = pause(backoff, response.retry_after()).await;
                     continue;
                 }
-                Err(_) => {
+                Ok(Err(_)) | Err(_) => {
                     client = None;
-                    backoff = pause(backoff, None).await;
+                    failed_over(&stats, &mut selector, &mut open_failover);
                     continue;
                 }
             }
         }
         let body = json!({"batch": batch.id, "points": batch.points});
         let sent = Instant::now();
-        match connection.submit(&body).await {
+        let answer = tokio::time::timeout(config.request_timeout, connection.submit(&body)).await;
+        match answer.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in time"))) {
             Ok(response) if response.status == StatusCode::OK => {
+                selector.succeeded();
+                stats.acked_on(index, batch.points.len() as u64);
+                if let Some(open) = open_failover.take() {
+                    stats
+                        .failovers
+                        .lock()
+                        .expect("failover lock")
+                        .push(FailoverRecord {
+                            device: id.clone(),
+                            from: open.from,
+                            to: index,
+                            noticed_at: open.noticed_at,
+                            first_ack_at: Instant::now(),
+                        });
+                }
                 let receipt = response.json();
                 let rejected = receipt["rejected"].as_array().map_or(0, Vec::len) as u64;
                 let accepted = receipt["accepted"].as_u64().unwrap_or(0);
@@ -157,6 +227,17 @@ pub async fn run_device(
                 );
                 pending = None;
                 backoff = Duration::from_millis(100);
+            }
+            Ok(response) if response.status == StatusCode::SERVICE_UNAVAILABLE => {
+                // The host is draining or cannot reach its stores: another region may.
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                client = None;
+                failed_over(&stats, &mut selector, &mut open_failover);
+                if let Some(seconds) = response.retry_after()
+                    && selector.all_down(Instant::now())
+                {
+                    tokio::time::sleep(Duration::from_secs(seconds)).await;
+                }
             }
             Ok(response)
                 if response.status == StatusCode::TOO_MANY_REQUESTS
@@ -174,10 +255,11 @@ pub async fn run_device(
                 pending = None;
             }
             Err(error) => {
+                // Connection lost, GOAWAY, or no answer in time: the endpoint is unhealthy.
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(device = %id, %error, "upload failed; reconnecting");
                 client = None;
-                backoff = pause(backoff, None).await;
+                failed_over(&stats, &mut selector, &mut open_failover);
             }
         }
     }
@@ -185,6 +267,54 @@ pub async fn run_device(
     stats
         .unacknowledged
         .fetch_add(unacked as u64, Ordering::Relaxed);
+}
+
+/// Connects to endpoint `index` within the request timeout; the time it took is the
+/// endpoint's handshake round trip (TCP, TLS with the device certificate, HTTP/2 preface).
+async fn handshake(
+    config: &SimulationConfig,
+    tls: &Arc<rustls::ClientConfig>,
+    selector: &EndpointSelector,
+    index: usize,
+) -> Result<(Duration, DeviceClient), ()> {
+    let endpoint = selector
+        .endpoints()
+        .nth(index)
+        .expect("index from the selector");
+    let started = Instant::now();
+    let connect = DeviceClient::connect(&endpoint.addr, &config.server_name, tls.clone());
+    match tokio::time::timeout(config.request_timeout, connect).await {
+        Ok(Ok(client)) => Ok((started.elapsed(), client)),
+        Ok(Err(error)) => {
+            tracing::debug!(endpoint = %endpoint, %error, "handshake failed");
+            Err(())
+        }
+        Err(_) => Err(()),
+    }
+}
+
+/// The endpoint in use failed: mark it, move on, and remember when the device noticed.
+fn failed_over(
+    stats: &Stats,
+    selector: &mut EndpointSelector,
+    open_failover: &mut Option<OpenFailover>,
+) {
+    let now = Instant::now();
+    if let Some(switch) = selector.failed(now) {
+        moved(stats, &switch, open_failover, now);
+    }
+}
+
+/// Counts a move and, for a failover, starts timing it until the next acknowledgement.
+fn moved(stats: &Stats, switch: &Switch, open_failover: &mut Option<OpenFailover>, now: Instant) {
+    stats.switched(switch);
+    if switch.reason == SwitchReason::Failover {
+        // A failover during a failover keeps the first notice: the outage began then.
+        open_failover.get_or_insert(OpenFailover {
+            from: switch.from,
+            noticed_at: now,
+        });
+    }
 }
 
 /// Waits `Retry-After` when the server gave one, else the current backoff; returns the next

@@ -1,24 +1,33 @@
 //! `weir simulate`: a fleet of simulated devices uploading realistic meter data over mutual TLS
 //! HTTP/2 with store-and-forward, a live progress line, and a summary of throughput and batch
-//! latency. Device certificates are issued on the fly from the CA of a PKI directory.
+//! latency. Device certificates are issued on the fly from the CA of a PKI directory. Given
+//! several region endpoints, each device picks the nearest and fails over between them
+//! ([`crate::endpoints`]); the progress line and the summary show where the devices are and how
+//! many moved.
 
 mod device;
 pub mod meter;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use weir_pki::{Ca, ClientAlpn, PkiPaths};
 
+use crate::endpoints::{Endpoint, SelectionPolicy, Switch, SwitchReason};
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimulationConfig {
-    /// The device listener, `host:port`.
-    pub target: String,
+    /// The region endpoints (device listeners or their load balancers), in configured order.
+    pub endpoints: Vec<Endpoint>,
+    /// How devices choose between the endpoints.
+    pub selection: SelectionPolicy,
+    /// How long a connect or an upload may take before the endpoint counts as failed.
+    pub request_timeout: Duration,
     /// The name the server certificate is checked against.
     pub server_name: String,
     /// PKI directory whose CA issues the devices' certificates and that the server is trusted by.
@@ -44,9 +53,69 @@ pub struct SimulationConfig {
     pub progress: bool,
 }
 
+impl SimulationConfig {
+    /// The defaults of `weir simulate` against `endpoints`: 10 devices of organisation `demo`,
+    /// 5 points/s each for 30 s in batches of at most 100.
+    pub fn new(endpoints: Vec<Endpoint>, server_name: &str, pki_dir: PathBuf) -> Self {
+        SimulationConfig {
+            endpoints,
+            selection: SelectionPolicy::default(),
+            request_timeout: Duration::from_secs(5),
+            server_name: server_name.to_owned(),
+            pki_dir,
+            devices: 10,
+            org: "demo".into(),
+            device_prefix: "sim".into(),
+            rate: Some(5.0),
+            batch_points: 100,
+            duration: Some(Duration::from_secs(30)),
+            points_per_device: None,
+            drain_timeout: Duration::from_secs(60),
+            progress: false,
+        }
+    }
+}
+
+/// A device's failover: when it noticed its endpoint fail, and when a batch was first
+/// acknowledged by another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverRecord {
+    /// The device id.
+    pub device: String,
+    /// The endpoint that failed (index into the configured list).
+    pub from: usize,
+    /// The endpoint that acknowledged next.
+    pub to: usize,
+    /// When the device noticed the failure.
+    pub noticed_at: Instant,
+    /// When the first batch was acknowledged afterwards.
+    pub first_ack_at: Instant,
+}
+
+/// Where the devices are and what each endpoint acknowledged, at the end of a simulation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointReport {
+    /// The endpoint's label.
+    pub label: String,
+    /// Devices whose last connection was to this endpoint.
+    pub devices: u64,
+    /// Points this endpoint acknowledged.
+    pub acknowledged: u64,
+}
+
+/// No endpoint yet, in [`Stats::placement`].
+const NOWHERE: usize = usize::MAX;
+
 /// Counters shared by the simulated devices.
 #[derive(Default)]
 pub struct Stats {
+    /// Per device, the endpoint of its last connection.
+    placement: Vec<AtomicUsize>,
+    /// Per endpoint, points acknowledged.
+    acknowledged_on: Vec<AtomicU64>,
+    switches: AtomicU64,
+    returns: AtomicU64,
+    failovers: Mutex<Vec<FailoverRecord>>,
     generated: AtomicU64,
     acknowledged: AtomicU64,
     accepted: AtomicU64,
@@ -61,6 +130,40 @@ pub struct Stats {
 }
 
 impl Stats {
+    fn new(devices: usize, endpoints: usize) -> Stats {
+        Stats {
+            placement: (0..devices).map(|_| AtomicUsize::new(NOWHERE)).collect(),
+            acknowledged_on: (0..endpoints).map(|_| AtomicU64::new(0)).collect(),
+            ..Stats::default()
+        }
+    }
+
+    fn place(&self, device: usize, endpoint: usize) {
+        self.placement[device].store(endpoint, Ordering::Relaxed);
+    }
+
+    fn acked_on(&self, endpoint: usize, points: u64) {
+        self.acknowledged_on[endpoint].fetch_add(points, Ordering::Relaxed);
+    }
+
+    fn switched(&self, switch: &Switch) {
+        self.switches.fetch_add(1, Ordering::Relaxed);
+        if switch.reason == SwitchReason::Return {
+            self.returns.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Devices per endpoint now.
+    fn devices_on(&self, endpoints: usize) -> Vec<u64> {
+        let mut counts = vec![0; endpoints];
+        for place in &self.placement {
+            if let Some(count) = counts.get_mut(place.load(Ordering::Relaxed)) {
+                *count += 1;
+            }
+        }
+        counts
+    }
+
     fn record_ack(
         &self,
         points: u64,
@@ -109,6 +212,14 @@ pub struct SimulationReport {
     pub latency_p50: Duration,
     /// 99th percentile batch round trip.
     pub latency_p99: Duration,
+    /// Per endpoint, in configured order: devices there at the end and points acknowledged.
+    pub endpoints: Vec<EndpointReport>,
+    /// Moves between endpoints (failovers and returns).
+    pub switches: u64,
+    /// Of those, moves back to a nearer endpoint.
+    pub returns: u64,
+    /// Every failover, with when it was noticed and when the next batch was acknowledged.
+    pub failovers: Vec<FailoverRecord>,
 }
 
 impl SimulationReport {
@@ -150,6 +261,24 @@ impl std::fmt::Display for SimulationReport {
             ms(self.latency_p99)
         )?;
         writeln!(f, "  retries              {}", self.retries)?;
+        if self.endpoints.len() > 1 {
+            let places: Vec<String> = self
+                .endpoints
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {} devices, {} points",
+                        e.label, e.devices, e.acknowledged
+                    )
+                })
+                .collect();
+            writeln!(f, "  endpoints            {}", places.join("; "))?;
+            writeln!(
+                f,
+                "  switches             {} ({} back to a nearer endpoint)",
+                self.switches, self.returns
+            )?;
+        }
         write!(
             f,
             "  unacknowledged       {} (dropped {})",
@@ -186,8 +315,12 @@ pub async fn run(config: SimulationConfig) -> anyhow::Result<SimulationReport> {
         devices.push((id, tls));
     }
 
+    anyhow::ensure!(
+        !config.endpoints.is_empty(),
+        "give at least one endpoint to upload to"
+    );
     let config = Arc::new(config);
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats::new(config.devices, config.endpoints.len()));
     let started = Instant::now();
     let generation_limit = config
         .duration
@@ -195,7 +328,7 @@ pub async fn run(config: SimulationConfig) -> anyhow::Result<SimulationReport> {
     let deadline = started + generation_limit + config.drain_timeout;
     let progress = config
         .progress
-        .then(|| tokio::spawn(show_progress(stats.clone(), started)));
+        .then(|| tokio::spawn(show_progress(stats.clone(), config.clone(), started)));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, (id, tls)) in devices.into_iter().enumerate() {
         tasks.spawn(device::run_device(
@@ -216,6 +349,19 @@ pub async fn run(config: SimulationConfig) -> anyhow::Result<SimulationReport> {
     let mut latencies = std::mem::take(&mut *stats.latencies.lock().expect("latency lock"));
     latencies.sort();
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    let devices_on = stats.devices_on(config.endpoints.len());
+    let endpoints = config
+        .endpoints
+        .iter()
+        .zip(devices_on)
+        .zip(&stats.acknowledged_on)
+        .map(|((endpoint, devices), acknowledged)| EndpointReport {
+            label: endpoint.label.clone(),
+            devices,
+            acknowledged: load(acknowledged),
+        })
+        .collect();
+    let failovers = std::mem::take(&mut *stats.failovers.lock().expect("failover lock"));
     Ok(SimulationReport {
         devices: config.devices,
         elapsed,
@@ -230,6 +376,10 @@ pub async fn run(config: SimulationConfig) -> anyhow::Result<SimulationReport> {
         unacknowledged: load(&stats.unacknowledged),
         latency_p50: percentile(&latencies, 0.50),
         latency_p99: percentile(&latencies, 0.99),
+        endpoints,
+        switches: load(&stats.switches),
+        returns: load(&stats.returns),
+        failovers,
     })
 }
 
@@ -243,7 +393,7 @@ fn percentile(values: &[Duration], q: f64) -> Duration {
 }
 
 /// Redraws one status line every second (a new line every 5 s when stderr is not a terminal).
-async fn show_progress(stats: Arc<Stats>, started: Instant) {
+async fn show_progress(stats: Arc<Stats>, config: Arc<SimulationConfig>, started: Instant) {
     let terminal = std::io::stderr().is_terminal();
     let period = if terminal {
         Duration::from_secs(1)
@@ -260,12 +410,25 @@ async fn show_progress(stats: Arc<Stats>, started: Instant) {
             .generated
             .load(Ordering::Relaxed)
             .saturating_sub(acked);
-        let line = format!(
+        let mut line = format!(
             "[{:>4.0} s] acknowledged {acked} points ({rate:.0}/s), waiting {queued}, batches {}, retries {}",
             started.elapsed().as_secs_f64(),
             stats.batches.load(Ordering::Relaxed),
             stats.retries.load(Ordering::Relaxed),
         );
+        if config.endpoints.len() > 1 {
+            let places: Vec<String> = config
+                .endpoints
+                .iter()
+                .zip(stats.devices_on(config.endpoints.len()))
+                .map(|(endpoint, devices)| format!("{endpoint} {devices}"))
+                .collect();
+            line.push_str(&format!(
+                ", devices {}, switched {}",
+                places.join(" / "),
+                stats.switches.load(Ordering::Relaxed)
+            ));
+        }
         if terminal {
             eprint!("\r\x1b[2K{line}");
         } else {
