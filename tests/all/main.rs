@@ -6,6 +6,7 @@ mod support;
 
 mod alert_failures;
 mod alerting;
+mod deploy_files;
 mod event_stream;
 mod function_loading;
 mod function_sandbox;
@@ -14,6 +15,7 @@ mod ingest;
 mod query;
 mod query_endpoints;
 mod query_http;
+mod regions;
 mod registry;
 mod rules_registry;
 mod services;

@@ -10,6 +10,7 @@
 mod bench;
 mod cargo;
 mod components;
+mod deploy;
 mod run;
 mod setup;
 mod test;
@@ -62,16 +63,35 @@ enum Task {
     /// Prints one line per problem, naming the file or manifest and the rule. Takes seconds:
     /// it builds nothing. Also part of `cargo xtask test`.
     Tidy,
-    /// Start Weir on this machine with nothing configured.
+    /// Check deploy/: render every overlay with kubectl kustomize, validate against Kubernetes
+    /// schemas, nginx -t.
     ///
-    /// Builds the components and the host, starts a dev PostgreSQL (127.0.0.1:54329) and Redis
-    /// (127.0.0.1:63799) whose data persists in target/weir-dev, then runs `weir serve` until it
-    /// exits, with a dev PKI in target/weir-dev/pki and, once Weir is up, simulated devices
-    /// uploading for a while. Ctrl-C stops Weir first, then the databases.
+    /// Renders deploy/overlays/* with `kubectl kustomize` (skipped when kubectl is missing),
+    /// validates the manifests against Kubernetes 1.32 with `kubernetes-validate --strict`
+    /// (installed into target/tools/venv on first use), checks the SpinApp against its CRD and
+    /// the monitoring files, and runs `nginx -t` on deploy/nginx filled in as a local test
+    /// harness would (installing nginx and its stream module when missing). Also part of
+    /// `cargo xtask test`.
+    Deploy,
+    /// Start Weir on this machine with nothing configured: one region, or several behind nginx.
+    ///
+    /// Builds the components and the host. With one region (the default) it starts a dev
+    /// PostgreSQL (127.0.0.1:54329) and Redis (127.0.0.1:63799) whose data persists in
+    /// target/weir-dev, then runs `weir serve` until it exits, with a dev PKI in
+    /// target/weir-dev/pki and, once Weir is up, simulated devices uploading for a while. With
+    /// `--regions N` (N >= 2) it starts, fresh in target/weir-dev/regions, one PostgreSQL and N
+    /// regions (eu, us, ap, ...) of two hosts, a Redis, nginx and a delay proxy each (region k
+    /// 15 ms x k away, on 127.0.0.(10+k)), prints their endpoints, simulates devices against all
+    /// of them, and keeps them up. Ctrl-C, or SIGINT/SIGTERM to xtask, stops the simulator,
+    /// Weir, nginx and then the databases.
     Run {
         /// Seconds of simulated devices to run once Weir is up (0: none).
         #[arg(long, default_value_t = 20)]
         simulate: u64,
+        /// Number of regions: 1 is the single-host dev environment, 2 or more a local
+        /// multi-region topology behind nginx.
+        #[arg(long, default_value_t = 1)]
+        regions: usize,
     },
     /// Run the benchmarks (`cargo bench -p weir-tests`) against freshly built components.
     ///
@@ -129,7 +149,8 @@ fn main() -> ExitCode {
         Task::Components => components::components(&workspace),
         Task::Test { cargo_test_args } => test::test(&workspace, &cargo_test_args),
         Task::Tidy => tidy::tidy(&workspace),
-        Task::Run { simulate } => run::run(&workspace, simulate),
+        Task::Deploy => deploy::check(&workspace),
+        Task::Run { simulate, regions } => run::run(&workspace, simulate, regions),
         Task::Bench { cargo_bench_args } => bench::bench(&workspace, &cargo_bench_args),
     };
     match result {

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 
 use crate::cargo::{cargo, run};
 use crate::components::{COMPONENTS, WASM_TARGET};
-use crate::{FUNCTIONS_DIR_ENV, Workspace, components, setup, tidy};
+use crate::{FUNCTIONS_DIR_ENV, Workspace, components, deploy, setup, tidy};
 
 /// Runs setup, components, rustfmt, tidy, clippy and the tests; `cargo_test_args` go to
 /// `cargo test`.
@@ -23,6 +23,7 @@ pub fn test(workspace: &Workspace, cargo_test_args: &[OsString]) -> Result<()> {
     run(cargo(workspace).args(["fmt", "--all", "--", "--check"]))
         .context("formatting differs from rustfmt's: run `cargo fmt --all`")?;
     tidy::tidy(workspace)?;
+    deploy::check(workspace)?;
     run(cargo(workspace).args([
         "clippy",
         "--workspace",

@@ -24,28 +24,61 @@ pub enum Package {
     Postgres,
     /// The Redis server: Debian's `redis-server`.
     Redis,
-    /// The nginx web server: Debian's `nginx`.
+    /// The nginx web server with its `stream` module (TCP/TLS passthrough, `ssl_preread`):
+    /// Debian's `nginx` and `libnginx-mod-stream`.
     Nginx,
 }
 
 impl Package {
+    /// Where Debian's `libnginx-mod-stream` puts the dynamic `stream` module, which an nginx
+    /// configuration with a `stream {}` block loads with `load_module` (Debian's default
+    /// configuration does so through `/etc/nginx/modules-enabled`). An nginx built with the
+    /// module in it (`--with-stream`, as the official nginx image) needs no such line.
+    pub const NGINX_STREAM_MODULE: &'static str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
     /// The Debian package that provides this server.
     pub fn debian_package(self) -> &'static str {
+        self.debian_packages()[0]
+    }
+
+    /// Every Debian package this server needs: the server's own first, then its modules.
+    pub fn debian_packages(self) -> &'static [&'static str] {
         match self {
-            Package::Postgres => "postgresql",
-            Package::Redis => "redis-server",
-            Package::Nginx => "nginx",
+            Package::Postgres => &["postgresql"],
+            Package::Redis => &["redis-server"],
+            Package::Nginx => &["nginx", "libnginx-mod-stream"],
         }
     }
 
-    /// Whether the server's binary is present.
-    pub fn is_installed(self) -> bool {
+    /// The server's main binary (`postgres`, `redis-server`, `nginx`), when it is installed.
+    pub fn program(self) -> Option<PathBuf> {
         match self {
-            Package::Postgres => postgres_bin_dir().is_some(),
-            Package::Redis => redis_server_binary().is_some(),
-            Package::Nginx => find_program("nginx", &["/usr/sbin/nginx"]).is_some(),
+            Package::Postgres => postgres_bin_dir().map(|bin| bin.join("postgres")),
+            Package::Redis => redis_server_binary(),
+            Package::Nginx => find_program("nginx", &["/usr/sbin/nginx"]),
         }
     }
+
+    /// Whether the server's binary is present (for nginx: with its `stream` module).
+    pub fn is_installed(self) -> bool {
+        match (self, self.program()) {
+            (_, None) => false,
+            (Package::Nginx, Some(nginx)) => {
+                Path::new(Self::NGINX_STREAM_MODULE).is_file() || nginx_has_static_stream(&nginx)
+            }
+            (_, Some(_)) => true,
+        }
+    }
+}
+
+/// Whether `nginx` was built with the `stream` module inside (`--with-stream`, not
+/// `--with-stream=dynamic`); `nginx -V` prints its configure arguments to stderr.
+fn nginx_has_static_stream(nginx: &Path) -> bool {
+    let Ok(output) = Command::new(nginx).arg("-V").stdin(Stdio::null()).output() else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&output.stderr);
+    text.split_whitespace().any(|arg| arg == "--with-stream")
 }
 
 /// The `bin` directory of the newest PostgreSQL server installed the Debian way
@@ -108,9 +141,11 @@ struct Installer {
 pub fn ensure_packages(packages: &[Package]) -> Result<()> {
     let mut installer = INSTALL.lock().unwrap_or_else(PoisonError::into_inner);
     let mut missing: Vec<&str> = Vec::new();
-    for package in packages {
-        if !package.is_installed() && !missing.contains(&package.debian_package()) {
-            missing.push(package.debian_package());
+    for package in packages.iter().filter(|package| !package.is_installed()) {
+        for name in package.debian_packages() {
+            if !missing.contains(name) {
+                missing.push(*name);
+            }
         }
     }
     if missing.is_empty() {
@@ -135,7 +170,7 @@ pub fn ensure_packages(packages: &[Package]) -> Result<()> {
     let still_missing: Vec<&str> = packages
         .iter()
         .filter(|package| !package.is_installed())
-        .map(|package| package.debian_package())
+        .flat_map(|package| package.debian_packages().iter().copied())
         .collect();
     if !still_missing.is_empty() {
         bail!(
