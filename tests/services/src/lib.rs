@@ -18,6 +18,12 @@
 //! servers run as the `postgres` system user. [`ensure_packages`] installs missing servers with
 //! `apt-get` when running as root, and otherwise names the command to run.
 //!
+//! For tests of several hosts and regions, [`WeirHost`] runs `weir serve` as a child process the
+//! same way (crash it, stop it, start it again on its ports), and [`DelayProxy`] puts a userspace
+//! TCP proxy adding latency, or an outage, between devices and a region. [`Topology`] builds
+//! regions from them, with one shared PostgreSQL and, per region, a Redis, hosts and an
+//! [`NginxServer`] (Debian's nginx run from the repository's `deploy/nginx` files).
+//!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
 //! use weir_services::{PostgresServer, RedisServer};
@@ -30,15 +36,23 @@
 //! # }
 //! ```
 
+mod delay_proxy;
+mod nginx;
 mod orphan_guard;
 mod packages;
 mod ports;
 mod postgres;
 mod redis;
 mod server_process;
+mod topology;
 mod user;
+mod weir_host;
 
+pub use delay_proxy::DelayProxy;
+pub use nginx::NginxServer;
 pub use packages::{Package, ensure_packages, postgres_bin_dir, redis_server_binary};
 pub use ports::free_port;
 pub use postgres::PostgresServer;
 pub use redis::RedisServer;
+pub use topology::{Region, RegionSpec, Topology, TopologyOptions};
+pub use weir_host::{WEIR_BIN_ENV, WeirHost, WeirHostOptions, weir_binary};

@@ -44,6 +44,24 @@ pub(crate) fn is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+/// Whether 127.0.0.1:`port` becomes free within half a second.
+///
+/// A port checked a moment ago can look taken for a few milliseconds: a process forked by another
+/// thread holds a copy of the checking listener until it execs. A port still taken after half a
+/// second has a real owner.
+pub(crate) fn is_free_soon(port: u16) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        if is_free(port) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn any_free_port() -> Result<u16> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).context("cannot bind 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())

@@ -17,7 +17,7 @@ use tempfile::TempDir;
 
 use crate::orphan_guard::OrphanGuard;
 use crate::packages::{Package, postgres_bin_dir};
-use crate::ports::{free_port, is_free};
+use crate::ports::{free_port, is_free_soon};
 use crate::server_process::{NotReady, ServerProcess, Signal};
 use crate::user::{SystemUser, unprivileged_account};
 
@@ -125,7 +125,7 @@ impl PostgresServer {
         if let Some(owner) = &owner {
             owner.give(&dir)?;
         }
-        if !is_free(port) {
+        if !is_free_soon(port) {
             bail!(
                 "port {port} on 127.0.0.1 is in use, so the dev PostgreSQL cannot start: is \
                  another `cargo xtask run` running? Stop it, or find the owner with `ss -ltnp \
@@ -232,6 +232,13 @@ impl PostgresServer {
 
     /// Starts the server on `self.port`, which must not change (the URL has been handed out).
     fn launch_on_own_port(&mut self) -> Result<()> {
+        // A port held for a moment by another thread's forked child frees itself: wait for it.
+        if !is_free_soon(self.port) {
+            bail!(
+                "PostgreSQL cannot listen on 127.0.0.1:{}: another process holds the port",
+                self.port
+            );
+        }
         match self.launch() {
             Ok(()) => Ok(()),
             Err(LaunchError::PortTaken) => bail!(

@@ -17,7 +17,7 @@ use tempfile::TempDir;
 
 use crate::orphan_guard::OrphanGuard;
 use crate::packages::{Package, redis_server_binary};
-use crate::ports::{free_port, is_free};
+use crate::ports::{free_port, is_free_soon};
 use crate::server_process::{NotReady, ServerProcess, Signal};
 
 /// How long a start may take before it is reported as failed.
@@ -100,7 +100,7 @@ impl RedisServer {
         let binary = find_binary()?;
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let dir = dir.canonicalize()?;
-        if !is_free(port) {
+        if !is_free_soon(port) {
             bail!(
                 "port {port} on 127.0.0.1 is in use, so the dev Redis cannot start: is another \
                  `cargo xtask run` running? Stop it, or find the owner with `ss -ltnp 'sport = \
@@ -167,6 +167,13 @@ impl RedisServer {
     }
 
     fn launch_on_own_port(&mut self) -> Result<()> {
+        // A port held for a moment by another thread's forked child frees itself: wait for it.
+        if !is_free_soon(self.port) {
+            bail!(
+                "Redis cannot listen on 127.0.0.1:{}: another process holds the port",
+                self.port
+            );
+        }
         match self.launch() {
             Ok(()) => Ok(()),
             Err(LaunchError::PortTaken) => bail!(
