@@ -7,7 +7,8 @@
 //! the fastest are a tie, won by the configured order, so jitter between two equally near
 //! regions does not move devices.
 //!
-//! On a connect error, a TLS failure, a `503`, a GOAWAY or a timeout the device marks the
+//! On a connect error, a TLS failure, a `503`, or a lost connection (GOAWAY, reset, timeout)
+//! that reconnecting once did not cure, the device marks the
 //! endpoint down for a cooldown (doubling on each failure in a row, up to
 //! [`SelectionPolicy::max_cooldown`]) and moves to the best endpoint still up at once; its
 //! unacknowledged batches stay queued and are resent with their ids. It comes back to a nearer

@@ -7,6 +7,7 @@ mod support;
 mod alert_failures;
 mod alerting;
 mod deploy_files;
+mod edge;
 mod event_stream;
 mod function_loading;
 mod function_sandbox;

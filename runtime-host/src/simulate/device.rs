@@ -4,8 +4,11 @@
 //! after `Retry-After` or an exponential backoff; a lost connection is re-established.
 //!
 //! With several region endpoints the device measures them, uploads to the nearest, and moves to
-//! the next on a connect error, a TLS failure, a `503`, a GOAWAY or a timeout, and back once the
-//! nearer one is healthy again ([`crate::endpoints`] decides; this loop measures and reports).
+//! the next on a connect error, a TLS failure, a `503`, or a second lost connection (GOAWAY,
+//! reset or timeout) in a row, and back once the nearer one is healthy again
+//! ([`crate::endpoints`] decides; this loop measures and reports). A single lost connection is
+//! re-established to the same endpoint first: a region's load balancer then picks a live host,
+//! so one host crashing or draining does not move its devices to another region.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -53,6 +56,9 @@ pub async fn run_device(
     let mut client: Option<DeviceClient> = None;
     let mut selector = EndpointSelector::new(config.endpoints.clone(), config.selection.clone());
     let mut open_failover: Option<OpenFailover> = None;
+    // Whether the connection was lost since the last acknowledgement: the first loss reconnects
+    // to the same endpoint, the next one fails over.
+    let mut lost_connection = false;
     // Metadata goes to every region once: each region's hosts cache it from the shared store,
     // and a device cannot know which of its regions saw it.
     let mut metadata_sent = vec![false; config.endpoints.len()];
@@ -201,6 +207,7 @@ pub async fn run_device(
         match answer.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in time"))) {
             Ok(response) if response.status == StatusCode::OK => {
                 selector.succeeded();
+                lost_connection = false;
                 stats.acked_on(index, batch.points.len() as u64);
                 if let Some(open) = open_failover.take() {
                     stats
@@ -259,7 +266,12 @@ pub async fn run_device(
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(device = %id, %error, "upload failed; reconnecting");
                 client = None;
-                failed_over(&stats, &mut selector, &mut open_failover);
+                if lost_connection {
+                    failed_over(&stats, &mut selector, &mut open_failover);
+                } else {
+                    // One host may have gone: the endpoint's next connection finds another.
+                    lost_connection = true;
+                }
             }
         }
     }
