@@ -36,7 +36,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::orphan_guard::OrphanGuard;
 use crate::packages::{Package, ensure_packages};
 use crate::ports::free_port;
-use crate::server_process::{NotReady, ServerProcess, Signal};
+use crate::server_process::{LaunchError, NotReady, ServerProcess, Signal};
 use crate::user::running_as_root;
 
 /// How long a start may take before it is reported as failed.
@@ -92,13 +92,6 @@ pub struct NginxServer {
     log: PathBuf,
     process: Option<ServerProcess>,
     guard: OrphanGuard,
-}
-
-/// Why one attempt to start nginx failed.
-enum LaunchError {
-    /// Another process took a port: a start on ports we picked retries on others.
-    PortTaken,
-    Failed(anyhow::Error),
 }
 
 impl NginxServer {

@@ -18,7 +18,7 @@ use tempfile::TempDir;
 use crate::orphan_guard::OrphanGuard;
 use crate::packages::{Package, postgres_bin_dir};
 use crate::ports::{free_port, is_free_soon};
-use crate::server_process::{NotReady, ServerProcess, Signal};
+use crate::server_process::{LaunchError, NotReady, ServerProcess, Signal};
 use crate::user::{SystemUser, unprivileged_account};
 
 /// How long a start may take before it is reported as failed.
@@ -55,13 +55,6 @@ pub struct PostgresServer {
     guard: OrphanGuard,
     /// Deleted after everything above has stopped (fields drop in order).
     temp_dir: Option<TempDir>,
-}
-
-/// Why one attempt to start the server failed.
-enum LaunchError {
-    /// Another process took the port: a temporary server retries on another one.
-    PortTaken,
-    Failed(anyhow::Error),
 }
 
 impl PostgresServer {

@@ -18,7 +18,7 @@ use tempfile::TempDir;
 use crate::orphan_guard::OrphanGuard;
 use crate::packages::{Package, redis_server_binary};
 use crate::ports::{free_port, is_free_soon};
-use crate::server_process::{NotReady, ServerProcess, Signal};
+use crate::server_process::{LaunchError, NotReady, ServerProcess, Signal};
 
 /// How long a start may take before it is reported as failed.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,13 +49,6 @@ pub struct RedisServer {
     guard: OrphanGuard,
     /// Deleted after everything above has stopped (fields drop in order).
     temp_dir: Option<TempDir>,
-}
-
-/// Why one attempt to start the server failed.
-enum LaunchError {
-    /// Another process took the port: a temporary server retries on another one.
-    PortTaken,
-    Failed(anyhow::Error),
 }
 
 impl RedisServer {

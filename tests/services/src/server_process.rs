@@ -37,6 +37,14 @@ impl Signal {
     }
 }
 
+/// Why one attempt to start a server failed.
+pub(crate) enum LaunchError {
+    /// Another process took the port: a server on a port we picked retries on another one.
+    PortTaken,
+    /// Anything else, with what went wrong.
+    Failed(anyhow::Error),
+}
+
 /// Why a server did not become ready.
 pub(crate) enum NotReady {
     /// It exited; its log (since this start) usually says why.

@@ -26,7 +26,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::orphan_guard::OrphanGuard;
 use crate::ports::free_port;
-use crate::server_process::{NotReady, ServerProcess, Signal};
+use crate::server_process::{LaunchError, NotReady, ServerProcess, Signal};
 
 /// How long [`WeirHost::stop`] waits for the host to drain (its listeners give in-flight
 /// requests 10 s) before killing it.
@@ -167,13 +167,6 @@ pub struct WeirHost {
     log: PathBuf,
     process: Option<ServerProcess>,
     guard: OrphanGuard,
-}
-
-/// Why one attempt to start the host failed.
-enum LaunchError {
-    /// Another process took a port: a start on ports we picked retries on others.
-    PortTaken,
-    Failed(anyhow::Error),
 }
 
 impl WeirHost {
