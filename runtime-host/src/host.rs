@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::crl_keeper::CrlKeeper;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -114,8 +115,23 @@ impl Host {
         let tls = Arc::new(
             ReloadingServerConfig::new(tls_files).context("building the device TLS config")?,
         );
+        let mut crl_keeper = CrlKeeper::new(
+            config.tls.pki_dir.clone(),
+            Duration::from_secs(config.tls.crl_refresh_minutes.saturating_mul(60)),
+            metrics.clone(),
+        );
+        // A CRL that went stale while no host ran is re-signed before the first device comes.
+        crl_keeper.refresh_if_due(&tls).await;
+        tls.reload_if_changed()
+            .context("reloading the re-signed device CRL")?;
+        crl_keeper.check_expiry(&tls);
         let renewal = match &config.tls.pki_dir {
-            Some(dir) => Some(Renewal::load(dir.clone(), config.tls.renew_days)?),
+            Some(dir) => Some(Renewal::load(
+                dir.clone(),
+                config.tls.renew_days,
+                Duration::from_secs(config.tls.renew_min_interval_s),
+                metrics.clone(),
+            )?),
             None => None,
         };
         let device_api = Arc::new(DeviceApi {
@@ -177,6 +193,7 @@ impl Host {
         tasks.spawn(event_streams.run(config.redis_url.clone(), shutdown.clone()));
         tasks.spawn(watch_files_and_repair(
             tls,
+            crl_keeper,
             ingest.clone(),
             shutdown.clone(),
         ));
@@ -389,10 +406,11 @@ fn query_api(
     })
 }
 
-/// Reloads TLS files when they change (a revocation takes effect for new connections) and
-/// repairs Redis latest values after an outage.
+/// Reloads TLS files when they change (a revocation takes effect for new connections), keeps
+/// the CRL current, and repairs Redis latest values after an outage.
 async fn watch_files_and_repair(
     tls: Arc<ReloadingServerConfig>,
+    mut crl_keeper: CrlKeeper,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
 ) {
@@ -409,6 +427,8 @@ async fn watch_files_and_repair(
                 tracing::error!(%error, "cannot reload device TLS files; keeping the old ones");
             }
         }
+        crl_keeper.refresh_if_due(&tls).await;
+        crl_keeper.check_expiry(&tls);
         match ingest.repair_latest().await {
             Some(Ok(report)) => tracing::info!(?report, "Redis latest values repaired"),
             Some(Err(error)) => tracing::debug!(%error, "Redis repair postponed"),

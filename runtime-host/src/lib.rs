@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod crl_keeper;
 pub mod device_client;
 pub mod endpoints;
 pub mod host;

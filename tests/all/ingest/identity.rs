@@ -91,7 +91,7 @@ async fn ingest_refuses_new_connections_of_a_revoked_device() {
         "in before revocation"
     );
 
-    weir_pki::revoke_device(host.pki_dir(), "meter-revoked").unwrap();
+    weir_pki::revoke_device(host.pki_dir(), ORG, "meter-revoked").unwrap();
 
     eventually(
         "the revoked device is refused",

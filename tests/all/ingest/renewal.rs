@@ -63,7 +63,7 @@ async fn ingest_renews_a_certificate_for_the_presented_identity_until_revoked() 
     assert_eq!(ok(&answer)["accepted"], json!(1));
     assert_eq!(host.count(meter.id()).await, 1, "stored as meter-renew");
 
-    weir_pki::revoke_device(host.pki_dir(), "meter-renew").unwrap();
+    weir_pki::revoke_device(host.pki_dir(), ORG, "meter-renew").unwrap();
 
     // The connection opened before the revocation still stands; renewal on it is refused.
     let (csr, _key) = csr_claiming("meter-renew", ORG);
@@ -77,4 +77,39 @@ async fn ingest_renews_a_certificate_for_the_presented_identity_until_revoked() 
         async || host.is_refused(tls.clone()).await,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_superseded_certificate_cannot_renew_and_renewals_wait_for_their_interval() {
+    let host = TestHost::start().await;
+    let mut original = host.device("meter-cloned", ORG).await;
+    let (csr, key) = csr_claiming("meter-cloned", ORG);
+    let renewed = ok(&renew(&mut original, &csr).await);
+
+    // Whoever still holds the original key (a clone, or the device's old copy) is refused, and
+    // the host counts a suspected clone.
+    let (csr, _key) = csr_claiming("meter-cloned", ORG);
+    let refused = renew(&mut original, &csr).await;
+    let message = assert_error(&refused, StatusCode::FORBIDDEN, "certificate_superseded");
+    assert!(message.contains("superseded"), "{message}");
+    let (_, metrics) = host.api_get("/metrics").await;
+    assert!(
+        metrics.contains("weir_renewals_refused_total{code=\"certificate_superseded\"} 1"),
+        "{metrics}"
+    );
+
+    // The renewed certificate renews too, but not again within the interval (default 600 s).
+    let cert_pem = renewed["certificate"].as_str().unwrap();
+    let mut current = host
+        .connect(host.tls_from_pem(cert_pem, &key.serialize_pem()))
+        .await
+        .unwrap();
+    let (csr, _key) = csr_claiming("meter-cloned", ORG);
+    let too_soon = current
+        .send_json(Method::POST, "/v1/renew", &json!({"csr": csr}))
+        .await
+        .unwrap();
+    assert_error(&too_soon, StatusCode::TOO_MANY_REQUESTS, "renewal_too_soon");
+    let wait = too_soon.retry_after().expect("Retry-After");
+    assert!((500..=600).contains(&wait), "{wait}");
 }

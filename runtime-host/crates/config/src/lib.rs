@@ -133,6 +133,16 @@ pub struct TlsConfig {
     pub device_crl: Option<PathBuf>,
     /// Validity of renewed device certificates in days (`WEIR_RENEW_DAYS`).
     pub renew_days: u32,
+    /// Shortest time between two renewals of one device, in seconds
+    /// (`WEIR_RENEW_MIN_INTERVAL_S`); sooner ones are answered 429 `renewal_too_soon`.
+    pub renew_min_interval_s: u64,
+    /// What the device endpoint does once the CRL's nextUpdate has passed (`WEIR_EXPIRED_CRL`):
+    /// `refuse` every device, or `keep` enforcing the last CRL and raise the alarm.
+    pub expired_crl: weir_pki::ExpiredCrlPolicy,
+    /// How often a host that holds the CA key re-signs `crl.pem`, in minutes
+    /// (`WEIR_CRL_REFRESH_MINUTES`; 0: never). It also lists certificates whose supersession
+    /// grace has passed.
+    pub crl_refresh_minutes: u64,
     /// Certificate chain of the API listener, PEM (`WEIR_API_TLS_CERT`): with `api_key`, the
     /// API speaks HTTPS (h2 and HTTP/1.1); without, plain HTTP/1.1 and h2c.
     pub api_cert: Option<PathBuf>,
@@ -260,6 +270,9 @@ impl Default for TlsConfig {
             device_ca: None,
             device_crl: None,
             renew_days: 7,
+            renew_min_interval_s: 600,
+            expired_crl: weir_pki::ExpiredCrlPolicy::Refuse,
+            crl_refresh_minutes: 60,
             api_cert: None,
             api_key: None,
         }
@@ -439,6 +452,7 @@ impl Config {
                 .device_crl
                 .clone()
                 .or_else(|| defaults.and_then(|d| d.crl)),
+            expired_crl: self.tls.expired_crl,
         })
     }
 
@@ -608,6 +622,9 @@ const ENV_VARS: &[EnvVar] = &[
     ("WEIR_DEVICE_CA",             "tls.device_ca",                 Text),
     ("WEIR_DEVICE_CRL",            "tls.device_crl",                Text),
     ("WEIR_RENEW_DAYS",            "tls.renew_days",                Number),
+    ("WEIR_RENEW_MIN_INTERVAL_S",  "tls.renew_min_interval_s",      Number),
+    ("WEIR_EXPIRED_CRL",           "tls.expired_crl",               Text),
+    ("WEIR_CRL_REFRESH_MINUTES",   "tls.crl_refresh_minutes",       Number),
     ("WEIR_API_TLS_CERT",          "tls.api_cert",                  Text),
     ("WEIR_API_TLS_KEY",           "tls.api_key",                   Text),
     ("WEIR_MAX_BODY_BYTES",        "ingest.max_body_bytes",         Number),

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub function_errors: Family<CodeLabel, Counter>,
     /// TLS handshakes refused on the device listener.
     pub handshakes_refused: Counter,
+    /// Certificate renewals refused, by code; `certificate_superseded` is a suspected clone.
+    pub renewals_refused: Family<CodeLabel, Counter>,
+    /// 1 while the device endpoint's CRL is past its nextUpdate, else 0.
+    pub device_crl_expired: Gauge,
     /// Redis latest-value updates that failed (the series are repaired later).
     pub redis_failures: Counter,
     /// PostgreSQL pool size, connections available, and tasks waiting for one.
@@ -163,6 +167,18 @@ impl Metrics {
             "TLS handshakes refused on the device listener",
             handshakes_refused.clone(),
         );
+        let renewals_refused = Family::<CodeLabel, Counter>::default();
+        metrics_registry.register(
+            "renewals_refused",
+            "Certificate renewals refused, by code (certificate_superseded: a suspected clone)",
+            renewals_refused.clone(),
+        );
+        let device_crl_expired = Gauge::default();
+        metrics_registry.register(
+            "device_crl_expired",
+            "1 while the device endpoint's CRL is past its nextUpdate",
+            device_crl_expired.clone(),
+        );
         let redis_failures = Counter::default();
         metrics_registry.register(
             "redis_failures",
@@ -192,6 +208,8 @@ impl Metrics {
             validator_seconds,
             function_errors,
             handshakes_refused,
+            renewals_refused,
+            device_crl_expired,
             redis_failures,
             pool_size,
             pool_available,
@@ -239,6 +257,13 @@ impl Metrics {
             .get_or_create(&CodeLabel {
                 code: outcome.into(),
             })
+            .inc();
+    }
+
+    /// Counts a refused certificate renewal by its code.
+    pub fn renewal_refused(&self, code: &str) {
+        self.renewals_refused
+            .get_or_create(&CodeLabel { code: code.into() })
             .inc();
     }
 

@@ -24,22 +24,30 @@ pub struct Revocation {
     pub crl: PathBuf,
 }
 
-/// Revokes every unrevoked certificate ever issued to device `id` and publishes a new CRL.
-/// Fails if the index knows no certificate of `id`.
-pub fn revoke_device(dir: &Path, id: &str) -> Result<Revocation, PkiError> {
+/// How long a superseded certificate keeps connecting after it was replaced, so that a device
+/// that renewed can finish what it was doing on its open connection and reconnect with the
+/// new certificate. After it the certificate is listed in the next CRL (published at the
+/// latest [`crate::ca::CRL_VALIDITY`] later, or at the host's next refresh).
+pub const SUPERSEDED_GRACE: time::Duration = time::Duration::hours(1);
+
+/// Revokes every unrevoked certificate ever issued to device `id` of organisation `org` and
+/// publishes a new CRL. The same id in another organisation is another device, left alone.
+/// Fails if the index knows no certificate of that device.
+pub fn revoke_device(dir: &Path, org: &str, id: &str) -> Result<Revocation, PkiError> {
     let paths = PkiPaths::new(dir);
     let ca = Ca::load(dir)?;
     let _lock = DirLock::acquire(&paths)?;
     let mut index = CertIndex::load(&paths.index())?;
-    if !index.certificates.iter().any(|e| e.id == id) {
+    if !index.certificates.iter().any(|e| e.is_of(org, id)) {
         return Err(PkiError::UnknownDevice {
+            org: org.to_owned(),
             id: id.to_owned(),
             index: paths.index(),
         });
     }
     let at = now();
     let mut newly_revoked = Vec::new();
-    for entry in index.certificates.iter_mut().filter(|e| e.id == id) {
+    for entry in index.certificates.iter_mut().filter(|e| e.is_of(org, id)) {
         if entry.revoked_at.is_none() {
             entry.revoked_at = Some(at);
             newly_revoked.push(entry.serial.clone());
@@ -67,7 +75,8 @@ pub fn refresh_crl(dir: &Path) -> Result<PathBuf, PkiError> {
 }
 
 /// Bumps the CRL number, saves the index, then signs and writes `crl.pem` listing every
-/// revoked certificate that has not yet expired. The caller holds the directory lock.
+/// certificate that has not yet expired and is revoked, or was superseded more than
+/// [`SUPERSEDED_GRACE`] ago. The caller holds the directory lock.
 pub(crate) fn publish(ca: &Ca, paths: &PkiPaths, index: &mut CertIndex) -> Result<(), PkiError> {
     let now = now();
     index.crl_number += 1;
@@ -78,7 +87,8 @@ pub(crate) fn publish(ca: &Ca, paths: &PkiPaths, index: &mut CertIndex) -> Resul
         .iter()
         .filter(|e| e.not_after > now)
         .filter_map(|e| {
-            let at = e.revoked_at?;
+            let retired = e.superseded_at.filter(|at| *at + SUPERSEDED_GRACE <= now);
+            let at = e.revoked_at.or(retired)?;
             let serial = hex::decode(&e.serial).map_err(|_| e.serial.clone());
             Some(serial.map(|s| (s, at)))
         })

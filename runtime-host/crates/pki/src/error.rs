@@ -64,8 +64,10 @@ pub enum PkiError {
     #[error("invalid validity: {0}")]
     InvalidValidity(String),
     /// `revoke_device` was asked about a device that was never issued a certificate.
-    #[error("no certificate was ever issued to device {id:?} (not in {})", index.display())]
+    #[error("no certificate was ever issued to device {id:?} of organisation {org:?} (not in {})", index.display())]
     UnknownDevice {
+        /// The organisation.
+        org: String,
         /// The device id.
         id: String,
         /// The index that was searched.
@@ -104,6 +106,17 @@ pub enum PkiError {
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed")]
     Random,
+    /// A replacement CRL is older (a lower CRL number) than the one in service: refused, so an
+    /// old signed CRL put back in place cannot undo revocations.
+    #[error("{} holds CRL #{found}, older than CRL #{in_service} in service; keeping that one", path.display())]
+    StaleCrl {
+        /// The CRL file.
+        path: PathBuf,
+        /// Its CRL number.
+        found: u64,
+        /// The number of the CRL in service.
+        in_service: u64,
+    },
 }
 
 impl PkiError {
@@ -122,6 +135,7 @@ impl PkiError {
             Self::Tls { .. } => "tls",
             Self::Verifier { .. } => "tls_verifier",
             Self::Random => "random",
+            Self::StaleCrl { .. } => "stale_crl",
         }
     }
 

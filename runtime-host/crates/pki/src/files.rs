@@ -62,19 +62,25 @@ impl PkiPaths {
         self.dir.join("server-key.pem")
     }
 
-    /// `devices/`: certificates and keys issued by the operator.
+    /// `devices/`: certificates and keys issued by the operator, one folder per organisation.
     pub fn devices_dir(&self) -> PathBuf {
         self.dir.join("devices")
     }
 
-    /// `devices/<id>.pem`.
-    pub fn device_cert(&self, id: &str) -> PathBuf {
-        self.devices_dir().join(format!("{id}.pem"))
+    /// `devices/<org>/`: the organisation's device files. A device is (organisation, id): the
+    /// same id in two organisations is two devices.
+    pub fn org_devices_dir(&self, org: &str) -> PathBuf {
+        self.devices_dir().join(org)
     }
 
-    /// `devices/<id>-key.pem` (mode 0600).
-    pub fn device_key(&self, id: &str) -> PathBuf {
-        self.devices_dir().join(format!("{id}-key.pem"))
+    /// `devices/<org>/<id>.pem`.
+    pub fn device_cert(&self, org: &str, id: &str) -> PathBuf {
+        self.org_devices_dir(org).join(format!("{id}.pem"))
+    }
+
+    /// `devices/<org>/<id>-key.pem` (mode 0600).
+    pub fn device_key(&self, org: &str, id: &str) -> PathBuf {
+        self.org_devices_dir(org).join(format!("{id}-key.pem"))
     }
 
     /// `index.lock`: locked while `index.json` and `crl.pem` are being updated.

@@ -38,6 +38,27 @@ pub struct IndexEntry {
     /// When the operator revoked it, or `null`.
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// The serial (hex) of the certificate that replaced this one (a renewal, or a new
+    /// certificate issued by the operator), or `null` while this is the device's current one.
+    /// A superseded certificate can no longer renew, and enters the CRL once
+    /// [`SUPERSEDED_GRACE`](crate::crl::SUPERSEDED_GRACE) has passed.
+    #[serde(default)]
+    pub superseded_by: Option<String>,
+    /// When it was superseded, or `null`.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub superseded_at: Option<OffsetDateTime>,
+    /// Whether a renewal issued it (rather than the operator): the renewal interval counts
+    /// from such a certificate, while an operator's certificate may renew at once (a device
+    /// replacing its factory key on first contact).
+    #[serde(default)]
+    pub renewed: bool,
+}
+
+impl IndexEntry {
+    /// Whether this entry is a certificate of device `id` of organisation `org`.
+    pub fn is_of(&self, org: &str, id: &str) -> bool {
+        self.org == org && self.id == id
+    }
 }
 
 impl CertIndex {
@@ -69,6 +90,20 @@ impl CertIndex {
         })?;
         text.push('\n');
         write_atomic(path, text.as_bytes(), PUBLIC_MODE)
+    }
+
+    /// Records `entry` as the device's current certificate: every earlier certificate of the
+    /// same (organisation, id) that was still current is marked superseded by it.
+    pub fn supersede_with(&mut self, entry: IndexEntry, at: OffsetDateTime) {
+        for earlier in self
+            .certificates
+            .iter_mut()
+            .filter(|e| e.is_of(&entry.org, &entry.id) && e.superseded_by.is_none())
+        {
+            earlier.superseded_by = Some(entry.serial.clone());
+            earlier.superseded_at = Some(at);
+        }
+        self.certificates.push(entry);
     }
 
     /// The entry with this serial, if the CA issued it.

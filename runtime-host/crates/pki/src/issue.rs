@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use crate::ca::{Ca, validity_for_days};
+use crate::ca::{Ca, now, validity_for_days};
 use crate::files::{DirLock, KEY_MODE, PUBLIC_MODE, PkiPaths, create_dir, write_atomic};
 use crate::identity::check_name;
 use crate::index::{CertIndex, IndexEntry};
@@ -97,8 +97,10 @@ pub fn issue_server(dir: &Path, names: &[String], days: u32) -> Result<ServerFil
 }
 
 /// Enrols device `id` of organisation `org`: a new key and a client certificate valid `days`
-/// days, written to `devices/<id>.pem` and `devices/<id>-key.pem` (replacing earlier ones) and
-/// recorded in `index.json`. `id` and `org` must be 1–64 characters of `[A-Za-z0-9._-]`.
+/// days, written to `devices/<org>/<id>.pem` and `devices/<org>/<id>-key.pem` (replacing earlier
+/// ones) and recorded in `index.json` as the device's current certificate: earlier ones of the
+/// same device are superseded (they stop renewing, and leave service after
+/// [`SUPERSEDED_GRACE`](crate::crl::SUPERSEDED_GRACE)). `id` and `org` must be 1–64 characters of `[A-Za-z0-9._-]`.
 pub fn issue_device(dir: &Path, id: &str, org: &str, days: u32) -> Result<DeviceFiles, PkiError> {
     check_name("device id", id)?;
     check_name("org", org)?;
@@ -108,25 +110,35 @@ pub fn issue_device(dir: &Path, id: &str, org: &str, days: u32) -> Result<Device
     let issued = ca.issue_device_cert(id, org, not_before, not_after)?;
     let _lock = DirLock::acquire(&paths)?;
     let mut index = CertIndex::load(&paths.index())?;
-    index.certificates.push(IndexEntry {
-        id: id.to_owned(),
-        org: org.to_owned(),
-        serial: issued.serial_hex.clone(),
-        not_before: issued.not_before,
-        not_after: issued.not_after,
-        revoked_at: None,
-    });
+    index.supersede_with(
+        IndexEntry {
+            id: id.to_owned(),
+            org: org.to_owned(),
+            serial: issued.serial_hex.clone(),
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+            revoked_at: None,
+            superseded_by: None,
+            superseded_at: None,
+            renewed: false,
+        },
+        now(),
+    );
     index.save(&paths.index())?;
-    create_dir(&paths.devices_dir())?;
-    write_atomic(&paths.device_key(id), issued.key_pem.as_bytes(), KEY_MODE)?;
+    create_dir(&paths.org_devices_dir(org))?;
     write_atomic(
-        &paths.device_cert(id),
+        &paths.device_key(org, id),
+        issued.key_pem.as_bytes(),
+        KEY_MODE,
+    )?;
+    write_atomic(
+        &paths.device_cert(org, id),
         issued.cert_pem.as_bytes(),
         PUBLIC_MODE,
     )?;
     Ok(DeviceFiles {
-        cert: paths.device_cert(id),
-        key: paths.device_key(id),
+        cert: paths.device_cert(org, id),
+        key: paths.device_key(org, id),
         serial_hex: issued.serial_hex,
         not_after: issued.not_after,
     })

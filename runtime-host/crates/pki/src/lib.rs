@@ -12,10 +12,10 @@
 //! | `ca.pem` | the CA certificate (ECDSA P-256, ten years): the only trust anchor |
 //! | `ca-key.pem` | the CA private key, mode 0600 |
 //! | `crl.pem` | the current CRL, signed by the CA, rebuilt on every revocation |
-//! | `index.json` | every device certificate issued (id, org, serial hex, not_before, not_after, revoked_at or null) and the last CRL number |
+//! | `index.json` | every device certificate issued (id, org, serial hex, not_before, not_after, revoked_at, superseded_by and superseded_at or null) and the last CRL number |
 //! | `index.lock` | locked while `index.json` and `crl.pem` are updated |
 //! | `server.pem`, `server-key.pem` | the device endpoint's certificate and key (0600) |
-//! | `devices/<id>.pem`, `devices/<id>-key.pem` | device certificates and keys (0600) issued by the operator |
+//! | `devices/<org>/<id>.pem`, `devices/<org>/<id>-key.pem` | device certificates and keys (0600) issued by the operator; a device is (organisation, id) |
 //!
 //! Files are replaced atomically (written aside, then renamed), so a reader never sees half a
 //! file, and [`ReloadingServerConfig`] notices the change.
@@ -50,7 +50,7 @@
 //!     ClientAlpn::H2,
 //! )?;
 //!
-//! weir_pki::revoke_device(dir, "meter-0001")?;
+//! weir_pki::revoke_device(dir, "acme", "meter-0001")?;
 //! assert!(server.reload_if_changed()?); // new connections now see the new CRL
 //! # let _ = (server.current(), client);
 //! # Ok::<(), anyhow::Error>(())
@@ -70,13 +70,13 @@ pub mod renew;
 pub mod tls;
 
 pub use ca::{Ca, IssuedCert, SignedCert};
-pub use crl::{Revocation, refresh_crl, revoke_device};
+pub use crl::{Revocation, SUPERSEDED_GRACE, refresh_crl, revoke_device};
 pub use error::PkiError;
 pub use files::PkiPaths;
 pub use identity::{DeviceIdentity, IdentityError, identity_from_cert};
 pub use index::{CertIndex, IndexEntry};
 pub use issue::{CaFiles, DeviceFiles, ServerFiles, init_ca, issue_device, issue_server};
-pub use reload::{DeviceTlsFiles, ReloadingServerConfig};
+pub use reload::{CrlInfo, DeviceTlsFiles, ExpiredCrlPolicy, ReloadingServerConfig};
 pub use renew::{RenewError, renew, renew_recorded};
 pub use tls::{
     ClientAlpn, api_server_config, device_client_config, device_client_config_from_pem,

@@ -4,6 +4,10 @@
 //! replace files by rename), the config is rebuilt, so a revocation or a new server
 //! certificate applies to new connections without a restart. Connections already open keep
 //! the config they were accepted with.
+//!
+//! The CRL is also checked for freshness: a replacement with a lower CRL number than the one in
+//! service is refused (an old signed CRL put back cannot undo revocations), and
+//! [`ExpiredCrlPolicy`] says what happens once its nextUpdate has passed.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,6 +15,8 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
+use rustls_pki_types::{CertificateRevocationListDer, pem::PemObject};
+use time::OffsetDateTime;
 
 use crate::PkiError;
 use crate::files::PkiPaths;
@@ -27,6 +33,62 @@ pub struct DeviceTlsFiles {
     pub client_ca: PathBuf,
     /// CRL(s) to enforce, PEM; `None` for no revocation checking.
     pub crl: Option<PathBuf>,
+    /// What to do once the CRL's nextUpdate has passed.
+    pub expired_crl: ExpiredCrlPolicy,
+}
+
+/// What the device endpoint does with a CRL whose nextUpdate has passed (it is refreshed by
+/// the host holding the CA, by `weir pki refresh-crl`, or by any revocation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiredCrlPolicy {
+    /// Refuse every device certificate until a current CRL is in place: nobody is let in on
+    /// revocation information that may be out of date.
+    #[default]
+    Refuse,
+    /// Keep enforcing the last CRL (its revocations stay in force) and raise the alarm.
+    Keep,
+}
+
+/// The number and validity of a CRL, read from its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrlInfo {
+    /// Its CRL number (0 when it has none).
+    pub number: u64,
+    /// Its thisUpdate.
+    pub this_update: OffsetDateTime,
+    /// Its nextUpdate, if it has one.
+    pub next_update: Option<OffsetDateTime>,
+}
+
+impl CrlInfo {
+    /// Reads the first CRL in the PEM file `path`.
+    pub fn read(path: &Path) -> Result<Self, PkiError> {
+        let origin = path.display().to_string();
+        let invalid = |detail: String| PkiError::Pem {
+            origin: origin.clone(),
+            detail,
+        };
+        let der = CertificateRevocationListDer::from_pem_file(path)
+            .map_err(|e| invalid(format!("no readable X509 CRL: {e}")))?;
+        let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
+            .map_err(|e| invalid(format!("not a CRL: {e}")))?;
+        let number = crl.crl_number().map_or(0, |n| {
+            n.to_bytes_be().iter().fold(0u64, |acc, byte| {
+                acc.saturating_mul(256).saturating_add(u64::from(*byte))
+            })
+        });
+        Ok(Self {
+            number,
+            this_update: crl.last_update().to_datetime(),
+            next_update: crl.next_update().map(|t| t.to_datetime()),
+        })
+    }
+
+    /// Whether its nextUpdate lies before `now`.
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.next_update.is_some_and(|next| next < now)
+    }
 }
 
 impl DeviceTlsFiles {
@@ -39,6 +101,7 @@ impl DeviceTlsFiles {
             server_key: paths.server_key(),
             client_ca: paths.ca_cert(),
             crl: Some(paths.crl()),
+            expired_crl: ExpiredCrlPolicy::default(),
         }
     }
 
@@ -49,6 +112,7 @@ impl DeviceTlsFiles {
             &self.server_key,
             &self.client_ca,
             self.crl.as_deref(),
+            self.expired_crl == ExpiredCrlPolicy::Refuse,
         )
     }
 
@@ -99,6 +163,8 @@ pub struct ReloadingServerConfig {
     /// Stamps of the files the current config was built from; the mutex also keeps two
     /// reloads from racing.
     built_from: Mutex<Vec<Option<FileStamp>>>,
+    /// The CRL in service, if any.
+    crl: Mutex<Option<CrlInfo>>,
 }
 
 impl ReloadingServerConfig {
@@ -106,12 +172,19 @@ impl ReloadingServerConfig {
     pub fn new(files: DeviceTlsFiles) -> Result<Self, PkiError> {
         // Stamps are taken before reading, so a change during the build is seen next time.
         let stamps = files.stamps();
+        let crl = files.crl.as_deref().map(CrlInfo::read).transpose()?;
         let config = files.build()?;
         Ok(Self {
             files,
             current: ArcSwap::new(config),
             built_from: Mutex::new(stamps),
+            crl: Mutex::new(crl),
         })
+    }
+
+    /// The number and validity of the CRL in service, if revocation is checked.
+    pub fn crl_info(&self) -> Option<CrlInfo> {
+        *self.crl.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The config to accept a new connection with.
@@ -125,17 +198,36 @@ impl ReloadingServerConfig {
     }
 
     /// Rebuilds the config if any file changed since the last successful build. Returns
-    /// whether it was replaced. On error the previous config stays in service and the next
-    /// call tries again.
+    /// whether it was replaced. On error (including a CRL older than the one in service:
+    /// [`PkiError::StaleCrl`]) the previous config stays in service and the next call tries
+    /// again.
     pub fn reload_if_changed(&self) -> Result<bool, PkiError> {
         let mut built_from = self.built_from.lock().unwrap_or_else(|p| p.into_inner());
         let stamps = self.files.stamps();
         if stamps == *built_from {
             return Ok(false);
         }
+        let mut in_service = self.crl.lock().unwrap_or_else(|p| p.into_inner());
+        let crl = match &self.files.crl {
+            Some(path) => {
+                let found = CrlInfo::read(path)?;
+                if let Some(current) = *in_service
+                    && found.number < current.number
+                {
+                    return Err(PkiError::StaleCrl {
+                        path: path.clone(),
+                        found: found.number,
+                        in_service: current.number,
+                    });
+                }
+                Some(found)
+            }
+            None => None,
+        };
         let config = self.files.build()?;
         self.current.store(config);
         *built_from = stamps;
+        *in_service = crl;
         Ok(true)
     }
 }

@@ -4,15 +4,19 @@
 //! and the new certificate carries the identity the device authenticated with.
 //!
 //! [`renew`] only signs. [`renew_recorded`] is what the device endpoint calls: under the
-//! directory lock it refuses certificates the index does not know or has revoked, signs, and
-//! records the new certificate, so a revocation can never race with a renewal and lose.
+//! directory lock it refuses certificates the index does not know, has revoked or has seen
+//! replaced, and renewals sooner than the policy allows; it signs, and records the new
+//! certificate as the device's current one, superseding the presented one. So a revocation can
+//! never race with a renewal and lose, and a stolen key renews at most once: after the real
+//! device or the thief renews, the other's renewal is refused as a suspected clone.
 
 use std::path::Path;
 
 use rcgen::CertificateSigningRequestParams;
+use time::{Duration, OffsetDateTime};
 
 use crate::PkiError;
-use crate::ca::{Ca, SignedCert, validity_for_days};
+use crate::ca::{BACKDATE, Ca, SignedCert, now, validity_for_days};
 use crate::files::{DirLock, PkiPaths};
 use crate::identity::DeviceIdentity;
 use crate::index::{CertIndex, IndexEntry};
@@ -35,6 +39,28 @@ pub enum RenewError {
         /// Serial (hex) of the presented certificate.
         serial: String,
     },
+    /// The certificate the device authenticated with was already replaced by a newer one. The
+    /// device that holds the newer certificate renewed with this key before, so whoever asks
+    /// now holds a copy of an old key: a suspected clone.
+    #[error("certificate {serial} of device {device} of {org} was superseded by a newer one")]
+    Superseded {
+        /// Device id.
+        device: String,
+        /// Organisation.
+        org: String,
+        /// Serial (hex) of the presented certificate.
+        serial: String,
+    },
+    /// The device's current certificate was issued less than the renewal interval ago.
+    #[error("device {device} renewed {age_secs} s ago; renew again in {retry_after_secs} s")]
+    TooSoon {
+        /// Device id.
+        device: String,
+        /// Seconds since its current certificate was issued.
+        age_secs: u64,
+        /// Seconds until a renewal is allowed.
+        retry_after_secs: u64,
+    },
     /// The certificate the device authenticated with is not in the CA's index.
     #[error("certificate {serial} of device {device} is not in the CA's index")]
     UnknownCertificate {
@@ -55,6 +81,8 @@ impl RenewError {
             Self::InvalidCsr(_) => "invalid_csr",
             Self::DeviceRevoked { .. } => "device_revoked",
             Self::UnknownCertificate { .. } => "unknown_certificate",
+            Self::Superseded { .. } => "certificate_superseded",
+            Self::TooSoon { .. } => "renewal_too_soon",
             Self::Issue(_) => "renewal_failed",
         }
     }
@@ -88,19 +116,24 @@ pub fn renew(
 }
 
 /// [`renew`] for the CA of the PKI directory `dir`: refuses a presented certificate that the
-/// index does not list or lists as revoked, and records the new certificate in the index.
+/// index does not list (for this organisation and device), lists as revoked or superseded, or
+/// a renewal less than `min_interval` after the renewal that issued the presented certificate
+/// (one the operator issued may renew at once); then
+/// records the new certificate in the index as the device's current one.
 pub fn renew_recorded(
     dir: &Path,
     ca: &Ca,
     presented: &DeviceIdentity,
     csr_pem: &str,
     days: u32,
+    min_interval: Duration,
 ) -> Result<SignedCert, RenewError> {
     let paths = PkiPaths::new(dir);
     let _lock = DirLock::acquire(&paths)?;
     let mut index = CertIndex::load(&paths.index())?;
+    let now = now();
     match index.find_serial(&presented.serial_hex) {
-        Some(entry) if entry.id != presented.device => {
+        Some(entry) if !entry.is_of(&presented.org, &presented.device) => {
             return Err(RenewError::UnknownCertificate {
                 device: presented.device.clone(),
                 serial: presented.serial_hex.clone(),
@@ -118,17 +151,52 @@ pub fn renew_recorded(
                 serial: presented.serial_hex.clone(),
             });
         }
+        Some(entry) if entry.superseded_by.is_some() => {
+            return Err(RenewError::Superseded {
+                device: presented.device.clone(),
+                org: presented.org.clone(),
+                serial: presented.serial_hex.clone(),
+            });
+        }
+        Some(entry) if entry.renewed => {
+            check_interval(entry.not_before, now, min_interval, &presented.device)?;
+        }
         Some(_) => {}
     }
     let signed = renew(ca, presented, csr_pem, days)?;
-    index.certificates.push(IndexEntry {
-        id: presented.device.clone(),
-        org: presented.org.clone(),
-        serial: signed.serial_hex.clone(),
-        not_before: signed.not_before,
-        not_after: signed.not_after,
-        revoked_at: None,
-    });
+    index.supersede_with(
+        IndexEntry {
+            id: presented.device.clone(),
+            org: presented.org.clone(),
+            serial: signed.serial_hex.clone(),
+            not_before: signed.not_before,
+            not_after: signed.not_after,
+            revoked_at: None,
+            superseded_by: None,
+            superseded_at: None,
+            renewed: true,
+        },
+        now,
+    );
     index.save(&paths.index())?;
     Ok(signed)
+}
+
+/// Refuses a renewal less than `min_interval` after the current certificate was issued
+/// (`not_before` is backdated by [`BACKDATE`]).
+fn check_interval(
+    not_before: OffsetDateTime,
+    now: OffsetDateTime,
+    min_interval: Duration,
+    device: &str,
+) -> Result<(), RenewError> {
+    let age = now - (not_before + BACKDATE);
+    if age >= min_interval {
+        return Ok(());
+    }
+    Err(RenewError::TooSoon {
+        device: device.to_owned(),
+        age_secs: age.whole_seconds().max(0) as u64,
+        retry_after_secs: (min_interval - age).whole_seconds().max(1) as u64,
+    })
 }

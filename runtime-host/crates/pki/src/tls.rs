@@ -45,12 +45,14 @@ impl ClientAlpn {
 
 /// The device endpoint's config: presents `server_cert_pem`/`server_key_pem`, requires a
 /// client certificate that chains to a CA in `client_ca_pem` (and nothing else), not revoked
-/// by the CRL(s) in `crl_pem` when given. ALPN `h2`, then `http/1.1`.
+/// by the CRL(s) in `crl_pem` when given; with `enforce_crl_expiry`, a CRL past its nextUpdate
+/// refuses every client certificate. ALPN `h2`, then `http/1.1`.
 pub fn device_server_config(
     server_cert_pem: &Path,
     server_key_pem: &Path,
     client_ca_pem: &Path,
     crl_pem: Option<&Path>,
+    enforce_crl_expiry: bool,
 ) -> Result<Arc<ServerConfig>, PkiError> {
     let provider = provider();
     let roots = load_roots(client_ca_pem)?;
@@ -65,10 +67,15 @@ pub fn device_server_config(
     // Revocation policy left at its strict defaults on purpose: the CRL comes from the same CA
     // that issued every client certificate, so a certificate whose status it cannot tell (an
     // "unknown" status) means a mismatched CA/CRL pair and is refused, not let through
-    // (no `allow_unknown_revocation_status`). The CRL's nextUpdate is not enforced, so an
-    // operator who forgets to refresh it locks out nobody; revocations stay in force.
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .with_crls(crls)
+    // (no `allow_unknown_revocation_status`). Whether the CRL's nextUpdate is enforced is the
+    // operator's choice (`ExpiredCrlPolicy`).
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .with_crls(crls);
+    if enforce_crl_expiry {
+        verifier = verifier.enforce_revocation_expiration();
+    }
+    let verifier = verifier
         .build()
         .map_err(|source| PkiError::Verifier { origin, source })?;
     let (certs, key) = load_cert_and_key(server_cert_pem, server_key_pem)?;

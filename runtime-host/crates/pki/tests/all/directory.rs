@@ -85,8 +85,8 @@ fn issued_device_is_recorded_in_the_index() {
 
     let files = weir_pki::issue_device(pki.path(), "meter-0042", "acme", 7).unwrap();
 
-    assert!(files.cert.ends_with("devices/meter-0042.pem"));
-    assert!(files.key.ends_with("devices/meter-0042-key.pem"));
+    assert!(files.cert.ends_with("devices/acme/meter-0042.pem"));
+    assert!(files.key.ends_with("devices/acme/meter-0042-key.pem"));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -150,7 +150,7 @@ fn revoking_an_unknown_device_is_an_error() {
     let pki = Pki::new();
     weir_pki::issue_device(pki.path(), "meter-known", "acme", 7).unwrap();
 
-    let err = weir_pki::revoke_device(pki.path(), "meter-unknown").unwrap_err();
+    let err = weir_pki::revoke_device(pki.path(), "acme", "meter-unknown").unwrap_err();
 
     assert!(matches!(err, PkiError::UnknownDevice { .. }), "{err:?}");
     assert_eq!(err.code(), "unknown_device");
@@ -164,9 +164,15 @@ fn revoking_lists_every_certificate_of_the_device_in_a_new_crl() {
     let second = weir_pki::issue_device(pki.path(), "meter-twice", "acme", 7).unwrap();
     let other = weir_pki::issue_device(pki.path(), "meter-other", "acme", 7).unwrap();
 
-    let revocation = weir_pki::revoke_device(pki.path(), "meter-twice").unwrap();
+    let revocation = weir_pki::revoke_device(pki.path(), "acme", "meter-twice").unwrap();
 
     let mut expected = vec![first.serial_hex.clone(), second.serial_hex.clone()];
+    let index = index_of(&pki);
+    assert_eq!(
+        index.find_serial(&first.serial_hex).unwrap().superseded_by,
+        Some(second.serial_hex.clone()),
+        "issuing again supersedes the earlier certificate"
+    );
     assert_eq!(revocation.newly_revoked, expected);
     assert_eq!(revocation.crl_number, 2);
     let (number, mut listed) = crl_of(&pki);
@@ -179,7 +185,7 @@ fn revoking_lists_every_certificate_of_the_device_in_a_new_crl() {
     assert!(other_entry.revoked_at.is_none());
 
     // Again: nothing new to revoke, but a fresh CRL with the same list.
-    let again = weir_pki::revoke_device(pki.path(), "meter-twice").unwrap();
+    let again = weir_pki::revoke_device(pki.path(), "acme", "meter-twice").unwrap();
     assert!(again.newly_revoked.is_empty());
     assert_eq!(crl_of(&pki).0, 3);
     assert_eq!(crl_of(&pki).1.len(), 2);
@@ -226,6 +232,7 @@ fn tls_config_errors_name_the_file() {
         &pki.path().join("server-key.pem"),
         &missing,
         None,
+        true,
     )
     .unwrap_err();
     assert_eq!(err.code(), "io");
@@ -260,4 +267,81 @@ fn ca_reloads_from_the_directory_and_signs_verifiable_certificates() {
     let other = weir_pki::Ca::generate_in_memory("Other").unwrap();
     let err = weir_pki::Ca::from_pem(ca.cert_pem(), &other.key_pem()).unwrap_err();
     assert_eq!(err.code(), "pem", "mismatched key: {err}");
+}
+
+#[test]
+fn revoking_a_device_leaves_the_same_id_in_another_organisation_alone() {
+    let pki = Pki::new();
+    let acme = weir_pki::issue_device(pki.path(), "meter-1", "acme", 7).unwrap();
+    let globex = weir_pki::issue_device(pki.path(), "meter-1", "globex", 7).unwrap();
+    assert_ne!(
+        acme.cert, globex.cert,
+        "each organisation has its own files"
+    );
+    assert!(acme.cert.is_file() && globex.cert.is_file());
+
+    let revocation = weir_pki::revoke_device(pki.path(), "acme", "meter-1").unwrap();
+
+    assert_eq!(revocation.newly_revoked, vec![acme.serial_hex.clone()]);
+    assert_eq!(crl_of(&pki).1, vec![acme.serial_hex]);
+    let index = index_of(&pki);
+    let other = index.find_serial(&globex.serial_hex).unwrap();
+    assert!(other.revoked_at.is_none() && other.superseded_by.is_none());
+}
+
+#[test]
+fn a_superseded_certificate_enters_the_crl_once_its_grace_has_passed() {
+    let pki = Pki::new();
+    let first = weir_pki::issue_device(pki.path(), "meter-replaced", "acme", 7).unwrap();
+    let second = weir_pki::issue_device(pki.path(), "meter-replaced", "acme", 7).unwrap();
+
+    weir_pki::refresh_crl(pki.path()).unwrap();
+    assert!(crl_of(&pki).1.is_empty(), "still within its grace");
+
+    // Move the supersession back past the grace, as if the hour had gone by.
+    let mut index = index_of(&pki);
+    let entry = index
+        .certificates
+        .iter_mut()
+        .find(|e| e.serial == first.serial_hex)
+        .unwrap();
+    entry.superseded_at = Some(
+        time::OffsetDateTime::now_utc() - weir_pki::SUPERSEDED_GRACE - time::Duration::minutes(1),
+    );
+    index.save(&pki.path().join("index.json")).unwrap();
+    weir_pki::refresh_crl(pki.path()).unwrap();
+
+    assert_eq!(crl_of(&pki).1, vec![first.serial_hex]);
+    assert!(
+        index_of(&pki)
+            .find_serial(&second.serial_hex)
+            .unwrap()
+            .superseded_by
+            .is_none()
+    );
+}
+
+#[test]
+fn an_older_crl_put_back_in_place_is_refused_and_the_newer_one_stays() {
+    let pki = Pki::new();
+    let crl = pki.path().join("crl.pem");
+    let old = std::fs::read(&crl).unwrap();
+    weir_pki::issue_device(pki.path(), "meter-gone", "acme", 7).unwrap();
+    weir_pki::revoke_device(pki.path(), "acme", "meter-gone").unwrap();
+    let reloading = ReloadingServerConfig::new(DeviceTlsFiles::in_pki_dir(pki.path())).unwrap();
+    let in_service = reloading.crl_info().unwrap().number;
+    let before = reloading.current();
+
+    // Written aside and renamed, as a restore from an old backup would.
+    std::fs::write(pki.path().join("crl.old"), &old).unwrap();
+    std::fs::rename(pki.path().join("crl.old"), &crl).unwrap();
+    let err = reloading.reload_if_changed().unwrap_err();
+
+    assert_eq!(err.code(), "stale_crl", "{err}");
+    assert_eq!(reloading.crl_info().unwrap().number, in_service);
+    assert!(std::sync::Arc::ptr_eq(&before, &reloading.current()));
+    // A newer CRL is taken again.
+    weir_pki::refresh_crl(pki.path()).unwrap();
+    assert!(reloading.reload_if_changed().unwrap());
+    assert!(reloading.crl_info().unwrap().number > in_service);
 }

@@ -199,7 +199,7 @@ async fn revoked_device_is_refused_after_reload_while_others_get_in() {
         "admitted before revocation: {before:?}"
     );
 
-    let revocation = weir_pki::revoke_device(pki.path(), "meter-doomed").unwrap();
+    let revocation = weir_pki::revoke_device(pki.path(), "acme", "meter-doomed").unwrap();
     assert_eq!(revocation.newly_revoked.len(), 1);
     assert!(
         server.config.reload_if_changed().unwrap(),
@@ -230,4 +230,55 @@ async fn device_trusts_only_the_operator_ca() {
     };
     assert!(reason.contains("invalid peer certificate"), "{reason}");
     assert!(server.next_result().await.is_err());
+}
+
+/// Replaces the directory's `crl.pem` with one signed by its CA that expired a day ago.
+fn write_expired_crl(pki: &Pki) {
+    let key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.path().join("ca-key.pem")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&pki.ca_pem(), key).unwrap();
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: now() - days(8),
+        next_update: now() - days(1),
+        crl_number: rcgen::SerialNumber::from(99u64),
+        issuing_distribution_point: None,
+        revoked_certs: Vec::new(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .unwrap();
+    std::fs::write(pki.path().join("crl.pem"), crl.pem().unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_crl_refuses_every_device_by_default_and_is_kept_when_configured() {
+    let pki = Pki::new();
+    let client = pki.enrolled_client("meter-stale", "acme");
+    write_expired_crl(&pki);
+
+    let refusing = weir_pki::DeviceTlsFiles::in_pki_dir(pki.path());
+    assert_eq!(refusing.expired_crl, weir_pki::ExpiredCrlPolicy::Refuse);
+    let config = Arc::new(weir_pki::ReloadingServerConfig::new(refusing.clone()).unwrap());
+    assert!(config.crl_info().unwrap().is_expired(now()));
+    let mut server = crate::support::Server::start(config).await;
+    let (outcome, accepted) = handshake(&mut server, client.clone()).await;
+    assert_refused_for(&outcome, &accepted, |e| {
+        cert_error(e, |c| {
+            matches!(
+                c,
+                CertificateError::ExpiredRevocationList
+                    | CertificateError::ExpiredRevocationListContext { .. }
+            )
+        })
+    });
+
+    let keeping = weir_pki::DeviceTlsFiles {
+        expired_crl: weir_pki::ExpiredCrlPolicy::Keep,
+        ..refusing
+    };
+    let config = Arc::new(weir_pki::ReloadingServerConfig::new(keeping).unwrap());
+    let mut server = crate::support::Server::start(config).await;
+    let (outcome, _) = handshake(&mut server, client).await;
+    assert!(outcome.is_admitted(), "{outcome:?}");
 }
