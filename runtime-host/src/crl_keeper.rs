@@ -56,7 +56,9 @@ impl CrlKeeper {
     /// Updates the alarm from the CRL in service.
     pub fn check_expiry(&mut self, tls: &ReloadingServerConfig) {
         let crl = tls.crl_info();
-        let expired = crl.is_some_and(|crl| crl.is_expired(OffsetDateTime::now_utc()));
+        let expired = crl
+            .as_ref()
+            .is_some_and(|crl| crl.is_expired(OffsetDateTime::now_utc()));
         self.metrics.device_crl_expired.set(i64::from(expired));
         if expired != self.expired {
             let next_update = crl.and_then(|crl| crl.next_update);

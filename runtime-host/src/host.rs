@@ -167,9 +167,11 @@ impl Host {
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let (crl_reloaded, crl_reloads) = tokio::sync::watch::channel(0u64);
         tasks.spawn(serve_devices(
             device_listener,
             tls.clone(),
+            crl_reloads,
             metrics.clone(),
             move |identity, request| device_api.clone().handle(identity, request),
             shutdown.clone(),
@@ -193,6 +195,7 @@ impl Host {
         tasks.spawn(event_streams.run(config.redis_url.clone(), shutdown.clone()));
         tasks.spawn(watch_files_and_repair(
             tls,
+            crl_reloaded,
             crl_keeper,
             ingest.clone(),
             shutdown.clone(),
@@ -406,10 +409,11 @@ fn query_api(
     })
 }
 
-/// Reloads TLS files when they change (a revocation takes effect for new connections), keeps
+/// Reloads TLS files when they change (a revocation refuses new connections and cuts open ones), keeps
 /// the CRL current, and repairs Redis latest values after an outage.
 async fn watch_files_and_repair(
     tls: Arc<ReloadingServerConfig>,
+    crl_reloaded: tokio::sync::watch::Sender<u64>,
     mut crl_keeper: CrlKeeper,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
@@ -421,7 +425,11 @@ async fn watch_files_and_repair(
             () = shutdown.cancelled() => return,
         }
         match tls.reload_if_changed() {
-            Ok(true) => tracing::info!("device TLS files changed; new connections use them"),
+            Ok(true) => {
+                tracing::info!("device TLS files changed; new connections use them");
+                // Open connections check their certificate against the new CRL.
+                crl_reloaded.send_modify(|generation| *generation += 1);
+            }
             Ok(false) => {}
             Err(error) => {
                 tracing::error!(%error, "cannot reload device TLS files; keeping the old ones");

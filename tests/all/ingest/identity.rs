@@ -82,13 +82,27 @@ async fn ingest_refuses_expired_and_not_yet_valid_certificates() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn ingest_refuses_new_connections_of_a_revoked_device() {
+async fn ingest_refuses_new_connections_of_a_revoked_device_and_cuts_its_open_ones() {
     let host = TestHost::start().await;
     let revoked = host.enrol("meter-revoked", ORG, ClientAlpn::H2);
     let other = host.enrol("meter-other", ORG, ClientAlpn::H2);
     assert!(
         !host.is_refused(revoked.clone()).await,
         "in before revocation"
+    );
+    let mut open = host.connect(revoked.clone()).await.unwrap();
+    let mut other_open = host.connect(other.clone()).await.unwrap();
+    let submit = async |client: &mut weir::device_client::DeviceClient, id: &str| {
+        client
+            .submit(&batch(id, vec![point("meter.power", 1.0, now_ms())]))
+            .await
+    };
+    assert!(
+        submit(&mut open, "before")
+            .await
+            .unwrap()
+            .status
+            .is_success()
     );
 
     weir_pki::revoke_device(host.pki_dir(), ORG, "meter-revoked").unwrap();
@@ -100,7 +114,28 @@ async fn ingest_refuses_new_connections_of_a_revoked_device() {
         async || host.is_refused(revoked.clone()).await,
     )
     .await;
+    // Its connection opened before the revocation is cut as well (the same reload).
+    let deadline = std::time::Instant::now() + REVOCATION_DEADLINE;
+    let mut attempt = 0;
+    while submit(&mut open, &format!("after-{attempt}")).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked device's open connection still takes batches"
+        );
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = host.api_get("/metrics").await;
+    assert!(
+        metrics.contains("weir_device_connections_cut_total{code=\"revoked\"} 1"),
+        "{metrics}"
+    );
     assert!(!host.is_refused(other).await, "other devices still get in");
+    let answer = submit(&mut other_open, "other-after").await.unwrap();
+    assert!(
+        answer.status.is_success(),
+        "and keep their open connections"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub renewals_refused: Family<CodeLabel, Counter>,
     /// 1 while the device endpoint's CRL is past its nextUpdate, else 0.
     pub device_crl_expired: Gauge,
+    /// Open device connections cut because their certificate expired or was revoked, by reason.
+    pub device_connections_cut: Family<CodeLabel, Counter>,
     /// Redis latest-value updates that failed (the series are repaired later).
     pub redis_failures: Counter,
     /// PostgreSQL pool size, connections available, and tasks waiting for one.
@@ -179,6 +181,12 @@ impl Metrics {
             "1 while the device endpoint's CRL is past its nextUpdate",
             device_crl_expired.clone(),
         );
+        let device_connections_cut = Family::<CodeLabel, Counter>::default();
+        metrics_registry.register(
+            "device_connections_cut",
+            "Open device connections cut because their certificate expired or was revoked",
+            device_connections_cut.clone(),
+        );
         let redis_failures = Counter::default();
         metrics_registry.register(
             "redis_failures",
@@ -210,6 +218,7 @@ impl Metrics {
             handshakes_refused,
             renewals_refused,
             device_crl_expired,
+            device_connections_cut,
             redis_failures,
             pool_size,
             pool_available,
@@ -264,6 +273,15 @@ impl Metrics {
     pub fn renewal_refused(&self, code: &str) {
         self.renewals_refused
             .get_or_create(&CodeLabel { code: code.into() })
+            .inc();
+    }
+
+    /// Counts an open device connection cut, by reason (`expired`, `revoked`).
+    pub fn device_connection_cut(&self, reason: &str) {
+        self.device_connections_cut
+            .get_or_create(&CodeLabel {
+                code: reason.into(),
+            })
             .inc();
     }
 

@@ -9,6 +9,7 @@
 //! service is refused (an old signed CRL put back cannot undo revocations), and
 //! [`ExpiredCrlPolicy`] says what happens once its nextUpdate has passed.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -50,8 +51,8 @@ pub enum ExpiredCrlPolicy {
     Keep,
 }
 
-/// The number and validity of a CRL, read from its file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The number, validity and revoked serials of a CRL, read from its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrlInfo {
     /// Its CRL number (0 when it has none).
     pub number: u64,
@@ -59,6 +60,8 @@ pub struct CrlInfo {
     pub this_update: OffsetDateTime,
     /// Its nextUpdate, if it has one.
     pub next_update: Option<OffsetDateTime>,
+    /// The serials it revokes, lowercase hex (as [`crate::DeviceIdentity::serial_hex`]).
+    pub revoked: Arc<HashSet<String>>,
 }
 
 impl CrlInfo {
@@ -78,10 +81,15 @@ impl CrlInfo {
                 acc.saturating_mul(256).saturating_add(u64::from(*byte))
             })
         });
+        let revoked = crl
+            .iter_revoked_certificates()
+            .map(|entry| hex::encode(entry.raw_serial()))
+            .collect();
         Ok(Self {
             number,
             this_update: crl.last_update().to_datetime(),
             next_update: crl.next_update().map(|t| t.to_datetime()),
+            revoked: Arc::new(revoked),
         })
     }
 
@@ -184,7 +192,17 @@ impl ReloadingServerConfig {
 
     /// The number and validity of the CRL in service, if revocation is checked.
     pub fn crl_info(&self) -> Option<CrlInfo> {
-        *self.crl.lock().unwrap_or_else(|p| p.into_inner())
+        self.crl.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the CRL in service revokes the certificate with serial `serial_hex`: what an
+    /// open connection checks after a reload.
+    pub fn is_revoked(&self, serial_hex: &str) -> bool {
+        self.crl
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|crl| crl.revoked.contains(&serial_hex.to_ascii_lowercase()))
     }
 
     /// The config to accept a new connection with.
@@ -211,7 +229,7 @@ impl ReloadingServerConfig {
         let crl = match &self.files.crl {
             Some(path) => {
                 let found = CrlInfo::read(path)?;
-                if let Some(current) = *in_service
+                if let Some(current) = in_service.as_ref()
                     && found.number < current.number
                 {
                     return Err(PkiError::StaleCrl {

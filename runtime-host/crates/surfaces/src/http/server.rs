@@ -1,7 +1,9 @@
 //! Accept loops: plain TCP (the API listener, HTTP/1.1 and h2c), server-authenticated TLS (the
 //! API listener with a certificate) and mutual TLS (the device listener, where the peer's
 //! certificate becomes the request's identity before any byte of HTTP is read). Each
-//! connection runs on its own task; a failed connection ends alone.
+//! connection runs on its own task; a failed connection ends alone. A device connection is cut
+//! when its certificate expires, or when a reloaded CRL revokes it (a revocation, or a
+//! superseded certificate past its grace): it does not outlive the certificate it proved.
 //!
 //! When `shutdown` is cancelled a listener stops accepting and drains its connections: idle
 //! HTTP/1.1 keep-alive connections are closed, HTTP/2 connections get a GOAWAY, and requests in
@@ -22,6 +24,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use weir_pki::{DeviceIdentity, ReloadingServerConfig, identity_from_cert};
 
@@ -117,12 +120,14 @@ pub async fn serve_https<H, F, B>(
 }
 
 /// Accepts mutual-TLS connections until `shutdown` is cancelled, then drains them. Only a
-/// certificate from the
-/// configured CA, valid and not revoked, gets past the handshake; its CN and O become the
-/// [`DeviceIdentity`] handed to `handle` with every request on that connection.
+/// certificate from the configured CA, valid and not revoked, gets past the handshake; its CN
+/// and O become the [`DeviceIdentity`] handed to `handle` with every request on that
+/// connection. `crl_reloads` changes whenever `tls` took a new CRL: every open connection then
+/// checks its certificate against it.
 pub async fn serve_devices<H, F>(
     listener: TcpListener,
     tls: Arc<ReloadingServerConfig>,
+    crl_reloads: watch::Receiver<u64>,
     metrics: Arc<Metrics>,
     handle: H,
     shutdown: CancellationToken,
@@ -134,6 +139,7 @@ pub async fn serve_devices<H, F>(
     while let Some((stream, peer)) = next_connection(&listener, &shutdown).await {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let (handle, metrics, watcher) = (handle.clone(), metrics.clone(), graceful.watcher());
+        let (tls, crl_reloads) = (tls.clone(), crl_reloads.clone());
         tokio::spawn(async move {
             let stream =
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -163,15 +169,58 @@ pub async fn serve_devices<H, F>(
                 None => return,
             };
             tracing::debug!(%peer, device = %identity.device, org = %identity.org, "device connected");
-            serve_connection(
+            let retired = certificate_retired(&identity, &tls, crl_reloads);
+            let served = serve_connection(
                 stream,
-                move |request| handle(identity.clone(), request),
+                {
+                    let identity = identity.clone();
+                    move |request| handle(identity.clone(), request)
+                },
                 watcher,
-            )
-            .await;
+            );
+            tokio::select! {
+                () = served => {}
+                reason = retired => {
+                    metrics.device_connection_cut(reason);
+                    tracing::info!(%peer, device = %identity.device, org = %identity.org, serial = %identity.serial_hex, reason, "device connection cut");
+                }
+            }
         });
     }
     drain(graceful, "devices").await;
+}
+
+/// Completes when the connection's certificate may no longer be used: `"expired"` at its
+/// notAfter, `"revoked"` once a reloaded CRL lists it. Never completes otherwise.
+async fn certificate_retired(
+    identity: &DeviceIdentity,
+    tls: &ReloadingServerConfig,
+    mut crl_reloads: watch::Receiver<u64>,
+) -> &'static str {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let left = u64::try_from(identity.not_after)
+        .unwrap_or(0)
+        .saturating_sub(now);
+    let expiry = tokio::time::sleep(Duration::from_secs(left));
+    tokio::pin!(expiry);
+    loop {
+        tokio::select! {
+            () = &mut expiry => return "expired",
+            changed = crl_reloads.changed() => {
+                if changed.is_err() {
+                    // No more reloads (the host is stopping): only expiry is left.
+                    (&mut expiry).await;
+                    return "expired";
+                }
+                if tls.is_revoked(&identity.serial_hex) {
+                    return "revoked";
+                }
+            }
+        }
+    }
 }
 
 /// The next accepted connection (with Nagle off), or `None` once `shutdown` is cancelled.
