@@ -192,7 +192,13 @@ impl EventStream {
     /// The next `event: alert` (skipping comments, and `lagged` notices, which a stream opened
     /// before the relay subscribed may get first): the block and its JSON.
     async fn next_alert(&mut self) -> (Sse, Json) {
+        // Keep-alives arrive all along: the deadline is for the alert itself.
+        let deadline = Instant::now() + STREAM_TIMEOUT;
         loop {
+            assert!(
+                Instant::now() < deadline,
+                "no alert on the stream within {STREAM_TIMEOUT:?}"
+            );
             let sse = self.next().await.expect("the stream stays open");
             match sse.event.as_deref() {
                 Some("alert") => {
@@ -425,7 +431,9 @@ async fn the_relay_reconnects_after_redis_restarts_and_says_events_may_be_missin
     host.stop_redis();
     host.start_redis_again();
     // Once subscribed again the relay tells every stream that it may have missed events.
+    let deadline = Instant::now() + STREAM_TIMEOUT;
     let notice = loop {
+        assert!(Instant::now() < deadline, "no `lagged` notice in time");
         let sse = stream.next().await.expect("the stream survives the outage");
         if sse.event.as_deref() == Some("lagged") {
             break sse.json();

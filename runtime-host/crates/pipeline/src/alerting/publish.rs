@@ -69,7 +69,15 @@ impl EventPublisher {
             return Ok(());
         }
         let mut connection = self.connection.clone();
-        within_deadline(pipeline.query_async::<()>(&mut connection)).await
+        if let Err(first) = within_deadline(pipeline.query_async::<()>(&mut connection)).await {
+            // The connection may have broken since its last use (Redis restarted): the failed
+            // command made the manager reconnect, so one more try reaches the new connection.
+            // A reply lost after a delivered PUBLISH means a duplicate on the live channel,
+            // which readers tell by event id; a lost event is worse.
+            tracing::debug!(error = %first, "publish failed; retrying once on a new connection");
+            return within_deadline(pipeline.query_async::<()>(&mut connection)).await;
+        }
+        Ok(())
     }
 }
 
