@@ -791,6 +791,7 @@ mod tests {
     fn sample(name: &str, read: EnvText) -> &'static str {
         match (name, read) {
             ("WEIR_UNKNOWN_KEYS", _) => "reject",
+            ("WEIR_EXPIRED_CRL", _) => "keep",
             // 64 decimal digits: hex to the signing key, text to the config, not a number.
             ("WEIR_SIGNING_PUBLIC_KEY", _) => {
                 "1111111111111111111111111111111111111111111111111111111111111111"
