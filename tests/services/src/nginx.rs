@@ -36,7 +36,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::orphan_guard::OrphanGuard;
 use crate::packages::{Package, ensure_packages};
 use crate::ports::free_port;
-use crate::server_process::{LaunchError, NotReady, ServerProcess, Signal};
+use crate::server_process::{LaunchError, NotReady, ServerProcess, Signal, log_tail};
 use crate::user::running_as_root;
 
 /// How long a start may take before it is reported as failed.
@@ -199,15 +199,7 @@ impl NginxServer {
 
     /// The last `lines` lines of the log (across restarts), after a line naming the file.
     pub fn log_tail(&self, lines: usize) -> String {
-        let bytes = fs::read(&self.log).unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
-        let all: Vec<&str> = text.lines().collect();
-        let mut tail = format!("last lines of {}:", self.log.display());
-        for line in &all[all.len().saturating_sub(lines)..] {
-            tail.push_str("\n    ");
-            tail.push_str(line);
-        }
-        tail
+        log_tail(&self.log, lines)
     }
 
     /// `GET path` on the API listener: the status code and the body.

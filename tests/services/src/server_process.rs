@@ -190,3 +190,17 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// The last `lines` lines of the log file `log`, after a line naming it: what an error about a
+/// server shows of its output.
+pub(crate) fn log_tail(log: &Path, lines: usize) -> String {
+    let bytes = fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    let mut tail = format!("last lines of {}:", log.display());
+    for line in &all[all.len().saturating_sub(lines)..] {
+        tail.push_str("\n    ");
+        tail.push_str(line);
+    }
+    tail
+}

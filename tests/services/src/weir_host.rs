@@ -26,7 +26,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::orphan_guard::OrphanGuard;
 use crate::ports::free_port;
-use crate::server_process::{LaunchError, NotReady, ServerProcess, Signal};
+use crate::server_process::{LaunchError, NotReady, ServerProcess, Signal, log_tail};
 
 /// How long [`WeirHost::stop`] waits for the host to drain (its listeners give in-flight
 /// requests 10 s) before killing it.
@@ -246,15 +246,7 @@ impl WeirHost {
 
     /// The last `lines` lines of the log (across restarts), after a line naming the file.
     pub fn log_tail(&self, lines: usize) -> String {
-        let bytes = fs::read(&self.log).unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
-        let all: Vec<&str> = text.lines().collect();
-        let mut tail = format!("last lines of {}:", self.log.display());
-        for line in &all[all.len().saturating_sub(lines)..] {
-            tail.push('\n');
-            tail.push_str(line);
-        }
-        tail
+        log_tail(&self.log, lines)
     }
 
     /// Kills the host with SIGKILL, as a crash would: nothing is drained, uploads in flight are
