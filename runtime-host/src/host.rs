@@ -1,14 +1,14 @@
 //! A running Weir host: builds every part from the configuration (the validator, the query
 //! function and its capabilities, storage, the listeners), and runs the background duties
 //! (metadata invalidation, following the function registry, Redis repair, partition and batch
-//! maintenance, CRL reloads, the staleness timer and the webhook deliveries of alerting).
+//! maintenance, following the PKI ledger, the staleness timer and the webhook deliveries of alerting).
 //! `weir serve` and the integration tests start it the same way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::crl_keeper::CrlKeeper;
+use crate::pki_follower::{self, PkiFollower};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,9 @@ use weir_surfaces::http::server::{serve_devices, serve_https, serve_plain};
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// How often partitions are created ahead and old batch records deleted.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Renewal answers buffered for the requests waiting on this host; a waiter that falls
+/// further behind looks its answer up itself.
+const RENEWAL_ANSWERS_BUFFER: usize = 1024;
 /// How long a request waits for a PostgreSQL connection before the device gets a 503.
 const POOL_WAIT: Duration = Duration::from_secs(2);
 
@@ -113,34 +116,31 @@ impl Host {
 
         let tls_files = config.device_tls_files()?;
         let tls = Arc::new(
-            ReloadingServerConfig::new(tls_files).context("building the device TLS config")?,
+            ReloadingServerConfig::new(tls_files, Some(pki_follower::ledger_crl(&storage).await?))
+                .context("building the device TLS config")?,
         );
-        let mut crl_keeper = CrlKeeper::new(
-            config.tls.pki_dir.clone(),
-            Duration::from_secs(config.tls.crl_refresh_minutes.saturating_mul(60)),
+        let (crl_installed, crl_installs) = tokio::sync::watch::channel(0u64);
+        let (renewals_answered, _) = tokio::sync::broadcast::channel(RENEWAL_ANSWERS_BUFFER);
+        let pki_follower = PkiFollower::new(
+            storage.clone(),
+            tls.clone(),
+            crl_installed.clone(),
+            renewals_answered.clone(),
             metrics.clone(),
         );
-        // A CRL that went stale while no host ran is re-signed before the first device comes.
-        crl_keeper.refresh_if_due(&tls).await;
-        tls.reload_if_changed()
-            .context("reloading the re-signed device CRL")?;
-        crl_keeper.check_expiry(&tls);
-        let renewal = match &config.tls.pki_dir {
-            Some(dir) => Some(Renewal::load(
-                dir.clone(),
-                config.tls.renew_days,
-                Duration::from_secs(config.tls.renew_min_interval_s),
-                metrics.clone(),
-            )?),
-            None => None,
-        };
+        let renewal = Renewal::new(
+            storage.clone(),
+            renewals_answered,
+            Duration::from_secs(config.tls.renew_wait_s),
+            metrics.clone(),
+        );
         let device_api = Arc::new(DeviceApi {
             ingest: ingest.clone(),
             limiter: RateLimiter::new(
                 config.ingest.device_rate_per_second,
                 config.ingest.device_burst,
             ),
-            renewal,
+            renewal: Some(renewal),
             max_body_bytes: config.ingest.max_body_bytes,
         });
         let event_streams = EventStreams::new(metrics.clone());
@@ -167,11 +167,10 @@ impl Host {
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let (crl_reloaded, crl_reloads) = tokio::sync::watch::channel(0u64);
         tasks.spawn(serve_devices(
             device_listener,
             tls.clone(),
-            crl_reloads,
+            crl_installs,
             metrics.clone(),
             move |identity, request| device_api.clone().handle(identity, request),
             shutdown.clone(),
@@ -195,11 +194,11 @@ impl Host {
         tasks.spawn(event_streams.run(config.redis_url.clone(), shutdown.clone()));
         tasks.spawn(watch_files_and_repair(
             tls,
-            crl_reloaded,
-            crl_keeper,
+            crl_installed,
             ingest.clone(),
             shutdown.clone(),
         ));
+        tasks.spawn(pki_follower.run(config.database_url.clone(), shutdown.clone()));
         tasks.spawn(maintain(storage.clone(), config.clone(), shutdown.clone()));
         let slots = registry::Slots {
             validator: validator.clone(),
@@ -409,12 +408,11 @@ fn query_api(
     })
 }
 
-/// Reloads TLS files when they change (a revocation refuses new connections and cuts open ones), keeps
-/// the CRL current, and repairs Redis latest values after an outage.
+/// Reloads the device TLS files when they change (a new server certificate), and repairs Redis
+/// latest values after an outage.
 async fn watch_files_and_repair(
     tls: Arc<ReloadingServerConfig>,
     crl_reloaded: tokio::sync::watch::Sender<u64>,
-    mut crl_keeper: CrlKeeper,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
 ) {
@@ -427,7 +425,7 @@ async fn watch_files_and_repair(
         match tls.reload_if_changed() {
             Ok(true) => {
                 tracing::info!("device TLS files changed; new connections use them");
-                // Open connections check their certificate against the new CRL.
+                // A new CA bundle: open connections check their certificate again.
                 crl_reloaded.send_modify(|generation| *generation += 1);
             }
             Ok(false) => {}
@@ -435,8 +433,6 @@ async fn watch_files_and_repair(
                 tracing::error!(%error, "cannot reload device TLS files; keeping the old ones");
             }
         }
-        crl_keeper.refresh_if_due(&tls).await;
-        crl_keeper.check_expiry(&tls);
         match ingest.repair_latest().await {
             Some(Ok(report)) => tracing::info!(?report, "Redis latest values repaired"),
             Some(Err(error)) => tracing::debug!(%error, "Redis repair postponed"),

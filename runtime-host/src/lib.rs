@@ -1,6 +1,7 @@
 //! The `weir` binary's library: the composition root. It reads the configuration, builds every
 //! part from the crates below and wires them together ([`host`]), and holds the command line
-//! ([`cli`]), `weir serve` ([`serve`]), the device simulator ([`simulate`]) and the device client
+//! ([`cli`]), `weir serve` ([`serve`]), the issuing side of the device PKI ([`ca`]) and the
+//! hosts' follower of its ledger ([`pki_follower`]), the device simulator ([`simulate`]) and the device client
 //! it uses ([`device_client`]).
 //!
 //! Architecture invariant: nothing depends on this crate but its binary and the tests; the
@@ -9,11 +10,12 @@
 
 #![warn(missing_docs)]
 
+pub mod ca;
 pub mod cli;
-pub mod crl_keeper;
 pub mod device_client;
 pub mod endpoints;
 pub mod host;
+pub mod pki_follower;
 pub mod serve;
 pub mod simulate;
 pub mod telemetry;

@@ -505,7 +505,7 @@ async fn concurrent_batches_of_one_device_on_two_hosts_lose_no_state() {
     let (host, _rules) = host_with_rule_files(&[("acme.toml", &rules)], |_| {}).await;
     let second = host.stack().another_host().await.unwrap();
     let token = host.api_token("acme").await;
-    let tls = host.enrol("m1", "acme", weir_pki::ClientAlpn::H2);
+    let tls = host.enrol("m1", "acme", weir_pki::ClientAlpn::H2).await;
     let mut connections = Vec::new();
     for i in 0..KEYS {
         let at = if i % 2 == 0 { host.host() } else { &second };

@@ -290,7 +290,7 @@ fn the_image_puts_files_where_its_weir_variables_point() {
     );
     let kustomization = read(&deploy_dir().join("base/kustomization.yaml"));
     let tls = &config.tls;
-    for file in [&tls.cert, &tls.key, &tls.device_ca, &tls.device_crl] {
+    for file in [&tls.cert, &tls.key, &tls.device_ca] {
         let file = file
             .as_deref()
             .expect("weir.toml names every device TLS file");

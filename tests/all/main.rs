@@ -13,6 +13,7 @@ mod function_loading;
 mod function_sandbox;
 mod hot_swap;
 mod ingest;
+mod pki_fleet;
 mod query;
 mod query_endpoints;
 mod query_http;

@@ -14,7 +14,7 @@ use weir_tests::poll::eventually;
 use crate::ingest::harness::{TestHost, api_exchange_at, batch, now_ms, ok, point};
 
 /// Region `b`: a host on the shared PostgreSQL and PKI with a Redis of its own.
-async fn start_region_b(region_a: &TestHost) -> (Host, RedisServer) {
+pub(crate) async fn start_region_b(region_a: &TestHost) -> (Host, RedisServer) {
     let redis = tokio::task::spawn_blocking(RedisServer::start_temporary)
         .await
         .unwrap()
@@ -45,7 +45,9 @@ async fn a_device_that_moves_between_regions_reads_its_newest_values_in_both() {
     let (host_b, _redis_b) = start_region_b(&region_a).await;
     let token = region_a.api_token("acme").await;
     let id = DeviceRef::new("acme", "roamer-1");
-    let tls = region_a.enrol("roamer-1", "acme", weir_pki::ClientAlpn::H2);
+    let tls = region_a
+        .enrol("roamer-1", "acme", weir_pki::ClientAlpn::H2)
+        .await;
     let t0 = now_ms() - 60_000;
 
     // Region a first: two keys.
@@ -116,7 +118,9 @@ async fn a_device_that_moves_between_regions_reads_its_newest_values_in_both() {
 async fn a_region_that_missed_moves_drops_the_values_of_devices_now_elsewhere() {
     let region_a = TestHost::start_with(|config| config.region = "a".into()).await;
     let id = DeviceRef::new("acme", "roamer-2");
-    let tls = region_a.enrol("roamer-2", "acme", weir_pki::ClientAlpn::H2);
+    let tls = region_a
+        .enrol("roamer-2", "acme", weir_pki::ClientAlpn::H2)
+        .await;
     let mut in_a = region_a
         .device_at(region_a.host(), tls.clone(), id.clone())
         .await;
@@ -154,7 +158,9 @@ async fn alerts_follow_a_device_between_regions_raised_once_and_cleared() {
     let (host_b, _redis_b) = start_region_b(&region_a).await;
     let token = region_a.api_token("acme").await;
     let id = DeviceRef::new("acme", "roamer-3");
-    let tls = region_a.enrol("roamer-3", "acme", weir_pki::ClientAlpn::H2);
+    let tls = region_a
+        .enrol("roamer-3", "acme", weir_pki::ClientAlpn::H2)
+        .await;
     let t = now_ms() - 3_600_000;
     let hot = |ts| vec![("meter.1.temperature", json!(85.0), ts)];
 
@@ -217,7 +223,9 @@ async fn a_moving_device_is_validated_by_the_region_it_writes_through() {
     );
 
     let id = DeviceRef::new("acme", "roamer-4");
-    let tls = region_a.enrol("roamer-4", "acme", weir_pki::ClientAlpn::H2);
+    let tls = region_a
+        .enrol("roamer-4", "acme", weir_pki::ClientAlpn::H2)
+        .await;
     let mut in_a = region_a
         .device_at(region_a.host(), tls.clone(), id.clone())
         .await;

@@ -326,7 +326,7 @@ async fn registry_deploy_and_rollback_under_load_fail_no_batch() {
     let mut loads = Vec::new();
     for (index, host) in [test.host(), &second].into_iter().enumerate() {
         let id = format!("meter-{index}");
-        let tls = test.enrol(&id, "acme", ClientAlpn::H2);
+        let tls = test.enrol(&id, "acme", ClientAlpn::H2).await;
         let device = test.device_at(host, tls, DeviceRef::new("acme", &id)).await;
         loads.push(keep_submitting(device, id, stop.clone(), |ts| {
             (0..POINTS)

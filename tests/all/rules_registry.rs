@@ -66,7 +66,7 @@ fn all_use_rules(hosts: &[&Host], org: &str, version: &str) -> bool {
 
 /// A new device `id` of acme connected to `host`.
 async fn device_on(test: &TestHost, host: &Host, id: &str) -> Device {
-    let tls = test.enrol(id, ORG, ClientAlpn::H2);
+    let tls = test.enrol(id, ORG, ClientAlpn::H2).await;
     test.device_at(host, tls, DeviceRef::new(ORG, id)).await
 }
 

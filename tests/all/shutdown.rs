@@ -44,7 +44,7 @@ async fn a_stopping_host_answers_the_upload_in_flight_and_closes_idle_connection
 
     // A device uploading a batch over HTTP/1.1, slowly: the head and half the body are sent.
     let device = DeviceRef::new("acme", "m1");
-    let tls = test.enrol("m1", "acme", ClientAlpn::Http11);
+    let tls = test.enrol("m1", "acme", ClientAlpn::Http11).await;
     let tcp = TcpStream::connect(host.device_addr()).await.unwrap();
     let mut upload = TlsConnector::from(tls)
         .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)

@@ -577,14 +577,56 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The services a local Weir talks to and its dev PKI, with their state in `target/weir-dev`;
-/// the services are stopped on drop.
+/// The services a local Weir talks to and its dev PKI, with their state in `target/weir-dev`:
+/// the CA directory (`pki/`, with the CA key, where `weir simulate` enrols its devices), what
+/// the host holds (`edge-tls/`: the CA certificate and the server's key pair) and the issuing
+/// service (`weir ca serve`, log in `ca.log`). Everything is stopped on drop.
 struct DevEnvironment {
+    // Fields drop in order: the issuing service stops before the database it uses.
+    _issuer: IssuingService,
     postgres: PostgresServer,
     redis: RedisServer,
     functions_dir: PathBuf,
     state_dir: PathBuf,
     pki_dir: PathBuf,
+    edge_tls_dir: PathBuf,
+}
+
+/// `weir ca serve` as a child in its own process group; stopped (SIGTERM) on drop.
+struct IssuingService {
+    child: Child,
+}
+
+impl IssuingService {
+    /// Publishes a fresh CRL (`weir pki refresh-crl`), then starts `weir ca serve` on `pki_dir`.
+    fn start(weir: &Path, pki_dir: &Path, database_url: &str, log: &Path) -> Result<Self> {
+        let mut refresh = Command::new(weir);
+        refresh
+            .args(["pki", "refresh-crl"])
+            .arg(pki_dir)
+            .env("WEIR_DATABASE_URL", database_url);
+        run_command(&mut refresh)?;
+        let log_file =
+            fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let child = Command::new(weir)
+            .args(["ca", "serve"])
+            .arg(pki_dir)
+            .env("WEIR_DATABASE_URL", database_url)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start `{} ca serve`", weir.display()))?;
+        Ok(IssuingService { child })
+    }
+}
+
+impl Drop for IssuingService {
+    fn drop(&mut self) {
+        send_signal("TERM", self.child.id());
+        let _ = self.child.wait();
+    }
 }
 
 impl DevEnvironment {
@@ -626,12 +668,26 @@ impl DevEnvironment {
             ]);
             run_command(&mut server)?;
         }
+        let edge_tls_dir = dir.join("edge-tls");
+        fs::create_dir_all(&edge_tls_dir)
+            .with_context(|| format!("cannot create {}", edge_tls_dir.display()))?;
+        for file in ["ca.pem", "server.pem", "server-key.pem"] {
+            fs::copy(pki_dir.join(file), edge_tls_dir.join(file))
+                .with_context(|| format!("cannot copy {file} to {}", edge_tls_dir.display()))?;
+        }
+        eprintln!(
+            "==> starting the issuing service (weir ca serve; log: {})",
+            dir.join("ca.log").display()
+        );
+        let issuer = IssuingService::start(weir, &pki_dir, &postgres.url(), &dir.join("ca.log"))?;
         Ok(DevEnvironment {
+            _issuer: issuer,
             postgres,
             redis,
             functions_dir: workspace.functions_dir(),
             state_dir,
             pki_dir,
+            edge_tls_dir,
         })
     }
 
@@ -642,7 +698,7 @@ impl DevEnvironment {
             ("WEIR_REDIS_URL", self.redis.url().into()),
             (FUNCTIONS_DIR_ENV, self.functions_dir.clone().into()),
             ("WEIR_STATE_DIR", self.state_dir.clone().into()),
-            ("WEIR_PKI_DIR", self.pki_dir.clone().into()),
+            ("WEIR_PKI_DIR", self.edge_tls_dir.clone().into()),
             ("WEIR_DEVICE_LISTEN", DEVICE_LISTEN.into()),
             ("WEIR_API_LISTEN", API_LISTEN.into()),
         ]

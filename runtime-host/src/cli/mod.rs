@@ -49,6 +49,9 @@ enum Command {
     /// Manage the device PKI: the CA, the server certificate, device certificates, revocation.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
+    /// The issuing service of the device PKI (holds the CA key; edge hosts do not).
+    #[command(subcommand)]
+    Ca(pki::CaCommand),
     /// Simulate devices uploading meter data over mutual TLS HTTP/2, with store-and-forward.
     Simulate(simulate::SimulateArgs),
     /// Check and sign function components; deploy, list and roll back the versions each region runs.
@@ -116,7 +119,8 @@ async fn run(command: Command, config: Option<&Path>) -> anyhow::Result<()> {
             println!("database schema up to date ({applied} migrations applied now)");
             Ok(())
         }
-        Command::Pki(command) => pki::run(command),
+        Command::Pki(command) => pki::run(command, config).await,
+        Command::Ca(command) => pki::run_ca(command, config).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Functions(command) => functions::run(command, config).await,
         Command::Rules(command) => rules::run(command, config).await,

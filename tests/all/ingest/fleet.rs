@@ -19,7 +19,7 @@ async fn ingest_metadata_changed_through_one_host_is_applied_by_another() {
         .another_host()
         .await
         .expect("a second host starts");
-    let tls = test.enrol("tank-7", "acme", ClientAlpn::H2);
+    let tls = test.enrol("tank-7", "acme", ClientAlpn::H2).await;
     let id = DeviceRef::new("acme", "tank-7");
     let mut via_first = test.device_at(test.host(), tls.clone(), id.clone()).await;
     let mut via_other = test.device_at(&other_host, tls, id).await;

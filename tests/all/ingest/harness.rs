@@ -70,7 +70,7 @@ impl TestHost {
         &self.stack.host
     }
 
-    /// The PKI directory the host trusts and renews from.
+    /// The CA directory, key included (the host has only `ca.pem` and its server key pair).
     pub fn pki_dir(&self) -> &Path {
         &self.stack.pki_dir
     }
@@ -85,14 +85,14 @@ impl TestHost {
         &self.storage
     }
 
-    /// Enrols device `id` of `org` (`weir pki issue-device`) and connects it over HTTP/2.
+    /// Enrols device `id` of `org` (`weir pki device`) and connects it over HTTP/2.
     pub async fn device(&self, id: &str, org: &str) -> Device {
         self.device_with_alpn(id, org, ClientAlpn::H2).await
     }
 
     /// Enrols device `id` of `org` and connects it offering only `alpn`.
     pub async fn device_with_alpn(&self, id: &str, org: &str, alpn: ClientAlpn) -> Device {
-        let tls = self.enrol(id, org, alpn);
+        let tls = self.enrol(id, org, alpn).await;
         self.device_at(self.host(), tls, DeviceRef::new(org, id))
             .await
     }
@@ -115,9 +115,11 @@ impl TestHost {
         Device { client, device }
     }
 
-    /// Enrols device `id` of `org` and returns its TLS config, without connecting.
-    pub fn enrol(&self, id: &str, org: &str, alpn: ClientAlpn) -> Arc<rustls::ClientConfig> {
-        let files = weir_pki::issue_device(self.pki_dir(), id, org, DEVICE_DAYS)
+    /// Enrols device `id` of `org` (files in the CA directory, its certificate in the PKI
+    /// ledger) and returns its TLS config, without connecting.
+    pub async fn enrol(&self, id: &str, org: &str, alpn: ClientAlpn) -> Arc<rustls::ClientConfig> {
+        let files = weir::ca::enrol_device(self.storage(), self.pki_dir(), org, id, DEVICE_DAYS)
+            .await
             .expect("enrolling a device");
         weir_pki::device_client_config(
             &self.pki_dir().join("ca.pem"),
@@ -126,6 +128,15 @@ impl TestHost {
             alpn,
         )
         .unwrap()
+    }
+
+    /// Revokes every certificate of device `id` of `org` (`weir pki revoke`): the ledger
+    /// records it and a new CRL is published, which every host follows.
+    pub async fn revoke(&self, org: &str, id: &str) -> weir::ca::Revocation {
+        let ca = weir_pki::Ca::load(self.pki_dir()).unwrap();
+        weir::ca::revoke_device(self.storage(), &ca, org, id)
+            .await
+            .expect("revoking a device")
     }
 
     /// A device TLS config from PEM (a certificate this test made itself), trusting our CA.
@@ -147,7 +158,16 @@ impl TestHost {
 
     /// Opens a device connection with `tls`.
     pub async fn connect(&self, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<DeviceClient> {
-        let addr = self.host().device_addr().to_string();
+        self.connect_at(self.host(), tls).await
+    }
+
+    /// Opens a device connection with `tls` to `host` (any host, e.g. of another region).
+    pub async fn connect_at(
+        &self,
+        host: &Host,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<DeviceClient> {
+        let addr = host.device_addr().to_string();
         tokio::time::timeout(
             REQUEST_TIMEOUT,
             DeviceClient::connect(&addr, SERVER_NAME, tls),
@@ -159,8 +179,13 @@ impl TestHost {
     /// client certificate after the client thinks it is done) its first request does. Any
     /// answer, even an error status, means the device got in.
     pub async fn is_refused(&self, tls: Arc<rustls::ClientConfig>) -> bool {
+        self.is_refused_at(self.host(), tls).await
+    }
+
+    /// [`is_refused`](Self::is_refused) by `host`.
+    pub async fn is_refused_at(&self, host: &Host, tls: Arc<rustls::ClientConfig>) -> bool {
         let attempt = async {
-            let mut client = self.connect(tls).await?;
+            let mut client = self.connect_at(host, tls).await?;
             let probe = batch("refusal-probe", vec![point("probe.k", 1, now_ms())]);
             client.submit(&probe).await
         };
@@ -220,6 +245,13 @@ impl TestHost {
     ) -> (StatusCode, hyper::HeaderMap, String) {
         api_exchange_at(self.host(), method, path, headers).await
     }
+}
+
+/// `GET path` on the API listener of `host` (any host, e.g. of another region): status and
+/// body.
+pub async fn api_get_at(host: &Host, path: &str) -> (StatusCode, String) {
+    let (status, _, body) = api_exchange_at(host, Method::GET, path, &[]).await;
+    (status, body)
 }
 
 /// A request to the API listener of `host` (any host, e.g. of another region) over plain

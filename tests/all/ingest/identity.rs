@@ -51,7 +51,7 @@ async fn ingest_refuses_a_device_without_a_client_certificate() {
     assert!(host.is_refused(Arc::new(anonymous)).await);
     assert!(
         !host
-            .is_refused(host.enrol("meter-control", ORG, ClientAlpn::H2))
+            .is_refused(host.enrol("meter-control", ORG, ClientAlpn::H2).await)
             .await,
         "an enrolled device gets in, so the refusal was about the certificate"
     );
@@ -84,8 +84,8 @@ async fn ingest_refuses_expired_and_not_yet_valid_certificates() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ingest_refuses_new_connections_of_a_revoked_device_and_cuts_its_open_ones() {
     let host = TestHost::start().await;
-    let revoked = host.enrol("meter-revoked", ORG, ClientAlpn::H2);
-    let other = host.enrol("meter-other", ORG, ClientAlpn::H2);
+    let revoked = host.enrol("meter-revoked", ORG, ClientAlpn::H2).await;
+    let other = host.enrol("meter-other", ORG, ClientAlpn::H2).await;
     assert!(
         !host.is_refused(revoked.clone()).await,
         "in before revocation"
@@ -105,7 +105,7 @@ async fn ingest_refuses_new_connections_of_a_revoked_device_and_cuts_its_open_on
             .is_success()
     );
 
-    weir_pki::revoke_device(host.pki_dir(), ORG, "meter-revoked").unwrap();
+    host.revoke(ORG, "meter-revoked").await;
 
     eventually(
         "the revoked device is refused",

@@ -63,9 +63,9 @@ async fn ingest_renews_a_certificate_for_the_presented_identity_until_revoked() 
     assert_eq!(ok(&answer)["accepted"], json!(1));
     assert_eq!(host.count(meter.id()).await, 1, "stored as meter-renew");
 
-    weir_pki::revoke_device(host.pki_dir(), ORG, "meter-renew").unwrap();
+    host.revoke(ORG, "meter-renew").await;
 
-    // Renewal is refused at once (the index says revoked). Until the host re-reads the CRL the
+    // Renewal is refused at once (the ledger says revoked). Until the host installs the new CRL the
     // connection opened before the revocation still stands; after, it is cut.
     let (csr, _key) = csr_claiming("meter-renew", ORG);
     match renewed_meter

@@ -6,10 +6,14 @@
 //! (all of 127.0.0.0/8 is local on Linux), so the regions are apart as they would be on separate
 //! machines: nothing of one region listens on another's address. The PKI is made once with the
 //! `weir pki` commands, its server certificate naming `localhost`, `127.0.0.1` and every region's
-//! address. Everything lives under the options' directory:
+//! address; the issuing service (`weir ca serve`) holds the CA key and answers renewals, and the
+//! hosts get only what an edge host holds: the CA certificate and the server's key pair.
+//! Everything lives under the options' directory:
 //!
 //! ```text
-//! DIR/pki/                     CA, server certificate (devices' certificates land here too)
+//! DIR/pki/                     CA with its key, server certificate (devices' certificates too)
+//! DIR/edge-tls/                ca.pem, server.pem, server-key.pem: every host's WEIR_PKI_DIR
+//! DIR/ca.log                   the issuing service's log
 //! DIR/postgres/                the shared cluster and postgres.log
 //! DIR/REGION/redis/            the region's Redis and redis.log
 //! DIR/REGION/REGION-N/         host N's log (REGION-N.log) and its state (state/)
@@ -42,6 +46,7 @@ use crate::nginx::NginxServer;
 use crate::ports::free_port;
 use crate::postgres::PostgresServer;
 use crate::redis::RedisServer;
+use crate::server_process::{ServerProcess, Signal};
 use crate::weir_host::{WeirHost, WeirHostOptions};
 
 /// The last octet of the first region's loopback address, `127.0.0.10`.
@@ -116,10 +121,15 @@ pub struct TopologyOptions {
 pub struct Topology {
     /// The one PostgreSQL every region's hosts write to.
     pub postgres: PostgresServer,
-    /// The PKI directory (`WEIR_PKI_DIR` of every host; what `weir simulate --pki` takes).
+    /// The CA directory, key included (what `weir simulate --pki` and `weir pki` take).
     pub pki_dir: PathBuf,
+    /// What every host's `WEIR_PKI_DIR` holds: `ca.pem`, `server.pem`, `server-key.pem`; no key
+    /// of the CA.
+    pub edge_tls_dir: PathBuf,
     /// The regions, in the order of the options.
     pub regions: Vec<Region>,
+    /// The issuing service, `weir ca serve` on the CA directory.
+    issuer: Option<ServerProcess>,
     dir: PathBuf,
 }
 
@@ -182,11 +192,14 @@ impl Topology {
         let postgres = postgres?;
         pki?;
         let redis = redis.into_iter().collect::<Result<Vec<_>>>()?;
+        let edge_tls_dir = dir.join("edge-tls");
+        edge_tls_files(&pki_dir, &edge_tls_dir)?;
+        let issuer = start_issuer(&options.binary, &pki_dir, &postgres.url(), &dir)?;
 
         // Every host of every region at once: each compiles the components into its state.
         let env = CommonEnv {
             database_url: postgres.url(),
-            pki_dir: path_text(&pki_dir)?,
+            pki_dir: path_text(&edge_tls_dir)?,
             functions_dir: path_text(&options.functions_dir)?,
             extra: &options.extra_env,
         };
@@ -280,7 +293,9 @@ impl Topology {
         let topology = Topology {
             postgres,
             pki_dir,
+            edge_tls_dir,
             regions,
+            issuer: Some(issuer),
             dir,
         };
         match failure {
@@ -334,6 +349,9 @@ impl Drop for Topology {
                 scope.spawn(move || region.shut_down());
             }
         });
+        if let Some(issuer) = self.issuer.take() {
+            issuer.stop(Signal::Terminate, Duration::from_secs(10));
+        }
         self.postgres.stop();
     }
 }
@@ -524,17 +542,63 @@ fn make_pki(binary: &Path, pki_dir: &Path, addresses: &[IpAddr]) -> Result<()> {
     weir_cli(binary, &mut server)
 }
 
+/// Copies what an edge host holds out of the CA directory: the CA certificate and the server's
+/// key pair, never the CA's key.
+fn edge_tls_files(pki_dir: &Path, edge_dir: &Path) -> Result<()> {
+    fs::create_dir_all(edge_dir)
+        .with_context(|| format!("cannot create {}", edge_dir.display()))?;
+    for file in ["ca.pem", "server.pem", "server-key.pem"] {
+        fs::copy(pki_dir.join(file), edge_dir.join(file))
+            .with_context(|| format!("cannot copy {file} to {}", edge_dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Publishes the first CRL (`weir pki refresh-crl`), so that hosts can start, then starts the
+/// issuing service (`weir ca serve`) with its log in `DIR/ca.log`.
+fn start_issuer(
+    binary: &Path,
+    pki_dir: &Path,
+    database_url: &str,
+    dir: &Path,
+) -> Result<ServerProcess> {
+    weir_cli(
+        binary,
+        Command::new(binary)
+            .args(["pki", "refresh-crl"])
+            .arg(pki_dir)
+            .env("WEIR_DATABASE_URL", database_url),
+    )?;
+    let mut command = Command::new(binary);
+    command
+        .args(["ca", "serve"])
+        .arg(pki_dir)
+        .env("WEIR_DATABASE_URL", database_url);
+    clear_inherited_weir_env(&mut command);
+    ServerProcess::spawn(&mut command, &dir.join("ca.log")).context("cannot start `weir ca serve`")
+}
+
+/// Removes the `WEIR_*` variables this process has from `command`'s environment, keeping those
+/// `command` sets itself.
+fn clear_inherited_weir_env(command: &mut Command) {
+    let set: HashSet<_> = command
+        .get_envs()
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(|name| name.starts_with("WEIR_")) && !set.contains(&name) {
+            command.env_remove(name);
+        }
+    }
+}
+
 /// Runs a `weir` CLI command quietly; its output is in the error when it fails.
 fn weir_cli(binary: &Path, command: &mut Command) -> Result<()> {
     let args: Vec<String> = command
         .get_args()
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(|name| name.starts_with("WEIR_")) {
-            command.env_remove(name);
-        }
-    }
+    clear_inherited_weir_env(command);
     let output = command
         .stdin(Stdio::null())
         .output()

@@ -121,7 +121,8 @@ pub struct QueryConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
-    /// A directory made by `weir pki init` (`WEIR_PKI_DIR`); needed for certificate renewal.
+    /// A directory made by `weir pki init` (`WEIR_PKI_DIR`): the host takes `server.pem`,
+    /// `server-key.pem` and `ca.pem` from it; `weir ca serve` also its `ca-key.pem`.
     pub pki_dir: Option<PathBuf>,
     /// Server certificate chain, PEM (`WEIR_TLS_CERT`).
     pub cert: Option<PathBuf>,
@@ -129,19 +130,21 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
     /// CA bundle device certificates must chain to, PEM (`WEIR_DEVICE_CA`).
     pub device_ca: Option<PathBuf>,
-    /// Certificate revocation list, PEM (`WEIR_DEVICE_CRL`); re-read when it changes.
-    pub device_crl: Option<PathBuf>,
-    /// Validity of renewed device certificates in days (`WEIR_RENEW_DAYS`).
+    /// Validity of renewed device certificates in days (`WEIR_RENEW_DAYS`; applied by
+    /// `weir ca serve`).
     pub renew_days: u32,
     /// Shortest time between two renewals of one device, in seconds
-    /// (`WEIR_RENEW_MIN_INTERVAL_S`); sooner ones are answered 429 `renewal_too_soon`.
+    /// (`WEIR_RENEW_MIN_INTERVAL_S`; applied by `weir ca serve`); sooner ones are answered 429
+    /// `renewal_too_soon`.
     pub renew_min_interval_s: u64,
+    /// How long a host waits for the issuing service to answer a renewal, in seconds
+    /// (`WEIR_RENEW_WAIT_S`); then the device gets 503 `renewal_unavailable`.
+    pub renew_wait_s: u64,
     /// What the device endpoint does once the CRL's nextUpdate has passed (`WEIR_EXPIRED_CRL`):
     /// `refuse` every device, or `keep` enforcing the last CRL and raise the alarm.
     pub expired_crl: weir_pki::ExpiredCrlPolicy,
-    /// How often a host that holds the CA key re-signs `crl.pem`, in minutes
-    /// (`WEIR_CRL_REFRESH_MINUTES`; 0: never). It also lists certificates whose supersession
-    /// grace has passed.
+    /// How often `weir ca serve` re-signs the CRL, in minutes (`WEIR_CRL_REFRESH_MINUTES`; at
+    /// least 1). It also lists certificates whose supersession grace has passed.
     pub crl_refresh_minutes: u64,
     /// Certificate chain of the API listener, PEM (`WEIR_API_TLS_CERT`): with `api_key`, the
     /// API speaks HTTPS (h2 and HTTP/1.1); without, plain HTTP/1.1 and h2c.
@@ -268,9 +271,9 @@ impl Default for TlsConfig {
             cert: None,
             key: None,
             device_ca: None,
-            device_crl: None,
             renew_days: 7,
             renew_min_interval_s: 600,
+            renew_wait_s: 10,
             expired_crl: weir_pki::ExpiredCrlPolicy::Refuse,
             crl_refresh_minutes: 60,
             api_cert: None,
@@ -397,6 +400,9 @@ impl Config {
         if self.tls.api_cert.is_some() != self.tls.api_key.is_some() {
             bail!("tls.api_cert and tls.api_key (WEIR_API_TLS_CERT, WEIR_API_TLS_KEY) go together");
         }
+        if self.tls.renew_wait_s == 0 || self.tls.crl_refresh_minutes == 0 {
+            bail!("tls.renew_wait_s and tls.crl_refresh_minutes must be at least 1");
+        }
         if self.alerting.deadline_ms == Some(0) || self.alerting.stale_check_s == 0 {
             bail!("alerting.deadline_ms and alerting.stale_check_s must be at least 1");
         }
@@ -447,11 +453,6 @@ impl Config {
                 defaults.as_ref().map(|d| d.client_ca.clone()),
                 "device CA bundle (WEIR_DEVICE_CA)",
             )?,
-            crl: self
-                .tls
-                .device_crl
-                .clone()
-                .or_else(|| defaults.and_then(|d| d.crl)),
             expired_crl: self.tls.expired_crl,
         })
     }
@@ -620,9 +621,9 @@ const ENV_VARS: &[EnvVar] = &[
     ("WEIR_TLS_CERT",              "tls.cert",                      Text),
     ("WEIR_TLS_KEY",               "tls.key",                       Text),
     ("WEIR_DEVICE_CA",             "tls.device_ca",                 Text),
-    ("WEIR_DEVICE_CRL",            "tls.device_crl",                Text),
     ("WEIR_RENEW_DAYS",            "tls.renew_days",                Number),
     ("WEIR_RENEW_MIN_INTERVAL_S",  "tls.renew_min_interval_s",      Number),
+    ("WEIR_RENEW_WAIT_S",          "tls.renew_wait_s",              Number),
     ("WEIR_EXPIRED_CRL",           "tls.expired_crl",               Text),
     ("WEIR_CRL_REFRESH_MINUTES",   "tls.crl_refresh_minutes",       Number),
     ("WEIR_API_TLS_CERT",          "tls.api_cert",                  Text),

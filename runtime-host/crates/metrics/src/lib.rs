@@ -44,6 +44,8 @@ pub struct Metrics {
     pub renewals_refused: Family<CodeLabel, Counter>,
     /// 1 while the device endpoint's CRL is past its nextUpdate, else 0.
     pub device_crl_expired: Gauge,
+    /// Number of the device CRL in service (it only grows: a lower one is refused).
+    pub device_crl_number: Gauge,
     /// Open device connections cut because their certificate expired or was revoked, by reason.
     pub device_connections_cut: Family<CodeLabel, Counter>,
     /// Redis latest-value updates that failed (the series are repaired later).
@@ -181,6 +183,12 @@ impl Metrics {
             "1 while the device endpoint's CRL is past its nextUpdate",
             device_crl_expired.clone(),
         );
+        let device_crl_number = Gauge::default();
+        metrics_registry.register(
+            "device_crl_number",
+            "Number of the device CRL in service",
+            device_crl_number.clone(),
+        );
         let device_connections_cut = Family::<CodeLabel, Counter>::default();
         metrics_registry.register(
             "device_connections_cut",
@@ -218,6 +226,7 @@ impl Metrics {
             handshakes_refused,
             renewals_refused,
             device_crl_expired,
+            device_crl_number,
             device_connections_cut,
             redis_failures,
             pool_size,

@@ -1,8 +1,8 @@
 //! The operator's certificate authority in memory: its certificate and signing key, and the
 //! only code that signs anything — device certificates (with a fresh key, or for a key from a
 //! CSR), server certificates and CRLs. It does no file I/O apart from [`Ca::load`]; the
-//! directory operations in [`crate::issue`], [`crate::crl`] and [`mod@crate::renew`] decide what
-//! gets signed and record it.
+//! directory operations in [`crate::issue`] and the issuing service (through [`crate::crl`] and
+//! [`mod@crate::renew`]) decide what gets signed and record it.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -290,7 +290,7 @@ impl Ca {
 }
 
 /// The current time, truncated to whole seconds (what X.509 validity can express).
-pub(crate) fn now() -> OffsetDateTime {
+pub fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now - Duration::nanoseconds(i64::from(now.nanosecond()))
 }

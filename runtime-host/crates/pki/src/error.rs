@@ -63,25 +63,6 @@ pub enum PkiError {
     /// A validity period is empty or out of range.
     #[error("invalid validity: {0}")]
     InvalidValidity(String),
-    /// `revoke_device` was asked about a device that was never issued a certificate.
-    #[error("no certificate was ever issued to device {id:?} of organisation {org:?} (not in {})", index.display())]
-    UnknownDevice {
-        /// The organisation.
-        org: String,
-        /// The device id.
-        id: String,
-        /// The index that was searched.
-        index: PathBuf,
-    },
-    /// `index.json` is not valid.
-    #[error("{} is not a valid certificate index: {source}", path.display())]
-    Index {
-        /// The index file.
-        path: PathBuf,
-        /// The parse or encode error.
-        #[source]
-        source: serde_json::Error,
-    },
     /// rcgen could not build or sign a certificate, key, CRL or CSR.
     #[error("cannot build certificate: {0}")]
     Certificate(#[from] rcgen::Error),
@@ -108,10 +89,12 @@ pub enum PkiError {
     Random,
     /// A replacement CRL is older (a lower CRL number) than the one in service: refused, so an
     /// old signed CRL put back in place cannot undo revocations.
-    #[error("{} holds CRL #{found}, older than CRL #{in_service} in service; keeping that one", path.display())]
+    #[error(
+        "{origin} holds CRL #{found}, older than CRL #{in_service} in service; keeping that one"
+    )]
     StaleCrl {
-        /// The CRL file.
-        path: PathBuf,
+        /// Where the CRL came from (its file, or the PKI ledger).
+        origin: String,
         /// Its CRL number.
         found: u64,
         /// The number of the CRL in service.
@@ -129,8 +112,6 @@ impl PkiError {
             Self::NoCa { .. } => "no_ca",
             Self::InvalidName { .. } => "invalid_name",
             Self::InvalidValidity(_) => "invalid_validity",
-            Self::UnknownDevice { .. } => "unknown_device",
-            Self::Index { .. } => "invalid_index",
             Self::Certificate(_) => "certificate",
             Self::Tls { .. } => "tls",
             Self::Verifier { .. } => "tls_verifier",

@@ -1,7 +1,8 @@
 //! The layout of the PKI directory and the few file primitives every operation uses: reads
 //! that name the file in their error, atomic writes (temp file + rename, so a reader — the TLS
 //! reloader, another process — never sees half a file) with private modes for keys, and the
-//! directory lock that serialises every read-modify-write of `index.json` and `crl.pem`.
+//! directory lock that keeps two commands from interleaving their writes (a key of one with the
+//! certificate of the other).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -12,7 +13,7 @@ use crate::PkiError;
 
 /// Mode of private key files.
 pub(crate) const KEY_MODE: u32 = 0o600;
-/// Mode of certificates, the CRL and the index.
+/// Mode of certificates.
 pub(crate) const PUBLIC_MODE: u32 = 0o644;
 
 /// The paths of the files in a PKI directory (see the crate documentation for what each holds).
@@ -40,16 +41,6 @@ impl PkiPaths {
     /// `ca-key.pem`: the CA private key (mode 0600).
     pub fn ca_key(&self) -> PathBuf {
         self.dir.join("ca-key.pem")
-    }
-
-    /// `crl.pem`: the current CRL, signed by the CA.
-    pub fn crl(&self) -> PathBuf {
-        self.dir.join("crl.pem")
-    }
-
-    /// `index.json`: every device certificate issued, and the last CRL number.
-    pub fn index(&self) -> PathBuf {
-        self.dir.join("index.json")
     }
 
     /// `server.pem`: the device endpoint's certificate.
@@ -83,9 +74,9 @@ impl PkiPaths {
         self.org_devices_dir(org).join(format!("{id}-key.pem"))
     }
 
-    /// `index.lock`: locked while `index.json` and `crl.pem` are being updated.
+    /// `pki.lock`: locked while the CA or the server's key pair is being written.
     pub fn lock(&self) -> PathBuf {
-        self.dir.join("index.lock")
+        self.dir.join("pki.lock")
     }
 }
 
@@ -128,9 +119,8 @@ fn set_mode(_file: &File, _mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Serialises updates of one PKI directory: a process-wide mutex for the threads of this
-/// process (concurrent renewals), and an exclusive file lock on `index.lock` for other
-/// processes (an operator revoking a device while the host renews certificates).
+/// Serialises writes to one PKI directory: a process-wide mutex for the threads of this
+/// process, and an exclusive file lock on `pki.lock` for other processes.
 pub(crate) struct DirLock {
     _file: File,
     _guard: MutexGuard<'static, ()>,

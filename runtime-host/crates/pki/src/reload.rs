@@ -1,13 +1,15 @@
-//! Hot reload of the device endpoint's TLS config. The host asks for [`ReloadingServerConfig::current`]
-//! for each new connection and calls [`ReloadingServerConfig::reload_if_changed`] on a timer;
-//! when the CRL, the CA bundle or the server certificate or key was replaced (the PKI commands
-//! replace files by rename), the config is rebuilt, so a revocation or a new server
-//! certificate applies to new connections without a restart. Connections already open keep
-//! the config they were accepted with.
+//! The device endpoint's TLS config, kept current. The host asks for
+//! [`ReloadingServerConfig::current`] for each new connection. The certificate files are
+//! watched ([`ReloadingServerConfig::reload_if_changed`], on a timer: the PKI commands replace
+//! files by rename); the CRL comes from the PKI ledger and is installed with
+//! [`ReloadingServerConfig::install_crl`]. Either way the config is rebuilt, so a revocation or
+//! a new server certificate applies to new connections without a restart; connections already
+//! open keep the config they were accepted with (the host checks them against
+//! [`ReloadingServerConfig::is_revoked`]).
 //!
-//! The CRL is also checked for freshness: a replacement with a lower CRL number than the one in
-//! service is refused (an old signed CRL put back cannot undo revocations), and
-//! [`ExpiredCrlPolicy`] says what happens once its nextUpdate has passed.
+//! The CRL is also checked for freshness: one with a lower CRL number than the one in service
+//! is refused (an old signed CRL put back cannot undo revocations), and [`ExpiredCrlPolicy`]
+//! says what happens once its nextUpdate has passed.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -16,14 +18,14 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
-use rustls_pki_types::{CertificateRevocationListDer, pem::PemObject};
+use rustls_pki_types::CertificateRevocationListDer;
 use time::OffsetDateTime;
 
 use crate::PkiError;
 use crate::files::PkiPaths;
-use crate::tls::device_server_config;
+use crate::tls::{device_server_config, parse_crls};
 
-/// The files the device endpoint's TLS config is built from.
+/// The files the device endpoint's TLS config is built from, and its CRL policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceTlsFiles {
     /// Server certificate chain, PEM.
@@ -32,14 +34,12 @@ pub struct DeviceTlsFiles {
     pub server_key: PathBuf,
     /// CA bundle that client certificates must chain to, PEM.
     pub client_ca: PathBuf,
-    /// CRL(s) to enforce, PEM; `None` for no revocation checking.
-    pub crl: Option<PathBuf>,
     /// What to do once the CRL's nextUpdate has passed.
     pub expired_crl: ExpiredCrlPolicy,
 }
 
-/// What the device endpoint does with a CRL whose nextUpdate has passed (it is refreshed by
-/// the host holding the CA, by `weir pki refresh-crl`, or by any revocation).
+/// What the device endpoint does with a CRL whose nextUpdate has passed (the issuing service
+/// re-signs it well before, and on every revocation).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpiredCrlPolicy {
@@ -65,15 +65,12 @@ pub struct CrlInfo {
 }
 
 impl CrlInfo {
-    /// Reads the first CRL in the PEM file `path`.
-    pub fn read(path: &Path) -> Result<Self, PkiError> {
-        let origin = path.display().to_string();
+    /// Reads the CRL `der`, from `origin` (named in errors).
+    pub fn parse(der: &CertificateRevocationListDer<'_>, origin: &str) -> Result<Self, PkiError> {
         let invalid = |detail: String| PkiError::Pem {
-            origin: origin.clone(),
+            origin: origin.to_owned(),
             detail,
         };
-        let der = CertificateRevocationListDer::from_pem_file(path)
-            .map_err(|e| invalid(format!("no readable X509 CRL: {e}")))?;
         let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
             .map_err(|e| invalid(format!("not a CRL: {e}")))?;
         let number = crl.crl_number().map_or(0, |n| {
@@ -100,41 +97,57 @@ impl CrlInfo {
 }
 
 impl DeviceTlsFiles {
-    /// The standard files of a PKI directory: `server.pem`, `server-key.pem`, `ca.pem` and
-    /// `crl.pem`.
+    /// The standard files of a PKI directory: `server.pem`, `server-key.pem` and `ca.pem`.
     pub fn in_pki_dir(dir: &Path) -> Self {
         let paths = PkiPaths::new(dir);
         Self {
             server_cert: paths.server_cert(),
             server_key: paths.server_key(),
             client_ca: paths.ca_cert(),
-            crl: Some(paths.crl()),
             expired_crl: ExpiredCrlPolicy::default(),
         }
     }
 
-    /// Builds the config from the files as they are now.
-    pub fn build(&self) -> Result<Arc<ServerConfig>, PkiError> {
+    /// Builds the config from the files as they are now, enforcing `crl` if given.
+    pub fn build(&self, crl: Option<&InstalledCrl>) -> Result<Arc<ServerConfig>, PkiError> {
+        let (ders, origin) = crl.map_or((Vec::new(), ""), |crl| (crl.ders.clone(), &crl.origin));
         device_server_config(
             &self.server_cert,
             &self.server_key,
             &self.client_ca,
-            self.crl.as_deref(),
+            ders,
+            origin,
             self.expired_crl == ExpiredCrlPolicy::Refuse,
         )
     }
 
     fn stamps(&self) -> Vec<Option<FileStamp>> {
-        [
-            Some(&self.server_cert),
-            Some(&self.server_key),
-            Some(&self.client_ca),
-            self.crl.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|p| FileStamp::of(p))
-        .collect()
+        [&self.server_cert, &self.server_key, &self.client_ca]
+            .into_iter()
+            .map(|p| FileStamp::of(p))
+            .collect()
+    }
+}
+
+/// A CRL in service: what it says, and its DER for the verifier.
+#[derive(Debug, Clone)]
+pub struct InstalledCrl {
+    /// Its number, validity and revoked serials.
+    pub info: CrlInfo,
+    ders: Vec<CertificateRevocationListDer<'static>>,
+    origin: String,
+}
+
+impl InstalledCrl {
+    /// Parses the CRL PEM `pem` from `origin` (a file, or the PKI ledger; named in errors).
+    pub fn from_pem(pem: &[u8], origin: &str) -> Result<Self, PkiError> {
+        let ders = parse_crls(pem, origin)?;
+        let info = CrlInfo::parse(&ders[0], origin)?;
+        Ok(Self {
+            info,
+            ders,
+            origin: origin.to_owned(),
+        })
     }
 }
 
@@ -163,46 +176,52 @@ impl FileStamp {
     }
 }
 
-/// The device endpoint's current TLS config, rebuilt when its files change.
+/// The device endpoint's current TLS config, rebuilt when its files change or a newer CRL is
+/// installed.
 #[derive(Debug)]
 pub struct ReloadingServerConfig {
     files: DeviceTlsFiles,
     current: ArcSwap<ServerConfig>,
-    /// Stamps of the files the current config was built from; the mutex also keeps two
-    /// reloads from racing.
-    built_from: Mutex<Vec<Option<FileStamp>>>,
-    /// The CRL in service, if any.
-    crl: Mutex<Option<CrlInfo>>,
+    /// What the current config was built from; the mutex also keeps two rebuilds from racing.
+    state: Mutex<BuiltFrom>,
+}
+
+#[derive(Debug)]
+struct BuiltFrom {
+    stamps: Vec<Option<FileStamp>>,
+    crl: Option<InstalledCrl>,
 }
 
 impl ReloadingServerConfig {
-    /// Builds the first config; fails if the files do not make one.
-    pub fn new(files: DeviceTlsFiles) -> Result<Self, PkiError> {
+    /// Builds the first config, enforcing `crl` (`None`: no revocation checking, for tests of
+    /// the handshake alone); fails if the files do not make one.
+    pub fn new(files: DeviceTlsFiles, crl: Option<InstalledCrl>) -> Result<Self, PkiError> {
         // Stamps are taken before reading, so a change during the build is seen next time.
         let stamps = files.stamps();
-        let crl = files.crl.as_deref().map(CrlInfo::read).transpose()?;
-        let config = files.build()?;
+        let config = files.build(crl.as_ref())?;
         Ok(Self {
             files,
             current: ArcSwap::new(config),
-            built_from: Mutex::new(stamps),
-            crl: Mutex::new(crl),
+            state: Mutex::new(BuiltFrom { stamps, crl }),
         })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BuiltFrom> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The number and validity of the CRL in service, if revocation is checked.
     pub fn crl_info(&self) -> Option<CrlInfo> {
-        self.crl.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.state().crl.as_ref().map(|crl| crl.info.clone())
     }
 
     /// Whether the CRL in service revokes the certificate with serial `serial_hex`: what an
-    /// open connection checks after a reload.
+    /// open connection checks after a new CRL is installed.
     pub fn is_revoked(&self, serial_hex: &str) -> bool {
-        self.crl
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.state()
+            .crl
             .as_ref()
-            .is_some_and(|crl| crl.revoked.contains(&serial_hex.to_ascii_lowercase()))
+            .is_some_and(|crl| crl.info.revoked.contains(&serial_hex.to_ascii_lowercase()))
     }
 
     /// The config to accept a new connection with.
@@ -216,36 +235,40 @@ impl ReloadingServerConfig {
     }
 
     /// Rebuilds the config if any file changed since the last successful build. Returns
-    /// whether it was replaced. On error (including a CRL older than the one in service:
-    /// [`PkiError::StaleCrl`]) the previous config stays in service and the next call tries
-    /// again.
+    /// whether it was replaced. On error the previous config stays in service and the next
+    /// call tries again.
     pub fn reload_if_changed(&self) -> Result<bool, PkiError> {
-        let mut built_from = self.built_from.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state();
         let stamps = self.files.stamps();
-        if stamps == *built_from {
+        if stamps == state.stamps {
             return Ok(false);
         }
-        let mut in_service = self.crl.lock().unwrap_or_else(|p| p.into_inner());
-        let crl = match &self.files.crl {
-            Some(path) => {
-                let found = CrlInfo::read(path)?;
-                if let Some(current) = in_service.as_ref()
-                    && found.number < current.number
-                {
-                    return Err(PkiError::StaleCrl {
-                        path: path.clone(),
-                        found: found.number,
-                        in_service: current.number,
-                    });
-                }
-                Some(found)
-            }
-            None => None,
-        };
-        let config = self.files.build()?;
+        let config = self.files.build(state.crl.as_ref())?;
         self.current.store(config);
-        *built_from = stamps;
-        *in_service = crl;
+        state.stamps = stamps;
+        Ok(true)
+    }
+
+    /// Puts `crl` in service if it is newer than the one in service. Returns whether it was
+    /// installed: false when it has the same number. A CRL with a lower number is refused
+    /// ([`PkiError::StaleCrl`]) and the one in service stays.
+    pub fn install_crl(&self, crl: InstalledCrl) -> Result<bool, PkiError> {
+        let mut state = self.state();
+        if let Some(current) = &state.crl {
+            if crl.info.number < current.info.number {
+                return Err(PkiError::StaleCrl {
+                    origin: crl.origin,
+                    found: crl.info.number,
+                    in_service: current.info.number,
+                });
+            }
+            if crl.info.number == current.info.number {
+                return Ok(false);
+            }
+        }
+        let config = self.files.build(Some(&crl))?;
+        self.current.store(config);
+        state.crl = Some(crl);
         Ok(true)
     }
 }

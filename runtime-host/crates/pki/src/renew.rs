@@ -3,23 +3,19 @@
 //! possession of the new key and nothing else: its subject, SANs and extensions are ignored,
 //! and the new certificate carries the identity the device authenticated with.
 //!
-//! [`renew`] only signs. [`renew_recorded`] is what the device endpoint calls: under the
-//! directory lock it refuses certificates the index does not know, has revoked or has seen
-//! replaced, and renewals sooner than the policy allows; it signs, and records the new
-//! certificate as the device's current one, superseding the presented one. So a revocation can
-//! never race with a renewal and lose, and a stolen key renews at most once: after the real
+//! [`renew`] only signs. [`check_renewal`] is the policy the issuing service applies first,
+//! inside the ledger transaction that then records the new certificate as the device's current
+//! one, superseding the presented one: it refuses certificates the ledger does not know, has
+//! revoked or has seen replaced, and renewals sooner than the interval allows. So a revocation
+//! can never race with a renewal and lose, and a stolen key renews at most once: after the real
 //! device or the thief renews, the other's renewal is refused as a suspected clone.
-
-use std::path::Path;
 
 use rcgen::CertificateSigningRequestParams;
 use time::{Duration, OffsetDateTime};
 
 use crate::PkiError;
-use crate::ca::{BACKDATE, Ca, SignedCert, now, validity_for_days};
-use crate::files::{DirLock, PkiPaths};
+use crate::ca::{BACKDATE, Ca, SignedCert, validity_for_days};
 use crate::identity::DeviceIdentity;
-use crate::index::{CertIndex, IndexEntry};
 
 /// Largest CSR accepted, in bytes of PEM (an ECDSA or RSA-4096 CSR is well under 4 KiB).
 pub const MAX_CSR_LEN: usize = 16 * 1024;
@@ -61,8 +57,8 @@ pub enum RenewError {
         /// Seconds until a renewal is allowed.
         retry_after_secs: u64,
     },
-    /// The certificate the device authenticated with is not in the CA's index.
-    #[error("certificate {serial} of device {device} is not in the CA's index")]
+    /// The certificate the device authenticated with is not in the CA's ledger.
+    #[error("certificate {serial} of device {device} is not in the CA's ledger")]
     UnknownCertificate {
         /// Device id.
         device: String,
@@ -90,21 +86,14 @@ impl RenewError {
 
 /// Signs a certificate valid `days` days for the public key of `csr_pem`, with the subject of
 /// `presented` (the identity already authenticated by mutual TLS). Checks nothing about
-/// revocation and records nothing: see [`renew_recorded`].
+/// revocation and records nothing: see [`check_renewal`].
 pub fn renew(
     ca: &Ca,
     presented: &DeviceIdentity,
     csr_pem: &str,
     days: u32,
 ) -> Result<SignedCert, RenewError> {
-    if csr_pem.len() > MAX_CSR_LEN {
-        return Err(RenewError::InvalidCsr(format!(
-            "larger than {MAX_CSR_LEN} bytes"
-        )));
-    }
-    // Parsing also verifies the CSR's signature: the requester holds the new private key.
-    let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-        .map_err(|e| RenewError::InvalidCsr(e.to_string()))?;
+    let csr = parse_csr(csr_pem)?;
     let (not_before, not_after) = validity_for_days(days)?;
     Ok(ca.sign_device_key(
         &presented.device,
@@ -115,71 +104,77 @@ pub fn renew(
     )?)
 }
 
-/// [`renew`] for the CA of the PKI directory `dir`: refuses a presented certificate that the
-/// index does not list (for this organisation and device), lists as revoked or superseded, or
-/// a renewal less than `min_interval` after the renewal that issued the presented certificate
-/// (one the operator issued may renew at once); then
-/// records the new certificate in the index as the device's current one.
-pub fn renew_recorded(
-    dir: &Path,
-    ca: &Ca,
-    presented: &DeviceIdentity,
-    csr_pem: &str,
-    days: u32,
-    min_interval: Duration,
-) -> Result<SignedCert, RenewError> {
-    let paths = PkiPaths::new(dir);
-    let _lock = DirLock::acquire(&paths)?;
-    let mut index = CertIndex::load(&paths.index())?;
-    let now = now();
-    match index.find_serial(&presented.serial_hex) {
-        Some(entry) if !entry.is_of(&presented.org, &presented.device) => {
-            return Err(RenewError::UnknownCertificate {
-                device: presented.device.clone(),
-                serial: presented.serial_hex.clone(),
-            });
-        }
-        None => {
-            return Err(RenewError::UnknownCertificate {
-                device: presented.device.clone(),
-                serial: presented.serial_hex.clone(),
-            });
-        }
-        Some(entry) if entry.revoked_at.is_some() => {
-            return Err(RenewError::DeviceRevoked {
-                device: presented.device.clone(),
-                serial: presented.serial_hex.clone(),
-            });
-        }
-        Some(entry) if entry.superseded_by.is_some() => {
-            return Err(RenewError::Superseded {
-                device: presented.device.clone(),
-                org: presented.org.clone(),
-                serial: presented.serial_hex.clone(),
-            });
-        }
-        Some(entry) if entry.renewed => {
-            check_interval(entry.not_before, now, min_interval, &presented.device)?;
-        }
-        Some(_) => {}
+/// Checks that `csr_pem` is a CSR that [`renew`] can sign: small enough, well formed, and
+/// signed by the key it asks a certificate for. What an edge host checks before it queues a
+/// renewal, so that the issuing service only sees plausible requests.
+pub fn check_csr(csr_pem: &str) -> Result<(), RenewError> {
+    parse_csr(csr_pem).map(drop)
+}
+
+fn parse_csr(csr_pem: &str) -> Result<CertificateSigningRequestParams, RenewError> {
+    if csr_pem.len() > MAX_CSR_LEN {
+        return Err(RenewError::InvalidCsr(format!(
+            "larger than {MAX_CSR_LEN} bytes"
+        )));
     }
-    let signed = renew(ca, presented, csr_pem, days)?;
-    index.supersede_with(
-        IndexEntry {
-            id: presented.device.clone(),
+    // Parsing also verifies the CSR's signature: the requester holds the new private key.
+    CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| RenewError::InvalidCsr(e.to_string()))
+}
+
+/// What the ledger knows of the certificate a device renews with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertStatus {
+    /// Its organisation.
+    pub org: String,
+    /// Its device id.
+    pub device: String,
+    /// Start of its validity.
+    pub not_before: OffsetDateTime,
+    /// Whether it was revoked.
+    pub revoked: bool,
+    /// Whether a newer certificate replaced it.
+    pub superseded: bool,
+    /// Whether a renewal issued it (the renewal interval counts from such a certificate; one
+    /// the operator issued may renew at once, a device replacing its factory key).
+    pub renewed: bool,
+}
+
+/// Whether `presented` may renew, given what the ledger knows of its certificate (`None`:
+/// the CA never issued it): refused if unknown or of another device, revoked, superseded (a
+/// suspected clone: whoever renewed it before holds the newer certificate), or renewed less
+/// than `min_interval` ago.
+pub fn check_renewal(
+    status: Option<&CertStatus>,
+    presented: &DeviceIdentity,
+    now: OffsetDateTime,
+    min_interval: Duration,
+) -> Result<(), RenewError> {
+    let unknown = || RenewError::UnknownCertificate {
+        device: presented.device.clone(),
+        serial: presented.serial_hex.clone(),
+    };
+    let status = status.ok_or_else(unknown)?;
+    if status.org != presented.org || status.device != presented.device {
+        return Err(unknown());
+    }
+    if status.revoked {
+        return Err(RenewError::DeviceRevoked {
+            device: presented.device.clone(),
+            serial: presented.serial_hex.clone(),
+        });
+    }
+    if status.superseded {
+        return Err(RenewError::Superseded {
+            device: presented.device.clone(),
             org: presented.org.clone(),
-            serial: signed.serial_hex.clone(),
-            not_before: signed.not_before,
-            not_after: signed.not_after,
-            revoked_at: None,
-            superseded_by: None,
-            superseded_at: None,
-            renewed: true,
-        },
-        now,
-    );
-    index.save(&paths.index())?;
-    Ok(signed)
+            serial: presented.serial_hex.clone(),
+        });
+    }
+    if status.renewed {
+        check_interval(status.not_before, now, min_interval, &presented.device)?;
+    }
+    Ok(())
 }
 
 /// Refuses a renewal less than `min_interval` after the current certificate was issued

@@ -45,24 +45,22 @@ impl ClientAlpn {
 
 /// The device endpoint's config: presents `server_cert_pem`/`server_key_pem`, requires a
 /// client certificate that chains to a CA in `client_ca_pem` (and nothing else), not revoked
-/// by the CRL(s) in `crl_pem` when given; with `enforce_crl_expiry`, a CRL past its nextUpdate
-/// refuses every client certificate. ALPN `h2`, then `http/1.1`.
+/// by `crls` (from `crl_origin`, named in errors) when given; with `enforce_crl_expiry`, a CRL
+/// past its nextUpdate refuses every client certificate. ALPN `h2`, then `http/1.1`.
 pub fn device_server_config(
     server_cert_pem: &Path,
     server_key_pem: &Path,
     client_ca_pem: &Path,
-    crl_pem: Option<&Path>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    crl_origin: &str,
     enforce_crl_expiry: bool,
 ) -> Result<Arc<ServerConfig>, PkiError> {
     let provider = provider();
     let roots = load_roots(client_ca_pem)?;
-    let crls = match crl_pem {
-        Some(path) => load_crls(path)?,
-        None => Vec::new(),
-    };
-    let origin = match crl_pem {
-        Some(crl) => format!("{} and {}", client_ca_pem.display(), crl.display()),
-        None => client_ca_pem.display().to_string(),
+    let origin = if crls.is_empty() {
+        client_ca_pem.display().to_string()
+    } else {
+        format!("{} and {crl_origin}", client_ca_pem.display())
     };
     // Revocation policy left at its strict defaults on purpose: the CRL comes from the same CA
     // that issued every client certificate, so a certificate whose status it cannot tell (an
@@ -224,13 +222,16 @@ fn roots_from(
     Ok(roots)
 }
 
-fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, PkiError> {
-    let origin = path.display().to_string();
-    let crls = CertificateRevocationListDer::pem_slice_iter(&read_bytes(path)?)
+/// The CRLs in a PEM text (at least one), for error messages described by `origin`.
+pub(crate) fn parse_crls(
+    pem: &[u8],
+    origin: &str,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, PkiError> {
+    let crls = CertificateRevocationListDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(&origin, format!("invalid PEM: {e}")))?;
+        .map_err(|e| pem_error(origin, format!("invalid PEM: {e}")))?;
     if crls.is_empty() {
-        return Err(pem_error(&origin, "no X509 CRL found".into()));
+        return Err(pem_error(origin, "no X509 CRL found".into()));
     }
     Ok(crls)
 }

@@ -25,7 +25,7 @@
 //! Code map: `schema` is the one place that defines tables (migrations, partition DDL);
 //! `batches` is the write path; `partitions`, `series` and `values` serve it; `metadata` and
 //! `notify` handle key metadata (`notify` also listens for `registry`, the function registry;
-//! `staging` holds its staged versions and the roll of hosts); `tokens` the API tokens; `events` the alert events; `webhooks` the webhooks and their outbox; `reads` and `maintenance` hold the
+//! `staging` holds its staged versions and the roll of hosts); `tokens` the API tokens; `events` the alert events; `webhooks` the webhooks and their outbox; `pki` the device PKI's ledger (certificates, CRL, renewal queue); `reads` and `maintenance` hold the
 //! remaining PostgreSQL operations; `latest` and `repair` are the Redis side; `model` holds the plain data types,
 //! `timestamp` the accepted time range and month arithmetic, `error` classifies every failure.
 //! Every SQL statement is static text with bind parameters, prepared once per connection
@@ -43,6 +43,7 @@ mod metadata;
 mod model;
 mod notify;
 mod partitions;
+mod pki;
 mod postgres;
 mod reads;
 mod regions;
@@ -68,6 +69,10 @@ pub use model::{
     NewToken, StoredValue, TokenInfo,
 };
 pub use notify::{MetadataChange, MetadataListener, listen_metadata_changes};
+pub use pki::{
+    CrlEntry, IssuedCertificate, PkiEvent, PkiListener, PublishedCrl, RenewalAnswer,
+    RenewalOutcome, RenewalRequest, SignedCrl, listen_pki,
+};
 pub use postgres::{PoolStatus, Storage};
 pub use regions::{DeviceMove, DeviceMoveListener, listen_device_moves};
 pub use registry::{

@@ -14,17 +14,22 @@ use crate::postgres::Storage;
 
 /// How many batch rows one DELETE removes, so retention never holds long locks.
 const DELETE_CHUNK: i64 = 10_000;
+/// How long renewal requests are kept (answered ones are read once, within seconds).
+const RENEWAL_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// What one [`Storage::maintain`] run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MaintenanceReport {
     /// Batch ids forgotten because they were older than the retention window.
     pub batches_deleted: u64,
+    /// Renewal requests forgotten (older than a day).
+    pub renewals_deleted: u64,
 }
 
 impl Storage {
     /// Creates the partitions from last month to three months ahead, and deletes the `batches`
-    /// rows received more than `batch_retention` ago (in chunks).
+    /// rows received more than `batch_retention` ago (in chunks), and renewal requests older than a
+    /// day.
     pub async fn maintain(&self, batch_retention: Duration) -> Result<MaintenanceReport> {
         self.ensure_partitions_around_now().await?;
         let client = self.client().await?;
@@ -47,6 +52,7 @@ impl Storage {
                 break;
             }
         }
+        report.renewals_deleted = self.forget_renewals(RENEWAL_RETENTION).await?;
         if report.batches_deleted > 0 {
             info!(
                 batches_deleted = report.batches_deleted,

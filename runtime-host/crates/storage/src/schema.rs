@@ -299,6 +299,60 @@ CREATE TABLE alert_states (
 );
 "#,
     },
+    Migration {
+        version: 10,
+        name: "the device PKI's ledger, shared by every region",
+        sql: r#"
+-- Every device certificate the CA issued (by the operator or by renewal). A device is
+-- (org, device); its current certificate is the one not superseded, at most one per device.
+CREATE TABLE pki_certificates (
+    serial        text PRIMARY KEY CHECK (serial ~ '^[0-9a-f]+$'),
+    org           text NOT NULL,
+    device        text NOT NULL,
+    not_before    timestamptz NOT NULL,
+    not_after     timestamptz NOT NULL,
+    renewed       boolean NOT NULL,
+    revoked_at    timestamptz,
+    superseded_by text,
+    superseded_at timestamptz,
+    issued_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX pki_certificates_device ON pki_certificates (org, device);
+CREATE UNIQUE INDEX pki_certificates_current ON pki_certificates (org, device)
+    WHERE superseded_by IS NULL;
+-- What a CRL lists: certificates revoked or superseded, until they expire.
+CREATE INDEX pki_certificates_retired ON pki_certificates (not_after)
+    WHERE revoked_at IS NOT NULL OR superseded_at IS NOT NULL;
+
+-- The CRL in force: one row, its number only ever grows. Hosts follow it (`weir_pki`).
+CREATE TABLE pki_crl (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    number      bigint NOT NULL CHECK (number > 0),
+    pem         text NOT NULL,
+    this_update timestamptz NOT NULL,
+    next_update timestamptz NOT NULL
+);
+
+-- Renewals asked by devices through edge hosts, answered by the issuing service (`weir ca
+-- serve`), the only holder of the CA key. A row is answered once: a certificate or a refusal.
+CREATE TABLE pki_renewals (
+    id               bigserial PRIMARY KEY,
+    org              text NOT NULL,
+    device           text NOT NULL,
+    presented_serial text NOT NULL,
+    csr              text NOT NULL,
+    requested_at     timestamptz NOT NULL DEFAULT now(),
+    answered_at      timestamptz,
+    certificate      text,
+    serial           text,
+    not_after        timestamptz,
+    refusal_code     text,
+    refusal_message  text,
+    retry_after_s    bigint
+);
+CREATE INDEX pki_renewals_pending ON pki_renewals (id) WHERE answered_at IS NULL;
+"#,
+    },
 ];
 
 /// Applies the migrations this database lacks; returns how many ran.

@@ -1,45 +1,59 @@
-//! The operator's commands on the PKI directory: what they write, what they refuse.
+//! The operator's commands on the PKI directory (what they write, what they refuse), the CA
+//! loaded back from it, and the device endpoint's config kept current: file reloads and CRLs
+//! installed from the ledger. Recording certificates, revocations and the CRL number is the
+//! PKI ledger's job (PostgreSQL, tested with it); this crate only signs and parses.
 
-use rustls::pki_types::CertificateRevocationListDer;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use rustls::pki_types::pem::PemObject;
-use weir_pki::{CertIndex, DeviceTlsFiles, PkiError, ReloadingServerConfig};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, RootCertStore};
+use weir_pki::{DeviceTlsFiles, InstalledCrl, PkiError, ReloadingServerConfig};
 
-use crate::support::Pki;
+use crate::support::{Pki, days, now};
 
-fn crl_of(pki: &Pki) -> (u64, Vec<String>) {
-    let der = CertificateRevocationListDer::from_pem_file(pki.path().join("crl.pem")).unwrap();
-    let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
-    let number = crl
-        .crl_number()
-        .expect("CRL number")
-        .to_string()
-        .parse()
-        .unwrap();
-    let serials = crl
-        .iter_revoked_certificates()
-        .map(|r| hex::encode(r.raw_serial()))
-        .collect();
-    (number, serials)
+/// The names in `dir`, apart from the lock file the commands take.
+fn files_in(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != "pki.lock")
+        .collect()
 }
 
-fn index_of(pki: &Pki) -> CertIndex {
-    CertIndex::load(&pki.path().join("index.json")).unwrap()
+#[cfg(unix)]
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The config enforcing an empty CRL #1 of `pki`'s CA.
+fn reloading(pki: &Pki) -> ReloadingServerConfig {
+    ReloadingServerConfig::new(
+        DeviceTlsFiles::in_pki_dir(pki.path()),
+        Some(pki.publish_crl(1, &[])),
+    )
+    .unwrap()
 }
 
 #[test]
-fn init_writes_the_ca_an_empty_crl_and_an_empty_index() {
+fn init_writes_only_the_ca_certificate_and_its_private_key() {
     let dir = tempfile::tempdir().unwrap();
     let files = weir_pki::init_ca(dir.path(), "Operator CA").unwrap();
 
-    assert!(files.cert.is_file() && files.crl.is_file() && files.index.is_file());
+    assert_eq!(files.cert, dir.path().join("ca.pem"));
+    assert_eq!(files.key, dir.path().join("ca-key.pem"));
+    assert_eq!(
+        files_in(dir.path()),
+        BTreeSet::from(["ca-key.pem".to_owned(), "ca.pem".to_owned()]),
+        "no index or CRL in the directory any more"
+    );
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&files.key).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "CA key is private");
-    }
+    assert_eq!(mode_of(&files.key), 0o600, "CA key is private");
     let ca_pem = std::fs::read(&files.cert).unwrap();
-    let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(&ca_pem).unwrap();
+    let ca_der = CertificateDer::from_pem_slice(&ca_pem).unwrap();
     let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
     assert!(ca.is_ca());
     let usage = ca.key_usage().unwrap().unwrap().value;
@@ -47,11 +61,9 @@ fn init_writes_the_ca_an_empty_crl_and_an_empty_index() {
     let years = (ca.validity().not_after.timestamp() - ca.validity().not_before.timestamp())
         / (365 * 86_400);
     assert_eq!(years, 10);
-    let index = CertIndex::load(&files.index).unwrap();
-    assert_eq!((index.crl_number, index.certificates.len()), (1, 0));
-    let der = CertificateRevocationListDer::from_pem_file(&files.crl).unwrap();
-    let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
-    assert_eq!(crl.iter_revoked_certificates().count(), 0);
+    // The key written is the certificate's.
+    let loaded = weir_pki::Ca::load(dir.path()).unwrap();
+    assert_eq!(loaded.cert_der(), &ca_der);
 }
 
 #[test]
@@ -63,6 +75,19 @@ fn init_refuses_to_overwrite_an_existing_ca() {
 
     assert_eq!(err.code(), "ca_exists", "{err}");
     assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+    assert_eq!(
+        std::fs::read(pki.path().join("ca-key.pem")).unwrap(),
+        key_before
+    );
+
+    // A key alone is a CA too: its certificate may be restored, the key never replaced.
+    std::fs::remove_file(pki.path().join("ca.pem")).unwrap();
+    let err = weir_pki::init_ca(pki.path(), "Second CA").unwrap_err();
+    let PkiError::CaExists { existing, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(existing.ends_with("ca-key.pem"), "{err}");
+    assert!(!pki.path().join("ca.pem").exists());
     assert_eq!(
         std::fs::read(pki.path().join("ca-key.pem")).unwrap(),
         key_before
@@ -80,34 +105,37 @@ fn commands_without_a_ca_say_so() {
 }
 
 #[test]
-fn issued_device_is_recorded_in_the_index() {
+fn issued_device_files_hold_its_identity_and_a_private_key() {
     let pki = Pki::new();
+    let before = files_in(pki.path());
 
     let files = weir_pki::issue_device(pki.path(), "meter-0042", "acme", 7).unwrap();
 
     assert!(files.cert.ends_with("devices/acme/meter-0042.pem"));
     assert!(files.key.ends_with("devices/acme/meter-0042-key.pem"));
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&files.key).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "device key is private");
-    }
-    let index = index_of(&pki);
-    let [entry] = index.certificates.as_slice() else {
-        panic!("one entry expected: {index:?}");
-    };
+    assert_eq!(mode_of(&files.key), 0o600, "device key is private");
+    let der = CertificateDer::from_pem_file(&files.cert).unwrap();
+    let identity = weir_pki::identity_from_cert(&der).unwrap();
     assert_eq!(
-        (entry.id.as_str(), entry.org.as_str()),
+        (identity.device.as_str(), identity.org.as_str()),
         ("meter-0042", "acme")
     );
-    assert_eq!(entry.serial, files.serial_hex);
-    assert_eq!(entry.not_after, files.not_after);
-    assert!(entry.revoked_at.is_none());
-    let days = (entry.not_after - entry.not_before).whole_days();
+    assert_eq!(identity.serial_hex, files.serial_hex);
+    assert_eq!(identity.not_after, files.not_after.unix_timestamp());
+    let days = (files.not_after - files.not_before).whole_days();
     assert!((7..=8).contains(&days), "{days}");
-    let json = std::fs::read_to_string(pki.path().join("index.json")).unwrap();
-    assert!(json.contains("\"revoked_at\": null"), "{json}");
+    assert_eq!(
+        files_in(pki.path()),
+        &before | &BTreeSet::from(["devices".to_owned()]),
+        "only the device's files are written"
+    );
+
+    // The same id in another organisation is another device, with its own files.
+    let globex = weir_pki::issue_device(pki.path(), "meter-0042", "globex", 7).unwrap();
+    assert_ne!(globex.cert, files.cert);
+    assert_ne!(globex.serial_hex, files.serial_hex);
+    assert!(files.cert.is_file() && globex.cert.is_file());
 }
 
 #[test]
@@ -124,7 +152,7 @@ fn invalid_device_ids_and_orgs_are_rejected() {
         let err = weir_pki::issue_device(pki.path(), id, org, 7).unwrap_err();
         assert_eq!(err.code(), "invalid_name", "{id:?}/{org:?}: {err}");
     }
-    assert!(index_of(&pki).certificates.is_empty());
+    assert!(!pki.path().join("devices").exists(), "nothing written");
 }
 
 #[test]
@@ -146,81 +174,51 @@ fn invalid_server_names_are_rejected() {
 }
 
 #[test]
-fn revoking_an_unknown_device_is_an_error() {
-    let pki = Pki::new();
-    weir_pki::issue_device(pki.path(), "meter-known", "acme", 7).unwrap();
-
-    let err = weir_pki::revoke_device(pki.path(), "acme", "meter-unknown").unwrap_err();
-
-    assert!(matches!(err, PkiError::UnknownDevice { .. }), "{err:?}");
-    assert_eq!(err.code(), "unknown_device");
-    assert_eq!(crl_of(&pki).0, 1, "no new CRL");
-}
-
-#[test]
-fn revoking_lists_every_certificate_of_the_device_in_a_new_crl() {
-    let pki = Pki::new();
-    let first = weir_pki::issue_device(pki.path(), "meter-twice", "acme", 7).unwrap();
-    let second = weir_pki::issue_device(pki.path(), "meter-twice", "acme", 7).unwrap();
-    let other = weir_pki::issue_device(pki.path(), "meter-other", "acme", 7).unwrap();
-
-    let revocation = weir_pki::revoke_device(pki.path(), "acme", "meter-twice").unwrap();
-
-    let mut expected = vec![first.serial_hex.clone(), second.serial_hex.clone()];
-    let index = index_of(&pki);
-    assert_eq!(
-        index.find_serial(&first.serial_hex).unwrap().superseded_by,
-        Some(second.serial_hex.clone()),
-        "issuing again supersedes the earlier certificate"
-    );
-    assert_eq!(revocation.newly_revoked, expected);
-    assert_eq!(revocation.crl_number, 2);
-    let (number, mut listed) = crl_of(&pki);
-    assert_eq!(number, 2);
-    listed.sort();
-    expected.sort();
-    assert_eq!(listed, expected);
-    let index = index_of(&pki);
-    let other_entry = index.find_serial(&other.serial_hex).unwrap();
-    assert!(other_entry.revoked_at.is_none());
-
-    // Again: nothing new to revoke, but a fresh CRL with the same list.
-    let again = weir_pki::revoke_device(pki.path(), "acme", "meter-twice").unwrap();
-    assert!(again.newly_revoked.is_empty());
-    assert_eq!(crl_of(&pki).0, 3);
-    assert_eq!(crl_of(&pki).1.len(), 2);
-}
-
-#[test]
 fn reload_does_nothing_while_the_files_are_unchanged() {
     let pki = Pki::new();
-    let reloading = ReloadingServerConfig::new(DeviceTlsFiles::in_pki_dir(pki.path())).unwrap();
+    let reloading = reloading(&pki);
     let before = reloading.current();
 
     assert!(!reloading.reload_if_changed().unwrap());
-    assert!(std::sync::Arc::ptr_eq(&before, &reloading.current()));
+    assert!(Arc::ptr_eq(&before, &reloading.current()));
 
-    weir_pki::refresh_crl(pki.path()).unwrap();
-    assert!(reloading.reload_if_changed().unwrap());
-    assert!(!std::sync::Arc::ptr_eq(&before, &reloading.current()));
+    weir_pki::issue_server(pki.path(), &["localhost".to_owned()], 30).unwrap();
+    assert!(
+        reloading.reload_if_changed().unwrap(),
+        "new server key pair"
+    );
+    let after = reloading.current();
+    assert!(!Arc::ptr_eq(&before, &after));
+    assert!(!reloading.reload_if_changed().unwrap());
+    assert!(Arc::ptr_eq(&after, &reloading.current()));
+    assert_eq!(
+        reloading.crl_info().unwrap().number,
+        1,
+        "the CRL in service stays"
+    );
 }
 
 #[test]
 fn failed_reload_keeps_the_previous_config() {
     let pki = Pki::new();
-    let reloading = ReloadingServerConfig::new(DeviceTlsFiles::in_pki_dir(pki.path())).unwrap();
+    let reloading = reloading(&pki);
     let before = reloading.current();
-    std::fs::write(pki.path().join("crl.pem"), "not a CRL").unwrap();
+    std::fs::write(pki.path().join("server.pem"), "not a certificate").unwrap();
 
     let err = reloading.reload_if_changed().unwrap_err();
 
-    assert!(err.to_string().contains("crl.pem"), "{err}");
-    assert!(std::sync::Arc::ptr_eq(&before, &reloading.current()));
-    weir_pki::refresh_crl(pki.path()).unwrap();
+    assert!(err.to_string().contains("server.pem"), "{err}");
+    assert!(Arc::ptr_eq(&before, &reloading.current()));
+    assert!(
+        reloading.reload_if_changed().is_err(),
+        "still broken: tried again, not marked as loaded"
+    );
+    weir_pki::issue_server(pki.path(), &["localhost".to_owned()], 30).unwrap();
     assert!(
         reloading.reload_if_changed().unwrap(),
         "retried once repaired"
     );
+    assert!(!Arc::ptr_eq(&before, &reloading.current()));
 }
 
 #[test]
@@ -231,7 +229,8 @@ fn tls_config_errors_name_the_file() {
         &pki.path().join("server.pem"),
         &pki.path().join("server-key.pem"),
         &missing,
-        None,
+        Vec::new(),
+        "",
         true,
     )
     .unwrap_err();
@@ -252,96 +251,146 @@ fn tls_config_errors_name_the_file() {
     )
     .unwrap_err();
     assert_eq!(err.code(), "tls", "{err}");
+
+    // A CRL that is not one names where it came from.
+    for garbage in [&b"not a CRL"[..], pki.ca_pem().as_bytes()] {
+        let err = InstalledCrl::from_pem(garbage, "the ledger's CRL #7").unwrap_err();
+        assert_eq!(err.code(), "pem", "{err}");
+        assert!(err.to_string().contains("the ledger's CRL #7"), "{err}");
+    }
 }
 
 #[test]
 fn ca_reloads_from_the_directory_and_signs_verifiable_certificates() {
     let pki = Pki::new();
     let ca = pki.ca();
-    assert_eq!(
-        ca.cert_pem(),
-        std::fs::read_to_string(pki.path().join("ca.pem")).unwrap()
-    );
+    assert_eq!(ca.cert_pem(), pki.ca_pem());
     let again = weir_pki::Ca::from_pem(ca.cert_pem(), &ca.key_pem()).unwrap();
     assert_eq!(again.cert_der(), ca.cert_der());
     let other = weir_pki::Ca::generate_in_memory("Other").unwrap();
     let err = weir_pki::Ca::from_pem(ca.cert_pem(), &other.key_pem()).unwrap_err();
     assert_eq!(err.code(), "pem", "mismatched key: {err}");
-}
 
-#[test]
-fn revoking_a_device_leaves_the_same_id_in_another_organisation_alone() {
-    let pki = Pki::new();
-    let acme = weir_pki::issue_device(pki.path(), "meter-1", "acme", 7).unwrap();
-    let globex = weir_pki::issue_device(pki.path(), "meter-1", "globex", 7).unwrap();
-    assert_ne!(
-        acme.cert, globex.cert,
-        "each organisation has its own files"
-    );
-    assert!(acme.cert.is_file() && globex.cert.is_file());
-
-    let revocation = weir_pki::revoke_device(pki.path(), "acme", "meter-1").unwrap();
-
-    assert_eq!(revocation.newly_revoked, vec![acme.serial_hex.clone()]);
-    assert_eq!(crl_of(&pki).1, vec![acme.serial_hex]);
-    let index = index_of(&pki);
-    let other = index.find_serial(&globex.serial_hex).unwrap();
-    assert!(other.revoked_at.is_none() && other.superseded_by.is_none());
-}
-
-#[test]
-fn a_superseded_certificate_enters_the_crl_once_its_grace_has_passed() {
-    let pki = Pki::new();
-    let first = weir_pki::issue_device(pki.path(), "meter-replaced", "acme", 7).unwrap();
-    let second = weir_pki::issue_device(pki.path(), "meter-replaced", "acme", 7).unwrap();
-
-    weir_pki::refresh_crl(pki.path()).unwrap();
-    assert!(crl_of(&pki).1.is_empty(), "still within its grace");
-
-    // Move the supersession back past the grace, as if the hour had gone by.
-    let mut index = index_of(&pki);
-    let entry = index
-        .certificates
-        .iter_mut()
-        .find(|e| e.serial == first.serial_hex)
+    // What the reloaded CA signs verifies against ca.pem; what another CA signs does not.
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.ca_pem_path()).unwrap())
         .unwrap();
-    entry.superseded_at = Some(
-        time::OffsetDateTime::now_utc() - weir_pki::SUPERSEDED_GRACE - time::Duration::minutes(1),
-    );
-    index.save(&pki.path().join("index.json")).unwrap();
-    weir_pki::refresh_crl(pki.path()).unwrap();
-
-    assert_eq!(crl_of(&pki).1, vec![first.serial_hex]);
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .unwrap();
+    let verify = |ca: &weir_pki::Ca| {
+        let issued = ca
+            .issue_device_cert("meter-1", "acme", now() - days(1), now() + days(1))
+            .unwrap();
+        let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        verifier.verify_client_cert(&der, &[], UnixTime::now())
+    };
+    verify(&again).expect("signed by the reloaded CA");
+    let err = verify(&other).unwrap_err();
     assert!(
-        index_of(&pki)
-            .find_serial(&second.serial_hex)
-            .unwrap()
-            .superseded_by
-            .is_none()
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+        ),
+        "{err:?}"
     );
 }
 
 #[test]
-fn an_older_crl_put_back_in_place_is_refused_and_the_newer_one_stays() {
+fn a_crl_listing_a_serial_revokes_that_certificate_only() {
     let pki = Pki::new();
-    let crl = pki.path().join("crl.pem");
-    let old = std::fs::read(&crl).unwrap();
-    weir_pki::issue_device(pki.path(), "meter-gone", "acme", 7).unwrap();
-    weir_pki::revoke_device(pki.path(), "acme", "meter-gone").unwrap();
-    let reloading = ReloadingServerConfig::new(DeviceTlsFiles::in_pki_dir(pki.path())).unwrap();
-    let in_service = reloading.crl_info().unwrap().number;
+    let reloading = reloading(&pki);
+    let revoked = weir_pki::issue_device(pki.path(), "meter-gone", "acme", 7).unwrap();
+    let kept = weir_pki::issue_device(pki.path(), "meter-kept", "acme", 7).unwrap();
+    assert!(
+        !reloading.is_revoked(&revoked.serial_hex),
+        "CRL #1 is empty"
+    );
     let before = reloading.current();
 
-    // Written aside and renamed, as a restore from an old backup would.
-    std::fs::write(pki.path().join("crl.old"), &old).unwrap();
-    std::fs::rename(pki.path().join("crl.old"), &crl).unwrap();
-    let err = reloading.reload_if_changed().unwrap_err();
+    let crl = pki.publish_crl(2, &[&revoked.serial_hex]);
+    assert_eq!(crl.info.number, 2);
+    assert_eq!(
+        crl.info.revoked.iter().collect::<Vec<_>>(),
+        vec![&revoked.serial_hex]
+    );
+    let (this_update, next_update) = (crl.info.this_update, crl.info.next_update);
+    assert!(reloading.install_crl(crl).unwrap());
+
+    assert!(reloading.is_revoked(&revoked.serial_hex));
+    assert!(
+        reloading.is_revoked(&revoked.serial_hex.to_ascii_uppercase()),
+        "serials compare case-insensitively"
+    );
+    assert!(!reloading.is_revoked(&kept.serial_hex));
+    let info = reloading.crl_info().unwrap();
+    assert_eq!(info.number, 2);
+    assert_eq!(
+        (info.this_update, info.next_update),
+        (this_update, next_update)
+    );
+    assert_eq!(next_update, Some(this_update + days(7)));
+    assert!(!info.is_expired(now()));
+    assert!(
+        !Arc::ptr_eq(&before, &reloading.current()),
+        "new connections get a config enforcing it"
+    );
+
+    // Without a CRL nothing is revoked, and the first CRL installed is taken whatever its number.
+    let unchecked =
+        ReloadingServerConfig::new(DeviceTlsFiles::in_pki_dir(pki.path()), None).unwrap();
+    assert!(unchecked.crl_info().is_none());
+    assert!(!unchecked.is_revoked(&revoked.serial_hex));
+    assert!(
+        unchecked
+            .install_crl(pki.publish_crl(5, &[&kept.serial_hex]))
+            .unwrap()
+    );
+    assert_eq!(unchecked.crl_info().unwrap().number, 5);
+    assert!(unchecked.is_revoked(&kept.serial_hex));
+    assert!(!unchecked.is_revoked(&revoked.serial_hex));
+}
+
+#[test]
+fn an_older_crl_is_refused_and_the_newer_one_stays() {
+    let pki = Pki::new();
+    let gone = weir_pki::issue_device(pki.path(), "meter-gone", "acme", 7).unwrap();
+    let old = pki.publish_crl(1, &[]);
+    let reloading = ReloadingServerConfig::new(
+        DeviceTlsFiles::in_pki_dir(pki.path()),
+        Some(pki.publish_crl(2, &[&gone.serial_hex])),
+    )
+    .unwrap();
+    let before = reloading.current();
+
+    // An old signed CRL (a restored backup, a replayed message) cannot undo the revocation.
+    let err = reloading.install_crl(old).unwrap_err();
 
     assert_eq!(err.code(), "stale_crl", "{err}");
-    assert_eq!(reloading.crl_info().unwrap().number, in_service);
-    assert!(std::sync::Arc::ptr_eq(&before, &reloading.current()));
-    // A newer CRL is taken again.
-    weir_pki::refresh_crl(pki.path()).unwrap();
-    assert!(reloading.reload_if_changed().unwrap());
-    assert!(reloading.crl_info().unwrap().number > in_service);
+    let PkiError::StaleCrl {
+        found, in_service, ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!((*found, *in_service), (1, 2));
+    assert!(err.to_string().contains("test CRL #1"), "{err}");
+    assert_eq!(reloading.crl_info().unwrap().number, 2);
+    assert!(reloading.is_revoked(&gone.serial_hex));
+    assert!(Arc::ptr_eq(&before, &reloading.current()));
+
+    // The same number again (another host publishing it, say) changes nothing, whatever it lists.
+    assert!(!reloading.install_crl(pki.publish_crl(2, &[])).unwrap());
+    assert!(reloading.is_revoked(&gone.serial_hex));
+    assert!(Arc::ptr_eq(&before, &reloading.current()));
+
+    // A newer CRL is taken.
+    assert!(reloading.install_crl(pki.publish_crl(3, &[])).unwrap());
+    assert_eq!(reloading.crl_info().unwrap().number, 3);
+    assert!(!reloading.is_revoked(&gone.serial_hex));
+    assert!(!Arc::ptr_eq(&before, &reloading.current()));
 }

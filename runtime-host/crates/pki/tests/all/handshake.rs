@@ -7,7 +7,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{CertificateError, ClientConfig, Error, RootCertStore};
 use weir_pki::{Ca, ClientAlpn};
 
-use crate::support::{Pki, connect, days, handshake, now};
+use crate::support::{Pki, connect, crl_signed_by, days, handshake, now};
 
 fn assert_refused_for(
     outcome: &crate::support::Outcome,
@@ -29,7 +29,7 @@ fn cert_error(e: &Error, expected: impl Fn(&CertificateError) -> bool) -> bool {
 async fn valid_device_is_admitted_over_h2_with_its_identity() {
     let pki = Pki::new();
     let mut server = pki.serve().await;
-    let client = pki.enrolled_client("meter-0001", "acme");
+    let (files, client) = pki.enrolled("meter-0001", "acme");
 
     let (outcome, accepted) = handshake(&mut server, client).await;
 
@@ -41,11 +41,10 @@ async fn valid_device_is_admitted_over_h2_with_its_identity() {
     assert_eq!(accepted.alpn.as_deref(), Some(&b"h2"[..]));
     assert_eq!(accepted.identity.device, "meter-0001");
     assert_eq!(accepted.identity.org, "acme");
-    let index = weir_pki::CertIndex::load(&pki.path().join("index.json")).unwrap();
-    assert_eq!(accepted.identity.serial_hex, index.certificates[0].serial);
+    assert_eq!(accepted.identity.serial_hex, files.serial_hex);
     assert_eq!(
         accepted.identity.not_after,
-        index.certificates[0].not_after.unix_timestamp()
+        files.not_after.unix_timestamp()
     );
 }
 
@@ -188,10 +187,10 @@ async fn not_yet_valid_certificate_is_refused() {
 }
 
 #[tokio::test]
-async fn revoked_device_is_refused_after_reload_while_others_get_in() {
+async fn revoked_device_is_refused_once_the_crl_is_installed_while_others_get_in() {
     let pki = Pki::new();
     let mut server = pki.serve().await;
-    let doomed = pki.enrolled_client("meter-doomed", "acme");
+    let (doomed_files, doomed) = pki.enrolled("meter-doomed", "acme");
     let neighbour = pki.enrolled_client("meter-neighbour", "acme");
     let (before, _) = handshake(&mut server, doomed.clone()).await;
     assert!(
@@ -199,20 +198,50 @@ async fn revoked_device_is_refused_after_reload_while_others_get_in() {
         "admitted before revocation: {before:?}"
     );
 
-    let revocation = weir_pki::revoke_device(pki.path(), "acme", "meter-doomed").unwrap();
-    assert_eq!(revocation.newly_revoked.len(), 1);
-    assert!(
-        server.config.reload_if_changed().unwrap(),
-        "CRL change seen"
-    );
+    let crl = pki.publish_crl(2, &[&doomed_files.serial_hex]);
+    assert!(server.config.install_crl(crl).unwrap(), "CRL #2 installed");
+    assert!(server.config.is_revoked(&doomed_files.serial_hex));
 
+    let (outcome, accepted) = handshake(&mut server, doomed.clone()).await;
+    assert_refused_for(&outcome, &accepted, |e| {
+        cert_error(e, |ce| matches!(ce, CertificateError::Revoked))
+    });
+    let (outcome, accepted) = handshake(&mut server, neighbour.clone()).await;
+    assert!(outcome.is_admitted(), "{outcome:?}");
+    assert_eq!(accepted.unwrap().identity.device, "meter-neighbour");
+
+    // A new server key pair reloaded from the files keeps the CRL in force.
+    weir_pki::issue_server(pki.path(), &["localhost".to_owned()], 30).unwrap();
+    assert!(server.config.reload_if_changed().unwrap());
     let (outcome, accepted) = handshake(&mut server, doomed).await;
     assert_refused_for(&outcome, &accepted, |e| {
         cert_error(e, |ce| matches!(ce, CertificateError::Revoked))
     });
-    let (outcome, accepted) = handshake(&mut server, neighbour).await;
+    let (outcome, _) = handshake(&mut server, neighbour).await;
     assert!(outcome.is_admitted(), "{outcome:?}");
-    assert_eq!(accepted.unwrap().identity.device, "meter-neighbour");
+}
+
+#[tokio::test]
+async fn a_crl_from_another_ca_refuses_every_device() {
+    // The endpoint cannot tell whether a certificate is revoked from a CRL its CA did not sign:
+    // an unknown revocation status, refused rather than let through.
+    let pki = Pki::new();
+    let client = pki.enrolled_client("meter-unsure", "acme");
+    let other = Ca::generate_in_memory("Other CA").unwrap();
+    let config = weir_pki::ReloadingServerConfig::new(
+        weir_pki::DeviceTlsFiles::in_pki_dir(pki.path()),
+        Some(crl_signed_by(&other, 1, &[], now())),
+    )
+    .unwrap();
+    let mut server = crate::support::Server::start(Arc::new(config)).await;
+
+    let (outcome, accepted) = handshake(&mut server, client).await;
+
+    assert_refused_for(&outcome, &accepted, |e| {
+        cert_error(e, |ce| {
+            matches!(ce, CertificateError::UnknownRevocationStatus)
+        })
+    });
 }
 
 #[tokio::test]
@@ -232,34 +261,20 @@ async fn device_trusts_only_the_operator_ca() {
     assert!(server.next_result().await.is_err());
 }
 
-/// Replaces the directory's `crl.pem` with one signed by its CA that expired a day ago.
-fn write_expired_crl(pki: &Pki) {
-    let key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.path().join("ca-key.pem")).unwrap())
-            .unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&pki.ca_pem(), key).unwrap();
-    let crl = rcgen::CertificateRevocationListParams {
-        this_update: now() - days(8),
-        next_update: now() - days(1),
-        crl_number: rcgen::SerialNumber::from(99u64),
-        issuing_distribution_point: None,
-        revoked_certs: Vec::new(),
-        key_identifier_method: rcgen::KeyIdMethod::Sha256,
-    }
-    .signed_by(&issuer)
-    .unwrap();
-    std::fs::write(pki.path().join("crl.pem"), crl.pem().unwrap()).unwrap();
-}
-
 #[tokio::test]
 async fn an_expired_crl_refuses_every_device_by_default_and_is_kept_when_configured() {
     let pki = Pki::new();
     let client = pki.enrolled_client("meter-stale", "acme");
-    write_expired_crl(&pki);
+    let (revoked_files, revoked) = pki.enrolled("meter-revoked", "acme");
+    // Signed eight days ago: its nextUpdate (seven days later) passed a day ago.
+    let expired = pki.crl_signed_at(99, &[&revoked_files.serial_hex], now() - days(8));
+    assert!(expired.info.is_expired(now()));
 
     let refusing = weir_pki::DeviceTlsFiles::in_pki_dir(pki.path());
     assert_eq!(refusing.expired_crl, weir_pki::ExpiredCrlPolicy::Refuse);
-    let config = Arc::new(weir_pki::ReloadingServerConfig::new(refusing.clone()).unwrap());
+    let config = Arc::new(
+        weir_pki::ReloadingServerConfig::new(refusing.clone(), Some(expired.clone())).unwrap(),
+    );
     assert!(config.crl_info().unwrap().is_expired(now()));
     let mut server = crate::support::Server::start(config).await;
     let (outcome, accepted) = handshake(&mut server, client.clone()).await;
@@ -277,8 +292,14 @@ async fn an_expired_crl_refuses_every_device_by_default_and_is_kept_when_configu
         expired_crl: weir_pki::ExpiredCrlPolicy::Keep,
         ..refusing
     };
-    let config = Arc::new(weir_pki::ReloadingServerConfig::new(keeping).unwrap());
+    let config = Arc::new(weir_pki::ReloadingServerConfig::new(keeping, Some(expired)).unwrap());
     let mut server = crate::support::Server::start(config).await;
-    let (outcome, _) = handshake(&mut server, client).await;
+    let (outcome, accepted) = handshake(&mut server, client).await;
     assert!(outcome.is_admitted(), "{outcome:?}");
+    assert_eq!(accepted.unwrap().identity.device, "meter-stale");
+    // Its revocations stay in force.
+    let (outcome, accepted) = handshake(&mut server, revoked).await;
+    assert_refused_for(&outcome, &accepted, |e| {
+        cert_error(e, |ce| matches!(ce, CertificateError::Revoked))
+    });
 }

@@ -1,5 +1,7 @@
 //! Renewal from a CSR: the new certificate carries the authenticated identity, whatever the
-//! CSR claims, and works for the next handshake.
+//! CSR claims, and works for the next handshake. Whether a certificate may renew is
+//! [`check_renewal`], a pure function of what the PKI ledger knows of it (the ledger applies it
+//! and records the renewal in one PostgreSQL transaction, tested with the ledger).
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -7,10 +9,13 @@ use rcgen::{
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use time::Duration;
-use weir_pki::{ClientAlpn, DeviceIdentity, identity_from_cert, renew, renew_recorded};
+use time::{Duration, OffsetDateTime};
+use weir_pki::{
+    CertStatus, ClientAlpn, DeviceIdentity, RenewError, check_csr, check_renewal,
+    identity_from_cert, renew,
+};
 
-use crate::support::{Pki, handshake};
+use crate::support::{Pki, handshake, now};
 
 /// Enrols `id` and returns the identity its certificate carries, as the endpoint would see it.
 fn enrolled_identity(pki: &Pki, id: &str) -> DeviceIdentity {
@@ -38,10 +43,11 @@ fn greedy_csr(cn: &str, org: &str) -> (String, KeyPair) {
 fn renewed_certificate_carries_the_presented_identity_not_the_csr_subject() {
     let pki = Pki::new();
     let presented = enrolled_identity(&pki, "meter-0007");
-    let (csr, _key) = greedy_csr("meter-9999", "other-org");
+    let (csr, key) = greedy_csr("meter-9999", "other-org");
 
-    let renewed =
-        renew_recorded(pki.path(), &pki.ca(), &presented, &csr, 3, Duration::ZERO).unwrap();
+    check_csr(&csr).expect("a well-formed CSR");
+
+    let renewed = renew(&pki.ca(), &presented, &csr, 3).unwrap();
 
     let der = CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes()).unwrap();
     let identity = identity_from_cert(&der).unwrap();
@@ -58,12 +64,16 @@ fn renewed_certificate_carries_the_presented_identity_not_the_csr_subject() {
     );
     let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
     assert!(lifetime <= 3 * 86_400 + 600, "short-lived: {lifetime}s");
-
-    let index = weir_pki::CertIndex::load(&pki.path().join("index.json")).unwrap();
-    let recorded = index.find_serial(&identity.serial_hex).expect("recorded");
+    assert_eq!(identity.serial_hex, renewed.serial_hex);
     assert_eq!(
-        (recorded.id.as_str(), recorded.org.as_str()),
-        ("meter-0007", "acme")
+        cert.validity().not_before.timestamp(),
+        renewed.not_before.unix_timestamp()
+    );
+    assert_eq!(identity.not_after, renewed.not_after.unix_timestamp());
+    assert_eq!(
+        cert.public_key().subject_public_key.data.as_ref(),
+        key.public_key_raw(),
+        "for the CSR's key"
     );
 }
 
@@ -73,8 +83,7 @@ async fn renewed_certificate_completes_a_handshake() {
     let mut server = pki.serve().await;
     let presented = enrolled_identity(&pki, "meter-renewing");
     let (csr, key) = greedy_csr("meter-renewing", "acme");
-    let renewed =
-        renew_recorded(pki.path(), &pki.ca(), &presented, &csr, 7, Duration::ZERO).unwrap();
+    let renewed = renew(&pki.ca(), &presented, &csr, 7).unwrap();
     let client = weir_pki::device_client_config_from_pem(
         &pki.ca_pem(),
         &renewed.cert_pem,
@@ -95,20 +104,17 @@ async fn renewed_certificate_completes_a_handshake() {
 fn garbage_csr_is_invalid_csr() {
     let pki = Pki::new();
     let presented = enrolled_identity(&pki, "meter-garbage");
+    let (valid, _key) = greedy_csr("meter-garbage", "acme");
+    let oversized = format!("{valid}{}", " ".repeat(weir_pki::renew::MAX_CSR_LEN));
     for garbage in [
         "",
         "hello",
         "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        &oversized,
     ] {
-        let err = renew_recorded(
-            pki.path(),
-            &pki.ca(),
-            &presented,
-            garbage,
-            7,
-            Duration::ZERO,
-        )
-        .unwrap_err();
+        let err = renew(&pki.ca(), &presented, garbage, 7).unwrap_err();
+        assert_eq!(err.code(), "invalid_csr", "{garbage:?}: {err}");
+        let err = check_csr(garbage).unwrap_err();
         assert_eq!(err.code(), "invalid_csr", "{garbage:?}: {err}");
     }
 }
@@ -134,137 +140,212 @@ fn csr_with_a_broken_signature_is_invalid_csr() {
     lines[line].replace_range(at..at + 1, flipped);
     let tampered = lines.join("\n") + "\n";
 
+    check_csr(&csr).expect("the CSR before tampering");
+
     let err = renew(&pki.ca(), &presented, &tampered, 7).unwrap_err();
 
     assert_eq!(err.code(), "invalid_csr", "{err}");
     assert!(err.to_string().contains("signature"), "{err}");
+    let err = check_csr(&tampered).unwrap_err();
+    assert_eq!(err.code(), "invalid_csr", "{err}");
 }
 
 #[test]
-fn revoked_certificate_cannot_renew() {
+fn a_renewal_the_ca_cannot_sign_is_renewal_failed() {
     let pki = Pki::new();
-    let presented = enrolled_identity(&pki, "meter-cut-off");
-    weir_pki::revoke_device(pki.path(), "acme", "meter-cut-off").unwrap();
-    let (csr, _key) = greedy_csr("meter-cut-off", "acme");
+    let presented = enrolled_identity(&pki, "meter-odd");
+    let (csr, _key) = greedy_csr("meter-odd", "acme");
 
-    let err =
-        renew_recorded(pki.path(), &pki.ca(), &presented, &csr, 7, Duration::ZERO).unwrap_err();
+    let err = renew(&pki.ca(), &presented, &csr, 0).unwrap_err();
+    assert_eq!(err.code(), "renewal_failed", "{err}");
+    assert!(matches!(err, RenewError::Issue(_)), "{err:?}");
+
+    let mut unnamed = presented;
+    unnamed.device = "no spaces allowed".into();
+    let err = renew(&pki.ca(), &unnamed, &csr, 7).unwrap_err();
+    assert_eq!(err.code(), "renewal_failed", "{err}");
+}
+
+/// A presented identity (the policy looks only at its device, organisation and serial).
+fn presented(device: &str, org: &str) -> DeviceIdentity {
+    DeviceIdentity {
+        device: device.into(),
+        org: org.into(),
+        serial_hex: "4a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
+        not_after: (now() + Duration::days(7)).unix_timestamp(),
+    }
+}
+
+/// What the ledger records of a certificate of `presented` in good standing, issued (with the
+/// usual backdating) at `issued_at`.
+fn good_standing(
+    presented: &DeviceIdentity,
+    issued_at: OffsetDateTime,
+    renewed: bool,
+) -> CertStatus {
+    CertStatus {
+        org: presented.org.clone(),
+        device: presented.device.clone(),
+        not_before: issued_at - weir_pki::ca::BACKDATE,
+        revoked: false,
+        superseded: false,
+        renewed,
+    }
+}
+
+const INTERVAL: Duration = Duration::hours(1);
+
+fn code(result: Result<(), RenewError>) -> &'static str {
+    result.map_or_else(|e| e.code(), |()| "ok")
+}
+
+#[test]
+fn a_certificate_the_ledger_does_not_know_cannot_renew() {
+    let device = presented("meter-ghost", "acme");
+
+    let err = check_renewal(None, &device, now(), Duration::ZERO).unwrap_err();
+
+    assert_eq!(err.code(), "unknown_certificate", "{err}");
+    assert!(err.to_string().contains(&device.serial_hex), "{err}");
+}
+
+#[test]
+fn a_certificate_of_another_device_or_organisation_cannot_renew() {
+    let acme = presented("meter-shared", "acme");
+    let status = good_standing(&acme, now() - Duration::days(1), false);
+    assert_eq!(
+        code(check_renewal(Some(&status), &acme, now(), INTERVAL)),
+        "ok"
+    );
+
+    // The same id in another organisation, or another id, presenting that serial.
+    let mut globex = acme.clone();
+    globex.org = "globex".into();
+    let mut other_id = acme.clone();
+    other_id.device = "meter-other".into();
+    for impostor in [globex, other_id] {
+        let err = check_renewal(Some(&status), &impostor, now(), INTERVAL).unwrap_err();
+        assert_eq!(err.code(), "unknown_certificate", "{impostor:?}: {err}");
+    }
+}
+
+#[test]
+fn a_revoked_certificate_cannot_renew() {
+    let device = presented("meter-cut-off", "acme");
+    let status = CertStatus {
+        revoked: true,
+        ..good_standing(&device, now() - Duration::days(2), false)
+    };
+
+    let err = check_renewal(Some(&status), &device, now(), Duration::ZERO).unwrap_err();
 
     assert_eq!(err.code(), "device_revoked", "{err}");
-}
-
-#[test]
-fn certificate_missing_from_the_index_cannot_renew() {
-    let pki = Pki::new();
-    let now = time::OffsetDateTime::now_utc();
-    let issued = pki
-        .ca()
-        .issue_device_cert("meter-ghost", "acme", now, now + time::Duration::days(1))
-        .unwrap();
-    let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
-    let presented = identity_from_cert(&der).unwrap();
-    let (csr, _key) = greedy_csr("meter-ghost", "acme");
-
-    let err =
-        renew_recorded(pki.path(), &pki.ca(), &presented, &csr, 7, Duration::ZERO).unwrap_err();
-
-    assert_eq!(err.code(), "unknown_certificate", "{err}");
-}
-
-#[test]
-fn concurrent_renewals_with_one_certificate_issue_exactly_one() {
-    let pki = Pki::new();
-    let presented = enrolled_identity(&pki, "meter-busy");
-    let ca = pki.ca();
-    let outcomes: Vec<Result<String, &'static str>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                s.spawn(|| {
-                    let (csr, _key) = greedy_csr("meter-busy", "acme");
-                    renew_recorded(pki.path(), &ca, &presented, &csr, 7, Duration::ZERO)
-                        .map(|signed| signed.serial_hex)
-                        .map_err(|err| err.code())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-
-    let issued: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
-    assert_eq!(issued.len(), 1, "{outcomes:?}");
-    assert!(
-        outcomes
-            .iter()
-            .filter_map(|o| o.as_ref().err())
-            .all(|code| *code == "certificate_superseded"),
-        "{outcomes:?}"
+    // Revocation wins over everything else the ledger says.
+    let also_superseded = CertStatus {
+        superseded: true,
+        renewed: true,
+        not_before: now(),
+        ..status
+    };
+    assert_eq!(
+        code(check_renewal(
+            Some(&also_superseded),
+            &device,
+            now(),
+            INTERVAL
+        )),
+        "device_revoked"
     );
-    let index = weir_pki::CertIndex::load(&pki.path().join("index.json")).unwrap();
-    assert_eq!(index.certificates.len(), 2);
-    let old = index.find_serial(&presented.serial_hex).unwrap();
-    assert_eq!(old.superseded_by.as_ref(), Some(issued[0]));
-    let new = index.find_serial(issued[0]).unwrap();
-    assert!(new.superseded_by.is_none() && new.revoked_at.is_none());
 }
 
 #[test]
-fn a_superseded_certificate_cannot_renew_but_its_successor_can() {
-    let pki = Pki::new();
-    let original = enrolled_identity(&pki, "meter-cloned");
-    let (csr, _key) = greedy_csr("meter-cloned", "acme");
-    let renewed =
-        renew_recorded(pki.path(), &pki.ca(), &original, &csr, 7, Duration::ZERO).unwrap();
+fn a_superseded_certificate_cannot_renew() {
+    // Whoever still holds the key of a certificate that was renewed (a clone) is refused.
+    let device = presented("meter-cloned", "acme");
+    let status = CertStatus {
+        superseded: true,
+        ..good_standing(&device, now() - Duration::days(3), true)
+    };
 
-    // Whoever still holds the original key (a clone) is refused from now on.
-    let (csr, _key) = greedy_csr("meter-cloned", "acme");
-    let err =
-        renew_recorded(pki.path(), &pki.ca(), &original, &csr, 7, Duration::ZERO).unwrap_err();
+    let err = check_renewal(Some(&status), &device, now(), INTERVAL).unwrap_err();
+
     assert_eq!(err.code(), "certificate_superseded", "{err}");
-
-    let der = CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes()).unwrap();
-    let successor = identity_from_cert(&der).unwrap();
-    let (csr, _key) = greedy_csr("meter-cloned", "acme");
-    renew_recorded(pki.path(), &pki.ca(), &successor, &csr, 7, Duration::ZERO).unwrap();
 }
 
 #[test]
-fn a_renewal_sooner_than_the_interval_after_the_last_renewal_is_refused_with_the_wait() {
+fn a_renewed_certificate_renews_again_only_after_the_interval() {
     let pki = Pki::new();
     let enrolled = enrolled_identity(&pki, "meter-eager");
-    let interval = Duration::hours(1);
-    // The operator's certificate renews at once (a device replacing its factory key).
     let (csr, _key) = greedy_csr("meter-eager", "acme");
-    let renewed = renew_recorded(pki.path(), &pki.ca(), &enrolled, &csr, 7, interval).unwrap();
+    let renewed = renew(&pki.ca(), &enrolled, &csr, 7).unwrap();
     let der = CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes()).unwrap();
     let current = identity_from_cert(&der).unwrap();
+    let status = CertStatus {
+        org: current.org.clone(),
+        device: current.device.clone(),
+        not_before: renewed.not_before,
+        revoked: false,
+        superseded: false,
+        renewed: true,
+    };
+    // When the renewal signed it: not_before is backdated.
+    let issued_at = renewed.not_before + weir_pki::ca::BACKDATE;
 
-    let (csr, _key) = greedy_csr("meter-eager", "acme");
-    let err = renew_recorded(pki.path(), &pki.ca(), &current, &csr, 7, interval).unwrap_err();
-
+    let err = check_renewal(Some(&status), &current, issued_at, INTERVAL).unwrap_err();
     assert_eq!(err.code(), "renewal_too_soon", "{err}");
-    match err {
-        weir_pki::RenewError::TooSoon {
-            retry_after_secs, ..
-        } => assert!(
-            (3_000..=3_600).contains(&retry_after_secs),
-            "{retry_after_secs}"
-        ),
+    let RenewError::TooSoon {
+        age_secs,
+        retry_after_secs,
+        ..
+    } = err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!((age_secs, retry_after_secs), (0, 3_600));
+
+    let ten_minutes_later = issued_at + Duration::minutes(10);
+    match check_renewal(Some(&status), &current, ten_minutes_later, INTERVAL) {
+        Err(RenewError::TooSoon {
+            age_secs,
+            retry_after_secs,
+            ..
+        }) => assert_eq!((age_secs, retry_after_secs), (600, 3_000)),
         other => panic!("{other:?}"),
     }
-    let index = weir_pki::CertIndex::load(&pki.path().join("index.json")).unwrap();
-    assert_eq!(index.certificates.len(), 2, "nothing more issued");
+    let just_before = issued_at + INTERVAL - Duration::seconds(1);
+    match check_renewal(Some(&status), &current, just_before, INTERVAL) {
+        Err(RenewError::TooSoon {
+            retry_after_secs, ..
+        }) => assert_eq!(retry_after_secs, 1),
+        other => panic!("{other:?}"),
+    }
+
+    check_renewal(Some(&status), &current, issued_at + INTERVAL, INTERVAL)
+        .expect("renews once the interval has passed");
+    check_renewal(
+        Some(&status),
+        &current,
+        issued_at + Duration::days(2),
+        INTERVAL,
+    )
+    .expect("and later");
 }
 
 #[test]
-fn the_same_device_id_in_another_organisation_cannot_renew_with_this_certificate() {
-    let pki = Pki::new();
-    let acme = enrolled_identity(&pki, "meter-shared");
-    let mut impostor = acme.clone();
-    impostor.org = "globex".into();
-    let (csr, _key) = greedy_csr("meter-shared", "globex");
+fn an_operator_issued_certificate_may_renew_at_once() {
+    // A device replacing its factory key right after enrolment.
+    let device = presented("meter-new", "acme");
+    let status = good_standing(&device, now(), false);
 
-    let err =
-        renew_recorded(pki.path(), &pki.ca(), &impostor, &csr, 7, Duration::ZERO).unwrap_err();
+    check_renewal(Some(&status), &device, now(), INTERVAL).expect("renews at once");
 
-    assert_eq!(err.code(), "unknown_certificate", "{err}");
+    // The same certificate had a renewal issued it: too soon.
+    let renewed = CertStatus {
+        renewed: true,
+        ..status
+    };
+    assert_eq!(
+        code(check_renewal(Some(&renewed), &device, now(), INTERVAL)),
+        "renewal_too_soon"
+    );
 }

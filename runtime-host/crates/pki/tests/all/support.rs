@@ -1,6 +1,7 @@
-//! The test bench: a PKI directory with a CA and a server certificate, a mutual-TLS server on
-//! 127.0.0.1:0 that accepts with the current [`ReloadingServerConfig`] and reports what each
-//! handshake gave, and a client that tells whether the server let it in.
+//! The test bench: a PKI directory with a CA and a server certificate, CRLs signed by that CA
+//! (standing in for the ones the issuing service publishes from the PKI ledger), a mutual-TLS
+//! server on 127.0.0.1:0 that accepts with the current [`ReloadingServerConfig`] and reports
+//! what each handshake gave, and a client that tells whether the server let it in.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use weir_pki::{
-    Ca, ClientAlpn, DeviceIdentity, DeviceTlsFiles, ReloadingServerConfig, identity_from_cert,
+    Ca, ClientAlpn, DeviceFiles, DeviceIdentity, DeviceTlsFiles, InstalledCrl,
+    ReloadingServerConfig, identity_from_cert,
 };
 
 /// Bounds every network step, so a broken handshake fails the test instead of hanging it.
@@ -62,11 +64,34 @@ impl Pki {
         std::fs::read_to_string(self.ca_pem_path()).expect("read ca.pem")
     }
 
-    /// A client config for device `id` enrolled through the directory (recorded in the index).
+    /// A client config for device `id` of `org`, enrolled through the directory.
     pub fn enrolled_client(&self, id: &str, org: &str) -> Arc<ClientConfig> {
+        self.enrolled(id, org).1
+    }
+
+    /// Enrols device `id` of `org` through the directory: its files (and serial), and a client
+    /// config presenting its certificate.
+    pub fn enrolled(&self, id: &str, org: &str) -> (DeviceFiles, Arc<ClientConfig>) {
         let files = weir_pki::issue_device(self.path(), id, org, 7).expect("issue device");
-        weir_pki::device_client_config(&self.ca_pem_path(), &files.cert, &files.key, ClientAlpn::H2)
-            .expect("client config")
+        let client = weir_pki::device_client_config(
+            &self.ca_pem_path(),
+            &files.cert,
+            &files.key,
+            ClientAlpn::H2,
+        )
+        .expect("client config");
+        (files, client)
+    }
+
+    /// CRL number `number`, signed now by this directory's CA, revoking `serials` (hex).
+    pub fn publish_crl(&self, number: u64, serials: &[&str]) -> InstalledCrl {
+        self.crl_signed_at(number, serials, weir_pki::ca::now())
+    }
+
+    /// CRL number `number` signed by this directory's CA as if at `at` (its thisUpdate; its
+    /// nextUpdate is seven days later), revoking `serials` (hex) as of `at`.
+    pub fn crl_signed_at(&self, number: u64, serials: &[&str], at: OffsetDateTime) -> InstalledCrl {
+        crl_signed_by(&self.ca(), number, serials, at)
     }
 
     /// A client config with a certificate from `ca` valid between the given times.
@@ -89,12 +114,24 @@ impl Pki {
         .expect("client config")
     }
 
-    /// Starts a device endpoint on this directory's files.
+    /// Starts a device endpoint on this directory's files, enforcing an empty CRL #1.
     pub async fn serve(&self) -> Server {
-        let config = ReloadingServerConfig::new(DeviceTlsFiles::in_pki_dir(self.path()))
-            .expect("device server config");
+        let config = ReloadingServerConfig::new(
+            DeviceTlsFiles::in_pki_dir(self.path()),
+            Some(self.publish_crl(1, &[])),
+        )
+        .expect("device server config");
         Server::start(Arc::new(config)).await
     }
+}
+
+/// CRL number `number` signed by `ca` at `at`, revoking `serials` (hex) as of `at`.
+pub fn crl_signed_by(ca: &Ca, number: u64, serials: &[&str], at: OffsetDateTime) -> InstalledCrl {
+    let signed =
+        weir_pki::sign_crl(ca, number, serials.iter().map(|s| (*s, at)), at).expect("sign CRL");
+    assert_eq!((signed.this_update, signed.next_update), (at, at + days(7)));
+    InstalledCrl::from_pem(signed.pem.as_bytes(), &format!("test CRL #{number}"))
+        .expect("parse CRL")
 }
 
 /// What the server saw of one accepted handshake.
@@ -226,7 +263,7 @@ fn rustls_error(e: std::io::Error) -> rustls::Error {
 }
 
 pub fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
+    weir_pki::ca::now()
 }
 
 pub fn days(n: i64) -> time::Duration {

@@ -1,44 +1,51 @@
 //! `POST /v1/renew`: the "phone home" renewal. A device presents its still-valid certificate
 //! (the connection proves it) and a CSR for a new key, `{"csr": "<PEM>"}`, and gets a fresh
-//! short-lived certificate for the same identity. The CSR's subject is ignored; a revoked or
-//! unknown certificate is refused.
+//! short-lived certificate for the same identity. The CSR's subject is ignored.
+//!
+//! An edge host holds no CA key: it checks the CSR, queues the request in the PKI ledger and
+//! waits (at most the configured time) for the issuing service's answer, a certificate or a
+//! refusal with a stable code (revoked, superseded: a suspected clone, unknown, too soon).
 
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::StatusCode;
 use serde_json::json;
+use tokio::sync::broadcast::{self, error::RecvError};
 use weir_metrics::Metrics;
-use weir_pki::{Ca, DeviceIdentity, RenewError};
+use weir_pki::DeviceIdentity;
+use weir_storage::{RenewalOutcome, Storage};
 
 use crate::http::{ApiError, Response, json_response};
 
-/// Signs renewals with the CA of a PKI directory.
+/// How often a waiting request looks its answer up without being told.
+const LOOKUP_INTERVAL: Duration = Duration::from_millis(500);
+/// Seconds a device is told to wait when the issuing service did not answer.
+const UNAVAILABLE_RETRY_S: u64 = 30;
+
+/// Passes renewals to the issuing service through the PKI ledger.
 pub struct Renewal {
-    dir: PathBuf,
-    ca: Arc<Ca>,
-    days: u32,
-    min_interval: time::Duration,
+    storage: Storage,
+    answered: broadcast::Sender<i64>,
+    wait: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Renewal {
-    /// Loads the CA of `dir`; renewed certificates are valid for `days`, and a device may renew
-    /// once per `min_interval`.
-    pub fn load(
-        dir: PathBuf,
-        days: u32,
-        min_interval: std::time::Duration,
+    /// Renewals queued in `storage`'s ledger; `answered` carries the ids of answered requests
+    /// (from the host's ledger follower), and a device waits at most `wait` for its answer.
+    pub fn new(
+        storage: Storage,
+        answered: broadcast::Sender<i64>,
+        wait: Duration,
         metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
-        let ca = Ca::load(&dir)?;
-        Ok(Renewal {
-            dir,
-            ca: Arc::new(ca),
-            days,
-            min_interval: time::Duration::try_from(min_interval)?,
+    ) -> Self {
+        Renewal {
+            storage,
+            answered,
+            wait,
             metrics,
-        })
+        }
     }
 
     /// Answers a renewal request of `identity`.
@@ -55,62 +62,126 @@ impl Renewal {
         })?;
         let csr = request["csr"]
             .as_str()
-            .ok_or_else(|| ApiError::bad_request("invalid_field", "csr must be a PEM string"))?
-            .to_string();
-        let (dir, ca, days, min_interval, presented) = (
-            self.dir.clone(),
-            self.ca.clone(),
-            self.days,
-            self.min_interval,
-            identity.clone(),
-        );
-        // Signing and the index update touch files under a lock: keep them off the reactor.
-        let signed = tokio::task::spawn_blocking(move || {
-            weir_pki::renew_recorded(&dir, &ca, &presented, &csr, days, min_interval)
-        })
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "certificate renewal task failed");
-            issue_failed()
-        })?
-        .map_err(|error| self.refused(identity, error))?;
-        tracing::info!(device = %identity.device, org = %identity.org, old = %identity.serial_hex, new = %signed.serial_hex, "certificate renewed");
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({
-                "certificate": signed.cert_pem,
-                "serial": signed.serial_hex,
-                "not_after": signed.not_after.unix_timestamp(),
-            }),
-        ))
+            .ok_or_else(|| ApiError::bad_request("invalid_field", "csr must be a PEM string"))?;
+        if let Err(error) = weir_pki::check_csr(csr) {
+            self.metrics.renewal_refused(error.code());
+            return Err(ApiError::bad_request(error.code(), error.to_string()));
+        }
+        // Subscribed before queueing, so the answer cannot pass unseen.
+        let answers = self.answered.subscribe();
+        let id = self
+            .storage
+            .request_renewal(&identity.org, &identity.device, &identity.serial_hex, csr)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot queue a certificate renewal");
+                unavailable()
+            })?;
+        match self.wait_for(id, answers).await {
+            Some(RenewalOutcome::Issued {
+                certificate,
+                serial,
+                not_after,
+            }) => {
+                tracing::info!(device = %identity.device, org = %identity.org, old = %identity.serial_hex, new = %serial, "certificate renewed");
+                let not_after = time::OffsetDateTime::from(not_after).unix_timestamp();
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "certificate": certificate, "serial": serial, "not_after": not_after }),
+                ))
+            }
+            Some(RenewalOutcome::Refused {
+                code,
+                message,
+                retry_after_s,
+            }) => Err(self.refused(identity, &code, message, retry_after_s)),
+            None => {
+                self.metrics.renewal_refused("renewal_unavailable");
+                tracing::warn!(device = %identity.device, org = %identity.org, request = id, "the issuing service did not answer a renewal in time");
+                Err(unavailable())
+            }
+        }
+    }
+
+    /// The answer to request `id`, or `None` if none came within the wait.
+    async fn wait_for(
+        &self,
+        id: i64,
+        mut answers: broadcast::Receiver<i64>,
+    ) -> Option<RenewalOutcome> {
+        let deadline = tokio::time::sleep(self.wait);
+        tokio::pin!(deadline);
+        let mut lookup = tokio::time::interval(LOOKUP_INTERVAL);
+        lookup.tick().await;
+        loop {
+            tokio::select! {
+                answered = answers.recv() => match answered {
+                    Ok(answered) if answered != id => continue,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = lookup.tick() => {}
+                () = &mut deadline => return None,
+            }
+            match self.storage.renewal_outcome(id).await {
+                Ok(Some(outcome)) => return Some(outcome),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::debug!(%error, request = id, "cannot read a renewal answer now")
+                }
+            }
+        }
     }
 
     /// The answer to a refused renewal, counted by code; a superseded certificate is logged as
-    /// a suspected clone, and the CA's own failures are logged but not shown to the device.
-    fn refused(&self, identity: &DeviceIdentity, error: RenewError) -> ApiError {
-        self.metrics.renewal_refused(error.code());
-        let status = match &error {
-            RenewError::InvalidCsr(_) => StatusCode::BAD_REQUEST,
-            RenewError::DeviceRevoked { .. }
-            | RenewError::UnknownCertificate { .. }
-            | RenewError::Superseded { .. } => StatusCode::FORBIDDEN,
-            RenewError::TooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
-            _ => {
-                tracing::error!(device = %identity.device, org = %identity.org, %error, "certificate renewal failed");
-                return issue_failed();
+    /// a suspected clone.
+    fn refused(
+        &self,
+        identity: &DeviceIdentity,
+        code: &str,
+        message: String,
+        retry_after_s: Option<u64>,
+    ) -> ApiError {
+        self.metrics.renewal_refused(code);
+        let status = match code {
+            "invalid_csr" => StatusCode::BAD_REQUEST,
+            "device_revoked" | "unknown_certificate" | "certificate_superseded" => {
+                StatusCode::FORBIDDEN
             }
+            "renewal_too_soon" => StatusCode::TOO_MANY_REQUESTS,
+            _ => return issue_failed(),
         };
-        if let RenewError::Superseded { .. } = &error {
+        if code == "certificate_superseded" {
             tracing::warn!(device = %identity.device, org = %identity.org, serial = %identity.serial_hex, "renewal with a superseded certificate: suspected clone");
         }
-        let api_error = ApiError::new(status, error.code(), error.to_string());
-        match error {
-            RenewError::TooSoon {
-                retry_after_secs, ..
-            } => api_error.retry_after(retry_after_secs),
-            _ => api_error,
+        let error = ApiError::new(status, code_of(code), message);
+        match retry_after_s {
+            Some(seconds) => error.retry_after(seconds),
+            None => error,
         }
     }
+}
+
+/// The refusal codes the issuing service gives, as the static codes API errors carry.
+fn code_of(code: &str) -> &'static str {
+    match code {
+        "invalid_csr" => "invalid_csr",
+        "device_revoked" => "device_revoked",
+        "unknown_certificate" => "unknown_certificate",
+        "certificate_superseded" => "certificate_superseded",
+        "renewal_too_soon" => "renewal_too_soon",
+        _ => "renewal_failed",
+    }
+}
+
+/// What a device hears when the issuing service is out of reach: try again later.
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "renewal_unavailable",
+        "the certificate service did not answer; try again later",
+    )
+    .retry_after(UNAVAILABLE_RETRY_S)
 }
 
 /// What a device hears when the CA could not sign: no paths or internals.

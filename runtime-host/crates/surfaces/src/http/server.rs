@@ -178,8 +178,10 @@ pub async fn serve_devices<H, F>(
                 },
                 watcher,
             );
+            // Pinned here so that a cut connection closes only after it was counted.
+            tokio::pin!(served);
             tokio::select! {
-                () = served => {}
+                () = &mut served => {}
                 reason = retired => {
                     metrics.device_connection_cut(reason);
                     tracing::info!(%peer, device = %identity.device, org = %identity.org, serial = %identity.serial_hex, reason, "device connection cut");
