@@ -232,12 +232,7 @@ async fn listed_events(host: &TestHost, token: &str) -> Vec<Json> {
 /// The value of the unlabelled metric `name` on `/metrics`.
 async fn metric(host: &TestHost, name: &str) -> f64 {
     let (_, metrics) = host.api_get("/metrics").await;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-        .parse()
-        .unwrap()
+    crate::ingest::harness::metric_value(&metrics, name)
 }
 
 /// The `event_id` of an alert's message, checked against the block's SSE `id`.

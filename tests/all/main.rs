@@ -8,6 +8,7 @@ mod alert_failures;
 mod alerting;
 mod deploy_files;
 mod edge;
+mod edge_pki;
 mod event_stream;
 mod function_loading;
 mod function_sandbox;

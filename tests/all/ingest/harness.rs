@@ -254,6 +254,17 @@ pub async fn api_get_at(host: &Host, path: &str) -> (StatusCode, String) {
     (status, body)
 }
 
+/// The value of `series` (a metric's name with its labels, as `/metrics` writes them) in the
+/// text `metrics`; panics if it is not there.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{series} ")))
+        .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+        .parse()
+        .unwrap()
+}
+
 /// A request to the API listener of `host` (any host, e.g. of another region) over plain
 /// HTTP/1.1: status, headers and body.
 pub async fn api_exchange_at(

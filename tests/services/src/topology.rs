@@ -304,6 +304,11 @@ impl Topology {
         }
     }
 
+    /// The process id of the issuing service (`weir ca serve`), while it runs.
+    pub fn issuer_pid(&self) -> Option<u32> {
+        self.issuer.as_ref().map(ServerProcess::pid)
+    }
+
     /// The region named `name`. Panics, naming the regions there are, if there is none.
     pub fn region(&self, name: &str) -> &Region {
         let index = self.index_of(name);

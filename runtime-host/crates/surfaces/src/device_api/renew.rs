@@ -127,7 +127,7 @@ impl Renewal {
                 Ok(Some(outcome)) => return Some(outcome),
                 Ok(None) => {}
                 Err(error) => {
-                    tracing::debug!(%error, request = id, "cannot read a renewal answer now")
+                    tracing::debug!(%error, request = id, "cannot read a renewal answer now");
                 }
             }
         }
