@@ -297,3 +297,44 @@ async fn put_crl(host: &TestHost, number: u64, pem: &str) {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_renewals_with_one_certificate_issue_exactly_one_even_with_two_issuers() {
+    let a = TestHost::start().await;
+    let a2 = a.stack().another_host().await.unwrap();
+    // A second issuing service on the same ledger: they share the queue.
+    let config = &a.stack().config;
+    let _second_issuer = weir::ca::Signer::new(
+        a.stack().ledger().await.unwrap(),
+        weir_pki::Ca::load(a.pki_dir()).unwrap(),
+        config.tls.renew_days,
+        Duration::from_secs(config.tls.renew_min_interval_s),
+        Duration::from_secs(config.tls.crl_refresh_minutes * 60),
+    )
+    .unwrap()
+    .spawn(config.database_url.clone())
+    .await
+    .unwrap();
+    let tls = a.enrol("meter-twin", ORG, ClientAlpn::H2).await;
+
+    let attempts = (0..8).map(|n| {
+        let host = if n % 2 == 0 { a.host() } else { &a2 };
+        renew_at(&a, host, tls.clone())
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+
+    let issued = answers
+        .iter()
+        .filter(|(answer, _)| answer.status == StatusCode::OK)
+        .count();
+    assert_eq!(issued, 1, "exactly one renewal with one certificate");
+    for (answer, _) in answers.iter().filter(|(a, _)| a.status != StatusCode::OK) {
+        assert_error(answer, StatusCode::FORBIDDEN, "certificate_superseded");
+    }
+    let certificates = a
+        .storage()
+        .device_certificates(ORG, "meter-twin")
+        .await
+        .unwrap();
+    assert_eq!(certificates.len(), 2, "{certificates:?}");
+}

@@ -78,7 +78,9 @@ enum Task {
     /// Builds the components and the host. With one region (the default) it starts a dev
     /// PostgreSQL (127.0.0.1:54329) and Redis (127.0.0.1:63799) whose data persists in
     /// target/weir-dev, then runs `weir serve` until it exits, with a dev PKI in
-    /// target/weir-dev/pki and, once Weir is up, simulated devices uploading for a while. With
+    /// target/weir-dev/pki (its issuing service, `weir ca serve`, runs beside it; the host gets
+    /// only target/weir-dev/edge-tls, no CA key) and, once Weir is up, simulated devices
+    /// uploading for a while. With
     /// `--regions N` (N >= 2) it starts, fresh in target/weir-dev/regions, one PostgreSQL and N
     /// regions (eu, us, ap, ...) of two hosts, a Redis, nginx and a delay proxy each (region k
     /// 15 ms x k away, on 127.0.0.(10+k)), prints their endpoints, simulates devices against all
