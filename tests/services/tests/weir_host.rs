@@ -45,6 +45,21 @@ fn weir(binary: &Path, args: &[&str], dir: &Path) {
     );
 }
 
+/// Publishes the ledger's first CRL (`weir pki refresh-crl`), which a host needs to start.
+fn publish_first_crl(binary: &Path, pki: &Path, database_url: &str) {
+    let output = Command::new(binary)
+        .args(["pki", "refresh-crl"])
+        .arg(pki)
+        .env("WEIR_DATABASE_URL", database_url)
+        .output()
+        .expect("weir runs");
+    assert!(
+        output.status.success(),
+        "weir pki refresh-crl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn refuses_connections(addr: std::net::SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
 }
@@ -72,6 +87,7 @@ fn a_killed_host_refuses_devices_and_starts_again_on_the_same_ports() {
         ],
         &pki,
     );
+    publish_first_crl(&binary, &pki, &postgres.url());
 
     let options = WeirHostOptions::new(&binary, "local-1", dir.path())
         .env("WEIR_REGION", "local")
@@ -125,6 +141,7 @@ fn a_delay_proxy_in_front_of_a_host_slows_its_answers() {
     let pki = dir.path().join("pki");
     weir(&binary, &["pki", "init"], &pki);
     weir(&binary, &["pki", "server", "--name", "127.0.0.1"], &pki);
+    publish_first_crl(&binary, &pki, &postgres.url());
     let options = WeirHostOptions::new(&binary, "far-1", dir.path())
         .env("WEIR_DATABASE_URL", postgres.url())
         .env("WEIR_REDIS_URL", redis.url())
