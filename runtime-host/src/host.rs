@@ -29,7 +29,7 @@ use weir_surfaces::api::event_stream::EventStreams;
 use weir_surfaces::api::events::EventsApi;
 use weir_surfaces::api::query::QueryApi;
 use weir_surfaces::device_api::{DeviceApi, Renewal};
-use weir_surfaces::http::server::{serve_devices, serve_https, serve_plain};
+use weir_surfaces::http::server::{Limits, serve_devices, serve_https, serve_plain};
 
 /// How often the host re-reads the CRL and certificates, and retries Redis repairs.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -140,8 +140,10 @@ impl Host {
                 config.ingest.device_rate_per_second,
                 config.ingest.device_burst,
             ),
-            renewal: Some(renewal),
+            renewal,
             max_body_bytes: config.ingest.max_body_bytes,
+            body_timeout: Duration::from_secs(config.server.body_read_timeout_s),
+            metrics: metrics.clone(),
         });
         let event_streams = EventStreams::new(metrics.clone());
         let api = Arc::new(Api {
@@ -171,6 +173,7 @@ impl Host {
             device_listener,
             tls.clone(),
             crl_installs,
+            Limits::devices(&config.server),
             metrics.clone(),
             move |identity, request| device_api.clone().handle(identity, request),
             shutdown.clone(),
@@ -183,12 +186,20 @@ impl Host {
                 tasks.spawn(serve_https(
                     api_listener,
                     api_tls,
+                    Limits::api(&config.server),
+                    metrics.clone(),
                     handle_api,
                     shutdown.clone(),
                 ));
             }
             _ => {
-                tasks.spawn(serve_plain(api_listener, handle_api, shutdown.clone()));
+                tasks.spawn(serve_plain(
+                    api_listener,
+                    Limits::api(&config.server),
+                    metrics.clone(),
+                    handle_api,
+                    shutdown.clone(),
+                ));
             }
         }
         tasks.spawn(event_streams.run(config.redis_url.clone(), shutdown.clone()));

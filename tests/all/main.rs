@@ -12,6 +12,7 @@ mod edge_pki;
 mod event_stream;
 mod function_loading;
 mod function_sandbox;
+mod hostile;
 mod hot_swap;
 mod ingest;
 mod pki_fleet;

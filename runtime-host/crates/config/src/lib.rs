@@ -54,6 +54,49 @@ pub struct Config {
     pub query: QueryConfig,
     /// Alert rules and the alerter component that evaluates them.
     pub alerting: AlertingConfig,
+    /// Timeouts and caps of the device and API listeners.
+    pub server: ServerConfig,
+}
+
+/// Timeouts and caps of the device and API listeners: what keeps a slow, idle or hostile
+/// client from holding the host's connections, memory or tasks. Each limit counts in
+/// `weir_listener_limits_hit_total{listener,reason}` when it bites.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Seconds a client has to send a request's headers, and the longest an HTTP/1.1
+    /// connection may sit idle between requests (`WEIR_HEADER_READ_TIMEOUT_S`).
+    pub header_read_timeout_s: u64,
+    /// Seconds a request body may take to arrive; then `408 body_timeout`
+    /// (`WEIR_BODY_READ_TIMEOUT_S`).
+    pub body_read_timeout_s: u64,
+    /// Seconds between HTTP/2 PINGs to a quiet peer; one unanswered within as long again
+    /// closes the connection (`WEIR_KEEPALIVE_INTERVAL_S`).
+    pub keepalive_interval_s: u64,
+    /// Open connections per listener; more are closed at once (`WEIR_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// TLS handshakes in progress per listener; more are closed at once
+    /// (`WEIR_MAX_HANDSHAKES`).
+    pub max_handshakes: usize,
+    /// Concurrent HTTP/2 streams per device connection (`WEIR_DEVICE_MAX_STREAMS`).
+    pub device_max_streams: u32,
+    /// Seconds a device connection may live; then it is closed and the device reconnects,
+    /// proving its certificate again (`WEIR_DEVICE_CONNECTION_MAX_AGE_S`).
+    pub device_connection_max_age_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout_s: 10,
+            body_read_timeout_s: 30,
+            keepalive_interval_s: 30,
+            max_connections: 10_000,
+            max_handshakes: 256,
+            device_max_streams: 16,
+            device_connection_max_age_s: 3600,
+        }
+    }
 }
 
 /// Alerting: the alerter component evaluates every accepted batch against its organisation's
@@ -231,6 +274,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             query: QueryConfig::default(),
             alerting: AlertingConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -399,6 +443,17 @@ impl Config {
         }
         if self.tls.api_cert.is_some() != self.tls.api_key.is_some() {
             bail!("tls.api_cert and tls.api_key (WEIR_API_TLS_CERT, WEIR_API_TLS_KEY) go together");
+        }
+        let server = &self.server;
+        if server.header_read_timeout_s == 0
+            || server.body_read_timeout_s == 0
+            || server.keepalive_interval_s == 0
+            || server.max_connections == 0
+            || server.max_handshakes == 0
+            || server.device_max_streams == 0
+            || server.device_connection_max_age_s == 0
+        {
+            bail!("every server.* limit must be at least 1");
         }
         if self.tls.renew_wait_s == 0 || self.tls.crl_refresh_minutes == 0 {
             bail!("tls.renew_wait_s and tls.crl_refresh_minutes must be at least 1");
@@ -628,6 +683,13 @@ const ENV_VARS: &[EnvVar] = &[
     ("WEIR_CRL_REFRESH_MINUTES",   "tls.crl_refresh_minutes",       Number),
     ("WEIR_API_TLS_CERT",          "tls.api_cert",                  Text),
     ("WEIR_API_TLS_KEY",           "tls.api_key",                   Text),
+    ("WEIR_HEADER_READ_TIMEOUT_S", "server.header_read_timeout_s",  Number),
+    ("WEIR_BODY_READ_TIMEOUT_S",   "server.body_read_timeout_s",    Number),
+    ("WEIR_KEEPALIVE_INTERVAL_S",  "server.keepalive_interval_s",   Number),
+    ("WEIR_MAX_CONNECTIONS",       "server.max_connections",        Number),
+    ("WEIR_MAX_HANDSHAKES",        "server.max_handshakes",         Number),
+    ("WEIR_DEVICE_MAX_STREAMS",    "server.device_max_streams",     Number),
+    ("WEIR_DEVICE_CONNECTION_MAX_AGE_S", "server.device_connection_max_age_s", Number),
     ("WEIR_MAX_BODY_BYTES",        "ingest.max_body_bytes",         Number),
     ("WEIR_MAX_BATCH_POINTS",      "ingest.max_batch_points",       Number),
     ("WEIR_DEVICE_RATE",           "ingest.device_rate_per_second", Number),

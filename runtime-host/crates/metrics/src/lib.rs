@@ -16,6 +16,15 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// A listener (`devices`, `api`) and why it refused or cut something, as labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    /// The listener.
+    pub listener: String,
+    /// Why: `max_connections`, `max_handshakes`, `body_timeout`.
+    pub reason: String,
+}
+
 /// A webhook delivery attempt's outcome as a label: `delivered` or `failed`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -46,6 +55,8 @@ pub struct Metrics {
     pub device_crl_expired: Gauge,
     /// Number of the device CRL in service (it only grows: a lower one is refused).
     pub device_crl_number: Gauge,
+    /// Connections and requests a listener's limits refused, by listener and reason.
+    pub limits_hit: Family<ListenerLabel, Counter>,
     /// Open device connections cut because their certificate expired or was revoked, by reason.
     pub device_connections_cut: Family<CodeLabel, Counter>,
     /// Redis latest-value updates that failed (the series are repaired later).
@@ -189,6 +200,12 @@ impl Metrics {
             "Number of the device CRL in service",
             device_crl_number.clone(),
         );
+        let limits_hit = Family::<ListenerLabel, Counter>::default();
+        metrics_registry.register(
+            "listener_limits_hit",
+            "Connections and requests refused by a listener's limits (server.* settings), by listener and reason",
+            limits_hit.clone(),
+        );
         let device_connections_cut = Family::<CodeLabel, Counter>::default();
         metrics_registry.register(
             "device_connections_cut",
@@ -227,6 +244,7 @@ impl Metrics {
             renewals_refused,
             device_crl_expired,
             device_crl_number,
+            limits_hit,
             device_connections_cut,
             redis_failures,
             pool_size,
@@ -285,7 +303,17 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts an open device connection cut, by reason (`expired`, `revoked`).
+    /// Counts a connection or request that `listener`'s limits refused, by `reason`.
+    pub fn limit_hit(&self, listener: &str, reason: &str) {
+        self.limits_hit
+            .get_or_create(&ListenerLabel {
+                listener: listener.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Counts an open device connection cut, by reason (`expired`, `revoked`, `max_age`).
     pub fn device_connection_cut(&self, reason: &str) {
         self.device_connections_cut
             .get_or_create(&CodeLabel {

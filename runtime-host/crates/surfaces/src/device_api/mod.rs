@@ -9,6 +9,7 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Method, StatusCode};
 use serde_json::json;
+use weir_metrics::Metrics;
 use weir_pki::DeviceIdentity;
 use weir_storage::DeviceRef;
 
@@ -25,10 +26,14 @@ pub struct DeviceApi {
     pub ingest: Arc<Ingest>,
     /// Per-device request limits.
     pub limiter: RateLimiter,
-    /// Certificate renewal, when the host has the CA.
-    pub renewal: Option<Renewal>,
+    /// Certificate renewal, through the PKI ledger.
+    pub renewal: Renewal,
     /// Largest accepted body in bytes.
     pub max_body_bytes: usize,
+    /// How long a body may take to arrive.
+    pub body_timeout: std::time::Duration,
+    /// Where refusals by the limits are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl DeviceApi {
@@ -69,31 +74,35 @@ impl DeviceApi {
         let method = request.method().clone();
         match (method.clone(), path.as_str()) {
             (Method::POST, "/v1/submit") => {
-                let body = read_body(request, self.max_body_bytes).await?;
+                let body = self.body(request).await?;
                 let receipt = self.ingest.submit(device, &body).await?;
                 Ok(json_response(StatusCode::OK, &receipt))
             }
             (Method::PUT, "/v1/metadata") => {
-                let body = read_body(request, self.max_body_bytes).await?;
+                let body = self.body(request).await?;
                 self.put_metadata(device, &body).await
             }
             (Method::GET, "/v1/metadata") => self.get_metadata(device).await,
             (Method::POST, "/v1/renew") => {
-                let body = read_body(request, self.max_body_bytes).await?;
-                let renewal = self.renewal.as_ref().ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "renewal_disabled",
-                        "this host does not renew certificates (no WEIR_PKI_DIR configured)",
-                    )
-                })?;
-                renewal.renew(identity, &body).await
+                let body = self.body(request).await?;
+                self.renewal.renew(identity, &body).await
             }
             (_, "/v1/submit" | "/v1/metadata" | "/v1/renew") => {
                 Err(ApiError::method_not_allowed(&method, &path))
             }
             _ => Err(ApiError::not_found(&path)),
         }
+    }
+
+    /// The request's body within the size and time limits (a timeout is counted).
+    async fn body(&self, request: hyper::Request<Incoming>) -> Result<bytes::Bytes, ApiError> {
+        let body = read_body(request, self.max_body_bytes, self.body_timeout).await;
+        if let Err(error) = &body
+            && error.code == "body_timeout"
+        {
+            self.metrics.limit_hit("devices", "body_timeout");
+        }
+        body
     }
 
     async fn put_metadata(&self, device: &DeviceRef, body: &[u8]) -> Result<Response, ApiError> {

@@ -7,23 +7,46 @@ use std::convert::Infallible;
 use std::io::Read;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::StatusCode;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::CONTENT_ENCODING;
+use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH};
 use tokio::sync::mpsc;
 
 use super::ApiError;
 
 /// Reads the whole body of `request`, decoding `Content-Encoding: gzip`; at most `limit` bytes
-/// both on the wire and decoded.
-pub async fn read_body(request: hyper::Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+/// both on the wire and decoded, within `timeout`. A body that announces more than `limit`
+/// (`Content-Length`) is refused before any of it is read.
+pub async fn read_body(
+    request: hyper::Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    let announced = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if let Some(length) = announced.filter(|length| *length > limit as u64) {
+        if request.version() < hyper::Version::HTTP_2 {
+            linger(request.into_body(), length);
+        }
+        return Err(too_large(limit));
+    }
     let (parts, body) = request.into_parts();
-    let raw = Limited::new(body, limit)
-        .collect()
+    let raw = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
         .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {} s", timeout.as_secs_f64()),
+            )
+        })?
         .map_err(|error| {
             if error
                 .downcast_ref::<http_body_util::LengthLimitError>()
@@ -54,6 +77,24 @@ pub async fn read_body(request: hyper::Request<Incoming>, limit: usize) -> Resul
     }
 }
 
+/// How long an HTTP/1.1 body refused unread is still read and discarded, and how much of it at
+/// most (nginx's "lingering close"): a client that writes its whole body before it reads the
+/// answer would otherwise hit a reset and never see the `413`.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads and discards `body` (announced as `length` bytes) in the background, within
+/// [`LINGER_TIME`] and if it is at most [`LINGER_BYTES`]; otherwise the connection just closes.
+fn linger(mut body: Incoming, length: u64) {
+    if length > LINGER_BYTES {
+        return;
+    }
+    tokio::spawn(async move {
+        let discard = async { while let Some(Ok(_)) = body.frame().await {} };
+        let _ = tokio::time::timeout(LINGER_TIME, discard).await;
+    });
+}
+
 fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, ApiError> {
     let mut decoded = Vec::new();
     flate2::read::GzDecoder::new(compressed)
@@ -72,7 +113,7 @@ fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "body_too_large",
-        format!("the body is larger than the {limit}-byte limit"),
+        format!("the body is larger than the {limit}-byte limit (ingest.max_body_bytes); split it"),
     )
 }
 

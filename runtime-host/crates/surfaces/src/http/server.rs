@@ -19,12 +19,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
+use hyper_util::rt::TokioTimer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use weir_pki::{DeviceIdentity, ReloadingServerConfig, identity_from_cert};
 
@@ -37,11 +38,155 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Kubernetes' default 30 s termination grace period.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A listener's timeouts and caps (the `server.*` settings; see `weir_config::ServerConfig`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The listener's name in metrics and logs (`devices`, `api`).
+    pub listener: &'static str,
+    /// Time to send a request's headers, and the longest idle time between HTTP/1.1 requests.
+    pub header_read_timeout: Duration,
+    /// Interval of HTTP/2 PINGs to a quiet peer (and how long it has to answer).
+    pub keepalive_interval: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_streams: u32,
+    /// Open connections.
+    pub max_connections: usize,
+    /// TLS handshakes in progress.
+    pub max_handshakes: usize,
+    /// How long a connection may live (device connections), if bounded.
+    pub max_connection_age: Option<Duration>,
+}
+
+impl Limits {
+    /// The device listener's limits from the configuration.
+    pub fn devices(config: &weir_config::ServerConfig) -> Self {
+        Limits {
+            listener: "devices",
+            max_streams: config.device_max_streams,
+            max_connection_age: Some(Duration::from_secs(config.device_connection_max_age_s)),
+            ..Self::api(config)
+        }
+    }
+
+    /// The API listener's limits from the configuration.
+    pub fn api(config: &weir_config::ServerConfig) -> Self {
+        Limits {
+            listener: "api",
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_s),
+            keepalive_interval: Duration::from_secs(config.keepalive_interval_s),
+            max_streams: API_MAX_STREAMS,
+            max_connections: config.max_connections,
+            max_handshakes: config.max_handshakes,
+            max_connection_age: None,
+        }
+    }
+}
+
+/// Concurrent HTTP/2 streams per API connection (hyper's default is 200).
+const API_MAX_STREAMS: u32 = 100;
+
+/// A listener's connection and handshake caps, counted in `metrics` when they bite.
+#[derive(Clone)]
+struct Gate {
+    listener: &'static str,
+    connections: Arc<Semaphore>,
+    handshakes: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Gate {
+    fn new(limits: &Limits, metrics: Arc<Metrics>) -> Self {
+        Gate {
+            listener: limits.listener,
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            handshakes: Arc::new(Semaphore::new(limits.max_handshakes)),
+            metrics,
+        }
+    }
+
+    /// A place for one more connection, or `None` (counted) when the listener is full.
+    fn admit(&self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
+        self.permit(&self.connections, "max_connections", peer)
+    }
+
+    /// A place for one more TLS handshake, or `None` (counted) when too many are under way.
+    fn handshake(&self, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
+        self.permit(&self.handshakes, "max_handshakes", peer)
+    }
+
+    fn permit(
+        &self,
+        semaphore: &Arc<Semaphore>,
+        reason: &'static str,
+        peer: SocketAddr,
+    ) -> Option<OwnedSemaphorePermit> {
+        let permit = semaphore.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.metrics.limit_hit(self.listener, reason);
+            tracing::debug!(listener = self.listener, %peer, reason, "connection refused by a limit");
+        }
+        permit
+    }
+}
+
+/// Which HTTP a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Told by the first bytes (plain connections: HTTP/1.1 or h2c).
+    Detect,
+    /// HTTP/1.1 (TLS without ALPN `h2`).
+    Http1,
+    /// HTTP/2 (TLS with ALPN `h2`).
+    Http2,
+}
+
+impl Protocol {
+    /// What a TLS connection negotiated.
+    fn of_tls<I>(stream: &tokio_rustls::server::TlsStream<I>) -> Self {
+        match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
+        }
+    }
+}
+
+/// The HTTP/2 connection preface; a plain connection starting otherwise is HTTP/1.1.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits, without consuming anything, until a plain connection has sent enough to tell its
+/// protocol; false if it closes or stays silent (or sends only part of the HTTP/2 preface) for
+/// `timeout`. Telling the protocol reads before hyper's header timeout starts, so a client that
+/// says nothing is dropped here.
+async fn protocol_told(stream: &TcpStream, timeout: Duration) -> bool {
+    let told = async {
+        let mut start = [0u8; 24];
+        loop {
+            if stream.readable().await.is_err() {
+                return false;
+            }
+            match stream.peek(&mut start).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == start.len() || start[..n] != H2_PREFACE[..n] => return true,
+                // Part of the preface: wait for the rest.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, told).await.unwrap_or(false)
+}
+
 /// Serves HTTP/1.1 and HTTP/2 on `io` with `handle` until the connection closes, or closes it
 /// gracefully once `watcher`'s listener drains. The body `B` may be a stream
-/// ([`super::body::ResponseBody`]): hyper writes each frame as it comes.
-async fn serve_connection<I, H, F, B>(io: I, handle: H, watcher: Watcher)
-where
+/// ([`super::body::ResponseBody`]): hyper writes each frame as it comes. Headers must arrive
+/// within the header timeout (which also closes an HTTP/1.1 connection idle that long), and an
+/// HTTP/2 peer that stops answering PINGs is dropped.
+async fn serve_connection<I, H, F, B>(
+    io: I,
+    protocol: Protocol,
+    handle: H,
+    watcher: Watcher,
+    limits: &Limits,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
     F: Future<Output = hyper::Response<B>> + Send + 'static,
@@ -51,7 +196,21 @@ where
         let handle = handle.clone();
         async move { Ok::<_, Infallible>(handle(request).await) }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = match protocol {
+        Protocol::Detect => auto::Builder::new(TokioExecutor::new()),
+        Protocol::Http1 => auto::Builder::new(TokioExecutor::new()).http1_only(),
+        Protocol::Http2 => auto::Builder::new(TokioExecutor::new()).http2_only(),
+    };
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_interval)
+        .max_concurrent_streams(limits.max_streams);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     if let Err(error) = watcher.watch(connection.into_owned()).await {
         tracing::debug!(%error, "connection ended with an error");
@@ -79,15 +238,34 @@ async fn drain(graceful: GracefulShutdown, listener: &'static str) {
 }
 
 /// Accepts plain connections until `shutdown` is cancelled, then drains them.
-pub async fn serve_plain<H, F, B>(listener: TcpListener, handle: H, shutdown: CancellationToken)
-where
+pub async fn serve_plain<H, F, B>(
+    listener: TcpListener,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    handle: H,
+    shutdown: CancellationToken,
+) where
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
     F: Future<Output = hyper::Response<B>> + Send + 'static,
     B: Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
+    let gate = Gate::new(&limits, metrics);
+    let limits = Arc::new(limits);
     let graceful = GracefulShutdown::new();
-    while let Some((stream, _)) = next_connection(&listener, &shutdown).await {
-        tokio::spawn(serve_connection(stream, handle.clone(), graceful.watcher()));
+    while let Some((stream, peer)) = next_connection(&listener, &shutdown).await {
+        let Some(permit) = gate.admit(peer) else {
+            continue;
+        };
+        let (handle, watcher, limits) = (handle.clone(), graceful.watcher(), limits.clone());
+        let metrics = gate.metrics.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if !protocol_told(&stream, limits.header_read_timeout).await {
+                metrics.limit_hit(limits.listener, "header_timeout");
+                return;
+            }
+            serve_connection(stream, Protocol::Detect, handle, watcher, &limits).await;
+        });
     }
     drain(graceful, "api").await;
 }
@@ -97,6 +275,8 @@ where
 pub async fn serve_https<H, F, B>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
     handle: H,
     shutdown: CancellationToken,
 ) where
@@ -105,12 +285,27 @@ pub async fn serve_https<H, F, B>(
     B: Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let gate = Gate::new(&limits, metrics);
+    let limits = Arc::new(limits);
     let graceful = GracefulShutdown::new();
     while let Some((stream, peer)) = next_connection(&listener, &shutdown).await {
+        let Some(permit) = gate.admit(peer) else {
+            continue;
+        };
         let (acceptor, handle, watcher) = (acceptor.clone(), handle.clone(), graceful.watcher());
+        let (gate, limits) = (gate.clone(), limits.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve_connection(stream, handle, watcher).await,
+            let _permit = permit;
+            let Some(handshake) = gate.handshake(peer) else {
+                return;
+            };
+            let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            drop(handshake);
+            match accepted {
+                Ok(Ok(stream)) => {
+                    let protocol = Protocol::of_tls(&stream);
+                    serve_connection(stream, protocol, handle, watcher, &limits).await;
+                }
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "API TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "API TLS handshake timed out"),
             }
@@ -128,6 +323,7 @@ pub async fn serve_devices<H, F>(
     listener: TcpListener,
     tls: Arc<ReloadingServerConfig>,
     crl_reloads: watch::Receiver<u64>,
+    limits: Limits,
     metrics: Arc<Metrics>,
     handle: H,
     shutdown: CancellationToken,
@@ -135,26 +331,37 @@ pub async fn serve_devices<H, F>(
     H: Fn(DeviceIdentity, hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
+    let gate = Gate::new(&limits, metrics.clone());
+    let limits = Arc::new(limits);
     let graceful = GracefulShutdown::new();
     while let Some((stream, peer)) = next_connection(&listener, &shutdown).await {
+        let Some(permit) = gate.admit(peer) else {
+            continue;
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let (handle, metrics, watcher) = (handle.clone(), metrics.clone(), graceful.watcher());
         let (tls, crl_reloads) = (tls.clone(), crl_reloads.clone());
+        let (gate, limits) = (gate.clone(), limits.clone());
         tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        metrics.handshakes_refused.inc();
-                        tracing::info!(%peer, %error, "device TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => {
-                        metrics.handshakes_refused.inc();
-                        tracing::info!(%peer, "device TLS handshake timed out");
-                        return;
-                    }
-                };
+            let _permit = permit;
+            let Some(handshake) = gate.handshake(peer) else {
+                return;
+            };
+            let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            drop(handshake);
+            let stream = match accepted {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    metrics.handshakes_refused.inc();
+                    tracing::info!(%peer, %error, "device TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    metrics.handshakes_refused.inc();
+                    tracing::info!(%peer, "device TLS handshake timed out");
+                    return;
+                }
+            };
             let certificate = stream
                 .get_ref()
                 .1
@@ -169,14 +376,18 @@ pub async fn serve_devices<H, F>(
                 None => return,
             };
             tracing::debug!(%peer, device = %identity.device, org = %identity.org, "device connected");
-            let retired = certificate_retired(&identity, &tls, crl_reloads);
+            let retired =
+                certificate_retired(&identity, &tls, crl_reloads, limits.max_connection_age);
+            let protocol = Protocol::of_tls(&stream);
             let served = serve_connection(
                 stream,
+                protocol,
                 {
                     let identity = identity.clone();
                     move |request| handle(identity.clone(), request)
                 },
                 watcher,
+                &limits,
             );
             // Pinned here so that a cut connection closes only after it was counted.
             tokio::pin!(served);
@@ -193,11 +404,13 @@ pub async fn serve_devices<H, F>(
 }
 
 /// Completes when the connection's certificate may no longer be used: `"expired"` at its
-/// notAfter, `"revoked"` once a reloaded CRL lists it. Never completes otherwise.
+/// notAfter, `"revoked"` once a reloaded CRL lists it; or `"max_age"` once the connection is
+/// `max_age` old, so that the device proves its certificate again. Never completes otherwise.
 async fn certificate_retired(
     identity: &DeviceIdentity,
     tls: &ReloadingServerConfig,
     mut crl_reloads: watch::Receiver<u64>,
+    max_age: Option<Duration>,
 ) -> &'static str {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -208,9 +421,17 @@ async fn certificate_retired(
         .saturating_sub(now);
     let expiry = tokio::time::sleep(Duration::from_secs(left));
     tokio::pin!(expiry);
+    let old = async {
+        match max_age {
+            Some(age) => tokio::time::sleep(age).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(old);
     loop {
         tokio::select! {
             () = &mut expiry => return "expired",
+            () = &mut old => return "max_age",
             changed = crl_reloads.changed() => {
                 if changed.is_err() {
                     // No more reloads (the host is stopping): only expiry is left.

@@ -1,0 +1,217 @@
+//! The listeners under hostile traffic: a connection that sends half a request or nothing at all
+//! is closed within the header timeout, a body that trickles in gets `408`, an oversized body
+//! `413` at once over HTTP/2 and HTTP/1.1, a listener full of connections closes the next one
+//! at once, and a device connection does not outlive its maximum age. Each limit is a
+//! `server.*` setting counted in `weir_listener_limits_hit_total` when it bites.
+
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use rustls::pki_types::ServerName;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use weir_pki::ClientAlpn;
+use weir_tests::poll::eventually;
+use weir_tests::stack::SERVER_NAME;
+
+use crate::ingest::harness::{TestHost, assert_error, batch, metric_value, now_ms, ok, point};
+
+/// Generous bounds for "promptly" on a loaded 2-core machine.
+const PROMPTLY: Duration = Duration::from_secs(10);
+
+/// Reads until the peer closes (or errors); returns what came and how long it took.
+async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin)) -> (String, Duration) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buffer = [0; 4096];
+    while let Ok(read @ 1..) = stream.read(&mut buffer).await {
+        received.extend_from_slice(&buffer[..read]);
+    }
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_a_request_or_none_is_closed_within_the_header_timeout() {
+    let test = TestHost::start_with(|config| config.server.header_read_timeout_s = 2).await;
+    let api = test.host().api_addr();
+
+    let mut silent = TcpStream::connect(api).await.unwrap();
+    let mut one_byte = TcpStream::connect(api).await.unwrap();
+    one_byte.write_all(b"G").await.unwrap();
+    // A keep-alive connection that got its answer and then says nothing more.
+    let mut idle = TcpStream::connect(api).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: weir\r\n\r\n")
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    for (what, stream) in [
+        ("a silent connection", &mut silent),
+        ("one byte of a request", &mut one_byte),
+        ("an idle keep-alive connection", &mut idle),
+    ] {
+        let (received, _) = tokio::time::timeout(PROMPTLY, read_until_closed(stream))
+            .await
+            .unwrap_or_else(|_| panic!("{what} is still open after {PROMPTLY:?}"));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(1500),
+            "{what} closed too soon: {took:?}"
+        );
+        if what.starts_with("an idle") {
+            assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_trickles_in_gets_408() {
+    let test = TestHost::start_with(|config| config.server.body_read_timeout_s = 2).await;
+    let tls = test.enrol("m-slow", "acme", ClientAlpn::Http11).await;
+    let tcp = TcpStream::connect(test.host().device_addr()).await.unwrap();
+    let mut upload = TlsConnector::from(tls)
+        .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/submit HTTP/1.1\r\nhost: {SERVER_NAME}\r\ncontent-type: application/json\r\n\
+         content-length: 1000\r\n\r\n{{\"batch\":"
+    );
+    upload.write_all(head.as_bytes()).await.unwrap();
+    upload.flush().await.unwrap();
+
+    let (response, _) = tokio::time::timeout(PROMPTLY, read_until_closed(&mut upload))
+        .await
+        .expect("answered within the body timeout");
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains(r#""code":"body_timeout""#), "{response}");
+    let (_, metrics) = test.api_get("/metrics").await;
+    let hits = metric_value(
+        &metrics,
+        r#"weir_listener_limits_hit_total{listener="devices",reason="body_timeout"}"#,
+    );
+    assert_eq!(hits, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_body_gets_413_at_once_over_http2_and_http11() {
+    let test = TestHost::start().await;
+    let huge = vec![b' '; 20 * 1024 * 1024];
+    for alpn in [ClientAlpn::H2, ClientAlpn::Http11] {
+        let id = format!("m-huge-{alpn:?}");
+        let mut device = test.device_with_alpn(&id, "acme", alpn).await;
+        let started = Instant::now();
+        let answer = device
+            .request(
+                Method::POST,
+                "/v1/submit",
+                huge.clone(),
+                &[("content-type", "application/json")],
+            )
+            .await;
+        let message = assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+        assert!(message.contains("1048576"), "{message}");
+        assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
+        if alpn == ClientAlpn::H2 {
+            // The connection stays usable for the next request.
+            let stored = device
+                .submit(&batch("after-413", vec![point("meter.power", 1, now_ms())]))
+                .await;
+            assert_eq!(ok(&stored)["accepted"], json!(1));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_listener_closes_the_next_connection_at_once() {
+    let test = TestHost::start_with(|config| {
+        config.server.max_connections = 3;
+        config.server.header_read_timeout_s = 60;
+    })
+    .await;
+    let api = test.host().api_addr();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(api).await.unwrap());
+    }
+    // The listener accepts the fourth and closes it without reading.
+    let mut extra = TcpStream::connect(api).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: weir\r\n\r\n")
+        .await;
+    let (received, _) = tokio::time::timeout(PROMPTLY, read_until_closed(&mut extra))
+        .await
+        .expect("closed at once");
+    assert_eq!(received, "", "no answer on a connection over the cap");
+
+    // One held connection closes: the next one is served.
+    drop(held.pop());
+    eventually(
+        "a connection is served again",
+        PROMPTLY,
+        Duration::from_millis(100),
+        async || {
+            let Ok(mut stream) = TcpStream::connect(api).await else {
+                return false;
+            };
+            if stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nhost: weir\r\nconnection: close\r\n\r\n")
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            let (received, _) = read_until_closed(&mut stream).await;
+            received.starts_with("HTTP/1.1 200")
+                && received.contains(
+                    r#"weir_listener_limits_hit_total{listener="api",reason="max_connections"}"#,
+                )
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_connection_is_closed_at_its_maximum_age() {
+    let test = TestHost::start_with(|config| config.server.device_connection_max_age_s = 2).await;
+    let tls = test.enrol("m-old", "acme", ClientAlpn::H2).await;
+    let mut device = test.connect(tls).await.unwrap();
+    let first = device
+        .submit(&batch("young", vec![point("meter.power", 1, now_ms())]))
+        .await
+        .unwrap();
+    assert_eq!(ok(&first)["accepted"], json!(1));
+
+    eventually(
+        "the old connection is closed",
+        PROMPTLY,
+        Duration::from_millis(200),
+        async || {
+            device
+                .submit(&batch("old", vec![point("meter.power", 2, now_ms())]))
+                .await
+                .is_err()
+        },
+    )
+    .await;
+    let (_, metrics) = test.api_get("/metrics").await;
+    let cut = metric_value(
+        &metrics,
+        r#"weir_device_connections_cut_total{code="max_age"}"#,
+    );
+    assert!(cut >= 1.0, "{metrics}");
+    // The device reconnects and carries on.
+    let mut again = test.device("m-old", "acme").await;
+    let answer = again
+        .submit(&batch(
+            "reconnected",
+            vec![point("meter.power", 3, now_ms())],
+        ))
+        .await;
+    assert_eq!(ok(&answer)["accepted"], json!(1));
+}
