@@ -215,3 +215,45 @@ async fn a_device_connection_is_closed_at_its_maximum_age() {
         .await;
     assert_eq!(ok(&answer)["accepted"], json!(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nul_character_anywhere_is_refused_with_a_code_never_a_5xx() {
+    let test = TestHost::start().await;
+    let mut device = test.device("m-nul", "acme").await;
+
+    // A text value: the batch is refused, the same way on every resend (no poison batch).
+    let poison = batch("nul-1", vec![point("meter.label", "a\u{0}b", now_ms())]);
+    for _ in 0..2 {
+        let refused = device.submit(&poison).await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, "invalid_text");
+    }
+    // Metadata strings: the entry is rejected, the others stored.
+    let answer = device
+        .send_json(
+            Method::PUT,
+            "/v1/metadata",
+            &json!([
+                {"key": "meter.power", "type": "f64", "name": "Po\u{0}wer"},
+                {"key": "meter.energy", "type": "f64", "name": "Energy"}
+            ]),
+        )
+        .await;
+    let body = ok(&answer);
+    assert_eq!(body["stored"], json!(1));
+    assert_eq!(body["rejected"][0]["code"], json!("invalid_text"));
+
+    // A path or query parameter: 400 before any database work, no internal text.
+    let token = test.api_token("acme").await;
+    let authorization = format!("Bearer {token}");
+    for path in [
+        "/v1/devices/%00/latest",
+        "/v1/devices/m-nul/history?key=meter.power%00&from=0&to=1",
+    ] {
+        let (status, body) = test
+            .api_request(Method::GET, path, &[("authorization", &authorization)])
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(body.contains(r#""code":"invalid_path""#), "{body}");
+        assert!(!body.to_lowercase().contains("postgres"), "{body}");
+    }
+}

@@ -94,3 +94,14 @@ async fn postgres_outage_mid_run_is_retried_and_resends_land_exactly_once() {
     );
     assert_everything_landed_once(&report, count_points(&stack).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_too_large_for_the_host_are_split_not_resent_or_dropped() {
+    // 50 meter points are about 4 KiB of JSON: over a 2 KiB limit, so every batch gets 413.
+    let stack = Stack::start(|config| config.ingest.max_body_bytes = 2048)
+        .await
+        .unwrap();
+    let report = run(simulation(&stack)).await.unwrap();
+    assert_everything_landed_once(&report, count_points(&stack).await);
+    assert!(report.retries > 0, "the large batches were split: {report}");
+}

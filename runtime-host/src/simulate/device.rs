@@ -247,6 +247,23 @@ pub async fn run_device(
                 }
             }
             Ok(response)
+                if response.status == StatusCode::PAYLOAD_TOO_LARGE && batch.points.len() > 1 =>
+            {
+                // Too big for this host: send it in halves. The host stored none of it, so the
+                // halves may carry new batch ids; the second goes back to the queue's front.
+                let mut points = batch.points.clone();
+                let rest = points.split_off(points.len() / 2);
+                for point in rest.into_iter().rev() {
+                    queue.push_front(point);
+                }
+                tracing::debug!(device = %id, batch = %batch.id, points = points.len(), "batch too large; splitting it");
+                pending = Some(Pending {
+                    id: format!("{}-half", batch.id),
+                    points,
+                });
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(response)
                 if response.status == StatusCode::TOO_MANY_REQUESTS
                     || response.status.is_server_error() =>
             {

@@ -174,6 +174,11 @@ fn optional_string(
 ) -> Result<Option<String>, EntryError> {
     match object.get(field) {
         None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) if s.contains('\0') => Err((
+            field.into(),
+            "invalid_text",
+            "must not contain NUL characters".into(),
+        )),
         Some(Json::String(s)) if s.chars().count() <= max_len => Ok(Some(s.clone())),
         Some(Json::String(_)) => Err((
             field.into(),
@@ -241,6 +246,13 @@ fn value_map(
                 format!("label of code {code} must be a string"),
             )
         })?;
+        if label.contains('\0') {
+            return Err((
+                field(),
+                "invalid_text",
+                format!("label of code {code} must not contain NUL characters"),
+            ));
+        }
         entries.push((code, label.to_string()));
     }
     entries.sort();
@@ -250,6 +262,21 @@ fn value_map(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_are_refused_in_every_text_field() {
+        let body = br#"[
+            {"key":"meter.a","type":"f64","name":"Po\u0000wer"},
+            {"key":"meter.b","type":"f64","description":"\u0000"},
+            {"key":"meter.c","type":"enum","value_map":{"0":"of\u0000f"}},
+            {"key":"meter.\u0000","type":"f64"}
+        ]"#;
+        let parsed = parse_metadata(body).unwrap();
+        assert!(parsed.records.is_empty(), "{:?}", parsed.records);
+        let codes: Vec<_> = parsed.rejected.iter().map(|r| r.code).collect();
+        assert_eq!(codes[..3], ["invalid_text"; 3]);
+        assert_eq!(parsed.rejected.len(), 4);
+    }
 
     #[test]
     fn good_and_bad_entries_are_judged_apart() {

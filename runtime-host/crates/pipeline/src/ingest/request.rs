@@ -96,6 +96,13 @@ fn parse_point(index: usize, raw: &Json) -> Result<Point, IngestError> {
             }
         }
         Some(Json::Bool(b)) => Value::Boolean(*b),
+        // PostgreSQL's text cannot hold NUL: refused here, not as a storage failure.
+        Some(Json::String(s)) if s.contains('\0') => {
+            return Err(IngestError::invalid(
+                "invalid_text",
+                format!("{} must not contain NUL characters", field("value")),
+            ));
+        }
         Some(Json::String(s)) => Value::Text(s.clone()),
         Some(_) => {
             return Err(invalid(
@@ -135,6 +142,18 @@ mod tests {
                 Value::Boolean(true),
                 Value::Text("on".into())
             ]
+        );
+    }
+
+    #[test]
+    fn a_nul_character_in_a_text_value_is_invalid_text() {
+        let body = br#"{"batch":"b","points":[{"key":"a.b","value":"x\u0000y","ts":1}]}"#;
+        let error = parse_submit(body, 10).unwrap_err();
+        assert_eq!(error.code, "invalid_text");
+        assert!(
+            error.message.contains("points[0].value"),
+            "{}",
+            error.message
         );
     }
 

@@ -48,6 +48,17 @@ pub struct Api {
 impl Api {
     /// Answers one request; only the event stream's answer is not buffered.
     pub async fn handle(self: Arc<Self>, request: hyper::Request<Incoming>) -> StreamingResponse {
+        let uri = request.uri();
+        if encodes_a_control_character(uri.path())
+            || uri.query().is_some_and(encodes_a_control_character)
+        {
+            return ApiError::bad_request(
+                "invalid_path",
+                "the path or query encodes a control character (such as %00)",
+            )
+            .into_response()
+            .map(ResponseBody::from);
+        }
         if request.uri().path() == event_stream::PATH {
             return self.event_streams.handle(&self.storage, request).await;
         }
@@ -107,5 +118,39 @@ impl Api {
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         );
         response
+    }
+}
+
+/// Whether `text` (a path or query, still percent-encoded) encodes a control character
+/// (`%00`–`%1F`, `%7F`): nothing Weir serves is named with one, and PostgreSQL refuses NUL.
+fn encodes_a_control_character(text: &str) -> bool {
+    text.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && std::str::from_utf8(&w[1..])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .is_some_and(|byte| byte < 0x20 || byte == 0x7f)
+    })
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::encodes_a_control_character;
+
+    #[test]
+    fn encoded_control_characters_are_found() {
+        for bad in ["/v1/devices/%00/latest", "/a%0a", "%7F", "from=%1f"] {
+            assert!(encodes_a_control_character(bad), "{bad}");
+        }
+        for good in [
+            "/v1/devices/m%2D1/latest",
+            "/v1/x%20y",
+            "%",
+            "%0",
+            "%zz",
+            "100%",
+        ] {
+            assert!(!encodes_a_control_character(good), "{good}");
+        }
     }
 }
