@@ -471,7 +471,9 @@ async fn an_alerter_past_its_deadline_is_stopped() {
             source: s.source,
         })
         .collect();
-    let points: Vec<_> = (0..1000)
+    // Enough work to outlast several epoch ticks (5 ms): a 1 ms deadline is one tick, which a
+    // small evaluation on a fast machine can finish within.
+    let points: Vec<_> = (0..10_000)
         .map(|i| weir_runtime::alerter::Point {
             key: format!("meter.{}.temperature", i % 10),
             value: weir_runtime::alerter::Value::Float(70.0 + (i % 30) as f64),
@@ -479,8 +481,14 @@ async fn an_alerter_past_its_deadline_is_stopped() {
         })
         .collect();
     let states: Vec<RuleState> = Vec::new();
+    let started = std::time::Instant::now();
     let evaluation = alerter.evaluate("m1", &points, &rules, &states).await;
     assert!(!evaluation.unwrap().events.is_empty());
+    assert!(
+        started.elapsed() > Duration::from_millis(20),
+        "the evaluation is long enough to outlast the deadline: {:?}",
+        started.elapsed()
+    );
 
     let hurried = alerter.with_deadline(Duration::from_millis(1));
     let error = hurried

@@ -163,10 +163,8 @@ async fn a_revocation_reaches_every_host_of_both_regions_open_connections_includ
         );
         let (status, metrics) = crate::ingest::harness::api_get_at(host, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
-        assert!(
-            metrics.contains(&format!("weir_device_crl_number {}", revocation.crl_number)),
-            "{metrics}"
-        );
+        let number = metric_value(&metrics, "weir_device_crl_number");
+        assert_eq!(number, revocation.crl_number as f64, "{metrics}");
         // The open connection, and any refusal probe that got in just before the new CRL.
         let cut = metric_value(
             &metrics,
@@ -217,16 +215,13 @@ async fn an_older_crl_put_back_is_ignored_and_an_expired_one_refuses_every_devic
     let gone = host.enrol("meter-gone", ORG, ClientAlpn::H2).await;
     let before = host.storage().current_crl().await.unwrap().unwrap();
     let revocation = host.revoke(ORG, "meter-gone").await;
-    let metric = |number: u64| format!("weir_device_crl_number {number}");
     eventually(
         "the host installs the new CRL",
         PROPAGATION,
         EVERY,
         async || {
-            host.api_get("/metrics")
-                .await
-                .1
-                .contains(&metric(revocation.crl_number))
+            let number = metric_value(&host.api_get("/metrics").await.1, "weir_device_crl_number");
+            number == revocation.crl_number as f64
         },
     )
     .await;
@@ -235,10 +230,8 @@ async fn an_older_crl_put_back_is_ignored_and_an_expired_one_refuses_every_devic
     put_crl(&host, before.number, &before.pem).await;
     tokio::time::sleep(weir::pki_follower::CHECK_INTERVAL * 2).await;
     let (_, metrics) = host.api_get("/metrics").await;
-    assert!(
-        metrics.contains(&metric(revocation.crl_number)),
-        "{metrics}"
-    );
+    let number = metric_value(&metrics, "weir_device_crl_number");
+    assert_eq!(number, revocation.crl_number as f64, "the newer CRL stays");
     assert!(host.is_refused(gone.clone()).await, "the revocation stands");
     assert!(!host.is_refused(control.clone()).await);
 
@@ -252,12 +245,8 @@ async fn an_older_crl_put_back_is_ignored_and_an_expired_one_refuses_every_devic
         "the expired CRL raises the alarm",
         PROPAGATION,
         EVERY,
-        async || {
-            host.api_get("/metrics")
-                .await
-                .1
-                .contains("weir_device_crl_expired 1")
-        },
+        // Read as a value: the metric's HELP text also reads "weir_device_crl_expired 1 ...".
+        async || metric_value(&host.api_get("/metrics").await.1, "weir_device_crl_expired") == 1.0,
     )
     .await;
     assert!(
@@ -268,10 +257,7 @@ async fn an_older_crl_put_back_is_ignored_and_an_expired_one_refuses_every_devic
     // A fresh CRL from the issuing side ends it.
     weir::ca::publish_crl(host.storage(), &ca).await.unwrap();
     eventually("the alarm clears", PROPAGATION, EVERY, async || {
-        host.api_get("/metrics")
-            .await
-            .1
-            .contains("weir_device_crl_expired 0")
+        metric_value(&host.api_get("/metrics").await.1, "weir_device_crl_expired") == 0.0
     })
     .await;
     assert!(!host.is_refused(control).await);

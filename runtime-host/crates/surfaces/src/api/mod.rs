@@ -86,15 +86,22 @@ impl Api {
         }
     }
 
-    /// 200 when PostgreSQL and Redis both answer, 503 naming what does not.
+    /// 200 when PostgreSQL and Redis both answer, 503 naming which does not (`unavailable`;
+    /// the reason goes to the log, not to the caller).
     async fn ready(&self) -> Response {
         let postgres = self.storage.ping().await;
         let redis = self.latest.ping().await;
-        let status = |r: &Result<(), weir_storage::StorageError>| match r {
+        let status = |store: &str, r: &Result<(), weir_storage::StorageError>| match r {
             Ok(()) => json!("ok"),
-            Err(error) => json!(error.to_string()),
+            Err(error) => {
+                tracing::warn!(store, %error, "readiness check failed");
+                json!("unavailable")
+            }
         };
-        let body = json!({"postgres": status(&postgres), "redis": status(&redis)});
+        let body = json!({
+            "postgres": status("postgres", &postgres),
+            "redis": status("redis", &redis),
+        });
         if postgres.is_ok() && redis.is_ok() {
             json_response(StatusCode::OK, &body)
         } else {
