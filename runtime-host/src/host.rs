@@ -475,17 +475,12 @@ async fn follow_device_moves(
     database_url: String,
     shutdown: CancellationToken,
 ) {
-    let mut listener = loop {
-        match weir_storage::listen_device_moves(&database_url).await {
-            Ok(listener) => break listener,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for device moves yet; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(WATCH_INTERVAL) => {}
-                    () = shutdown.cancelled() => return,
-                }
-            }
-        }
+    let listen = || weir_storage::listen_device_moves(&database_url);
+    let Some(mut listener) =
+        crate::listening::listen_until_stopped("device moves", WATCH_INTERVAL, &shutdown, listen)
+            .await
+    else {
+        return;
     };
     loop {
         tokio::select! {
@@ -504,17 +499,16 @@ async fn follow_metadata_changes(
     database_url: String,
     shutdown: CancellationToken,
 ) {
-    let mut listener = loop {
-        match weir_storage::listen_metadata_changes(&database_url).await {
-            Ok(listener) => break listener,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for metadata changes yet; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(WATCH_INTERVAL) => {}
-                    () = shutdown.cancelled() => return,
-                }
-            }
-        }
+    let listen = || weir_storage::listen_metadata_changes(&database_url);
+    let Some(mut listener) = crate::listening::listen_until_stopped(
+        "metadata changes",
+        WATCH_INTERVAL,
+        &shutdown,
+        listen,
+    )
+    .await
+    else {
+        return;
     };
     loop {
         tokio::select! {

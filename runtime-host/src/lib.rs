@@ -15,6 +15,7 @@ pub mod cli;
 pub mod device_client;
 pub mod endpoints;
 pub mod host;
+pub mod listening;
 pub mod pki_follower;
 pub mod serve;
 pub mod simulate;

@@ -70,17 +70,16 @@ impl PkiFollower {
 
     /// Follows the ledger until `shutdown`.
     pub async fn run(mut self, database_url: String, shutdown: CancellationToken) {
-        let mut listener = loop {
-            match listen_pki(&database_url).await {
-                Ok(listener) => break listener,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for PKI changes yet; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(CHECK_INTERVAL) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-            }
+        let listen = || listen_pki(&database_url);
+        let Some(mut listener) = crate::listening::listen_until_stopped(
+            "PKI changes",
+            CHECK_INTERVAL,
+            &shutdown,
+            listen,
+        )
+        .await
+        else {
+            return;
         };
         let mut tick = tokio::time::interval(CHECK_INTERVAL);
         loop {

@@ -135,7 +135,15 @@ async fn a_region_that_missed_moves_drops_the_values_of_devices_now_elsewhere() 
     let mut in_b = region_a.device_at(&host_b, tls, id.clone()).await;
     let second = batch("roam-2", vec![point("power", 20, t0 + 1000)]);
     assert_eq!(ok(&in_b.submit(&second).await)["accepted"], json!(1));
-    // Simulate the missed notification: put region a's stale value back.
+    // Region a's running host follows the move; only then simulate a missed notification by
+    // putting region a's stale value back (before, the move could still remove it).
+    eventually(
+        "region a's running host follows the move",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || region_a.latest_in_redis(&id).await.is_empty(),
+    )
+    .await;
     let stale = vec![("power".to_owned(), t0, weir_storage::StoredValue::Int(10))];
     region_a.host().latest().update(&id, &stale).await.unwrap();
     assert_eq!(region_a.latest_in_redis(&id).await.len(), 1);

@@ -88,17 +88,16 @@ impl Signer {
 
     /// Serves until `shutdown`: answers renewals as they are queued and keeps the CRL fresh.
     pub async fn run(self, database_url: String, shutdown: CancellationToken) {
-        let mut listener = loop {
-            match listen_pki(&database_url).await {
-                Ok(listener) => break listener,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for renewal requests yet; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(POLL_INTERVAL) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-            }
+        let listen = || listen_pki(&database_url);
+        let Some(mut listener) = crate::listening::listen_until_stopped(
+            "renewal requests",
+            POLL_INTERVAL,
+            &shutdown,
+            listen,
+        )
+        .await
+        else {
+            return;
         };
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         let mut crl_check = tokio::time::interval(CRL_CHECK_INTERVAL);
