@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
-use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use serde_json::json;
 use weir::device_client::DeviceClient;
@@ -125,12 +124,7 @@ async fn an_edge_host_renews_through_the_issuing_service_and_holds_no_ca_key() {
     let mut client = DeviceClient::connect(&host.device_addr().to_string(), "localhost", tls)
         .await
         .unwrap();
-    let key = KeyPair::generate().unwrap();
-    let csr = CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
+    let (csr, _key) = crate::pki_fleet::fresh_csr();
     let renewed = client
         .send_json(Method::POST, "/v1/renew", &json!({ "csr": csr }))
         .await

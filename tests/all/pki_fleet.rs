@@ -26,7 +26,7 @@ const PROPAGATION: Duration = Duration::from_secs(15);
 const EVERY: Duration = Duration::from_millis(100);
 
 /// A CSR for a fresh key, and the key.
-fn fresh_csr() -> (String, KeyPair) {
+pub(crate) fn fresh_csr() -> (String, KeyPair) {
     let key = KeyPair::generate().unwrap();
     let csr = CertificateParams::default()
         .serialize_request(&key)
