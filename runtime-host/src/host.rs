@@ -25,9 +25,12 @@ use weir_runtime::{FunctionEngine, FunctionSlot, HttpFunction, ValidatorFunction
 use weir_storage::{LatestCache, Storage};
 use weir_surfaces::api::Api;
 use weir_surfaces::api::answer_cache::AnswerCache;
-use weir_surfaces::api::event_stream::EventStreams;
+use weir_surfaces::api::auth::Authenticator;
+use weir_surfaces::api::event_stream::{EventStreamLimits, EventStreams};
 use weir_surfaces::api::events::EventsApi;
 use weir_surfaces::api::query::QueryApi;
+use weir_surfaces::api::readiness::Readiness;
+use weir_surfaces::device_api::shares::DeviceShares;
 use weir_surfaces::device_api::{DeviceApi, Renewal};
 use weir_surfaces::http::server::{Limits, serve_devices, serve_https, serve_plain};
 
@@ -140,19 +143,33 @@ impl Host {
                 config.ingest.device_rate_per_second,
                 config.ingest.device_burst,
             ),
+            shares: DeviceShares::new(
+                config.server.device_max_connections,
+                config.server.device_max_requests,
+                metrics.clone(),
+            ),
             renewal,
             max_body_bytes: config.ingest.max_body_bytes,
             body_timeout: Duration::from_secs(config.server.body_read_timeout_s),
             metrics: metrics.clone(),
         });
-        let event_streams = EventStreams::new(metrics.clone());
+        let event_streams =
+            EventStreams::new(metrics.clone(), EventStreamLimits::of(&config.server));
+        let auth = Arc::new(Authenticator::new(
+            storage.clone(),
+            Duration::from_secs(config.server.token_cache_s),
+            config.server.max_token_lookups,
+            metrics.clone(),
+        ));
         let api = Arc::new(Api {
             storage: storage.clone(),
-            latest: latest.clone(),
+            auth: auth.clone(),
+            readiness: Readiness::new(storage.clone(), latest.clone()),
             metrics: metrics.clone(),
             events: EventsApi {
                 storage: storage.clone(),
                 alerting: alerting.clone(),
+                auth,
             },
             query: query.clone(),
             event_streams: event_streams.clone(),
@@ -175,7 +192,13 @@ impl Host {
             crl_installs,
             Limits::devices(&config.server),
             metrics.clone(),
-            move |identity, request| device_api.clone().handle(identity, request),
+            {
+                let device_api = device_api.clone();
+                move |identity| {
+                    let connection = Arc::new(device_api.connect(identity));
+                    move |request| connection.clone().handle(request)
+                }
+            },
             shutdown.clone(),
         ));
         let handle_api = move |request| api.clone().handle(request);
@@ -211,6 +234,7 @@ impl Host {
         ));
         tasks.spawn(pki_follower.run(config.database_url.clone(), shutdown.clone()));
         tasks.spawn(maintain(storage.clone(), config.clone(), shutdown.clone()));
+        tasks.spawn(forget_idle_devices(device_api, shutdown.clone()));
         let slots = registry::Slots {
             validator: validator.clone(),
             query: query.as_ref().map(|query| query.function.clone()),
@@ -416,6 +440,7 @@ fn query_api(
         granted,
         answers,
         metrics,
+        openapi: Default::default(),
     })
 }
 
@@ -516,6 +541,19 @@ async fn follow_metadata_changes(
                 Some(change) => ingest.metadata_changed(&change),
                 None => return,
             },
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Drops the rate-limit state of devices back at a full burst, every
+/// [`FORGET_IDLE_EVERY`](weir_pipeline::ingest::rate_limit::FORGET_IDLE_EVERY), until `shutdown`.
+async fn forget_idle_devices(device_api: Arc<DeviceApi>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(weir_pipeline::ingest::rate_limit::FORGET_IDLE_EVERY);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => device_api.limiter.forget_idle(),
             () = shutdown.cancelled() => return,
         }
     }

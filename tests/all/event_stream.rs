@@ -506,3 +506,75 @@ async fn an_idle_stream_keeps_alive_and_ends_when_its_host_shuts_down() {
         .expect("an open stream does not hold up the shutdown");
     assert!(stream.next().await.is_none(), "the stream ended");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_tokens_streams_end_and_a_token_has_few_streams() {
+    let host = TestHost::start_with(|config| {
+        config.server.token_cache_s = 1;
+        config.server.event_streams_per_token = 2;
+    })
+    .await;
+    let token = host.api_token("acme").await;
+    let addr = host.host().api_addr();
+    let mut streams = Vec::new();
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let mut stream = EventStream::open(addr, "/v1/events/stream", &token, protocol).await;
+        stream.connected().await;
+        streams.push(stream);
+    }
+    let authorization = format!("Bearer {token}");
+    let (status, body) = host
+        .api_request(
+            Method::GET,
+            "/v1/events/stream",
+            &[("authorization", &authorization)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.contains(r#""code":"too_many_streams""#), "{body}");
+    let other_token = host.api_token("acme").await;
+    let mut other =
+        EventStream::open(addr, "/v1/events/stream", &other_token, Protocol::Http1).await;
+    other.connected().await;
+
+    let id = host.storage().find_token(&token).await.unwrap().unwrap().id;
+    assert!(host.storage().revoke_token(id).await.unwrap());
+    let revoked_at = Instant::now();
+    for stream in &mut streams {
+        let end = loop {
+            let sse = stream
+                .next()
+                .await
+                .expect("an end event before the stream closes");
+            if sse.event.is_some() {
+                break sse;
+            }
+        };
+        assert_eq!(end.event.as_deref(), Some("end"), "{end:?}");
+        assert_eq!(end.json(), json!({"reason": "token_revoked"}));
+        assert!(
+            stream.next().await.is_none(),
+            "the stream closes after `end`"
+        );
+    }
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        revoked_at.elapsed()
+    );
+    assert_eq!(metric(&host, "weir_event_streams_revoked_total").await, 2.0);
+    assert_eq!(
+        metric(&host, "weir_event_streams").await,
+        1.0,
+        "another token's stream goes on"
+    );
+    let (status, _) = host
+        .api_request(
+            Method::GET,
+            "/v1/events/stream",
+            &[("authorization", &authorization)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    drop(other);
+}

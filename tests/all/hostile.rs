@@ -1,8 +1,10 @@
 //! The listeners under hostile traffic: a connection that sends half a request or nothing at all
 //! is closed within the header timeout, a body that trickles in gets `408`, an oversized body
 //! `413` at once over HTTP/2 and HTTP/1.1, a listener full of connections closes the next one
-//! at once, and a device connection does not outlive its maximum age. Each limit is a
-//! `server.*` setting counted in `weir_listener_limits_hit_total` when it bites.
+//! at once, a device connection does not outlive its maximum age, a device over its connection
+//! or request share gets `429` while others go on, and a flood of made-up API tokens leaves
+//! device submits unharmed. Each limit is a `server.*` setting counted in
+//! `weir_listener_limits_hit_total` when it bites.
 
 use std::time::{Duration, Instant};
 
@@ -256,4 +258,204 @@ async fn a_nul_character_anywhere_is_refused_with_a_code_never_a_5xx() {
         assert!(body.contains(r#""code":"invalid_path""#), "{body}");
         assert!(!body.to_lowercase().contains("postgres"), "{body}");
     }
+}
+
+/// Opens a raw HTTP/1.1 device connection with `tls` and starts a submit whose body never
+/// finishes: a request in progress until the connection is dropped.
+async fn unfinished_submit(
+    test: &TestHost,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(test.host().device_addr()).await.unwrap();
+    let mut upload = TlsConnector::from(tls)
+        .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/submit HTTP/1.1\r\nhost: {SERVER_NAME}\r\ncontent-type: application/json\r\n\
+         content-length: 1000\r\n\r\n{{\"batch\":"
+    );
+    upload.write_all(head.as_bytes()).await.unwrap();
+    upload.flush().await.unwrap();
+    upload
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_over_its_connection_or_request_cap_gets_429_while_others_proceed() {
+    let test = TestHost::start_with(|config| {
+        config.server.device_max_connections = 3;
+        config.server.device_max_requests = 2;
+        config.ingest.device_rate_per_second = 10_000.0;
+        config.ingest.device_burst = 10_000.0;
+    })
+    .await;
+    let greedy = test.enrol("m-greedy", "acme", ClientAlpn::Http11).await;
+
+    // Two requests in progress (bodies that never finish) use up the device's request share.
+    let held = [
+        unfinished_submit(&test, greedy.clone()).await,
+        unfinished_submit(&test, greedy.clone()).await,
+    ];
+    let mut third = test.connect(greedy.clone()).await.unwrap();
+    let busy = batch("busy", vec![point("meter.power", 1, now_ms())]);
+    let refused = eventually_answer(&mut third, &busy, "too_many_requests").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    let mut other = test.device("m-polite", "acme").await;
+    let answer = other
+        .submit(&batch("polite-1", vec![point("meter.power", 1, now_ms())]))
+        .await;
+    assert_eq!(ok(&answer)["accepted"], json!(1), "other devices proceed");
+
+    // A fourth connection is over the connection cap: each of its requests is refused.
+    let mut fourth = test.connect(greedy.clone()).await.unwrap();
+    let answer = fourth.submit(&busy).await.unwrap();
+    assert_error(
+        &answer,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_connections",
+    );
+
+    // The unfinished requests end with their connections: the device's share is back.
+    drop(held);
+    drop(fourth);
+    eventually(
+        "the greedy device is served again",
+        PROMPTLY,
+        Duration::from_millis(100),
+        async || {
+            third
+                .submit(&busy)
+                .await
+                .is_ok_and(|answer| answer.status == StatusCode::OK)
+        },
+    )
+    .await;
+    let (_, metrics) = test.api_get("/metrics").await;
+    for reason in ["device_requests", "device_connections"] {
+        let series =
+            format!(r#"weir_listener_limits_hit_total{{listener="devices",reason="{reason}"}}"#);
+        assert!(
+            metric_value(&metrics, &series) >= 1.0,
+            "{reason}: {metrics}"
+        );
+    }
+}
+
+/// Submits `body` until the answer's error code is `code` (the host may not have counted the
+/// unfinished requests yet); the answer.
+async fn eventually_answer(
+    device: &mut weir::device_client::DeviceClient,
+    body: &serde_json::Value,
+    code: &str,
+) -> weir::device_client::DeviceResponse {
+    let deadline = Instant::now() + PROMPTLY;
+    loop {
+        let answer = device.submit(body).await.unwrap();
+        if answer.status != StatusCode::OK || Instant::now() > deadline {
+            let text = String::from_utf8_lossy(&answer.body).into_owned();
+            assert!(text.contains(&format!(r#""code":"{code}""#)), "{text}");
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_made_up_tokens_leaves_device_submits_unharmed() {
+    let test = TestHost::start_with(|config| {
+        config.ingest.database_pool = 4;
+        config.server.max_token_lookups = 1;
+        config.ingest.device_rate_per_second = 10_000.0;
+        config.ingest.device_burst = 10_000.0;
+    })
+    .await;
+    let api = test.host().api_addr();
+    // Token lookups are slow (the table is locked): without a bound, the flood's lookups would
+    // hold every pool connection and the device's submits would wait out the pool.
+    let (locker, connection) =
+        tokio_postgres::connect(&test.stack().postgres.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flooders = tokio::task::JoinSet::new();
+    for flooder in 0..32u64 {
+        let stop = stop.clone();
+        flooders.spawn(async move {
+            let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let token = format!("weir_{:064x}", flooder << 32 | n);
+                let (status, body) = raw_get(api, "/v1/events", &format!("Bearer {token}")).await;
+                assert!(
+                    body.contains(r#""code":"invalid_token""#)
+                        || body.contains(r#""code":"overloaded""#),
+                    "{status}: {body}"
+                );
+                *statuses.entry(status).or_default() += 1;
+            }
+            statuses
+        });
+    }
+    let mut device = test.device("m-honest", "acme").await;
+    let start = now_ms();
+    for i in 0..30 {
+        let answer = device
+            .submit(&batch(
+                &format!("honest-{i}"),
+                vec![point("meter.power", i, start + i)],
+            ))
+            .await;
+        assert_eq!(
+            ok(&answer)["accepted"],
+            json!(1),
+            "batch {i} during the flood"
+        );
+    }
+    // The flood went on past the lookup wait: callers beyond the bound were turned away.
+    let series = r#"weir_listener_limits_hit_total{listener="api",reason="token_lookups"}"#;
+    eventually(
+        "the lookup bound bites",
+        PROMPTLY,
+        Duration::from_millis(100),
+        async || {
+            let (_, metrics) = test.api_get("/metrics").await;
+            metrics.contains(series) && metric_value(&metrics, series) >= 1.0
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
+    while let Some(counts) = flooders.join_next().await {
+        for (status, count) in counts.unwrap() {
+            *statuses.entry(status).or_default() += count;
+        }
+    }
+    assert!(statuses.get(&503).is_some_and(|&n| n > 0), "{statuses:?}");
+    assert!(
+        statuses.keys().all(|&s| s == 401 || s == 503),
+        "{statuses:?}"
+    );
+}
+
+/// `GET path` with `authorization` on a new plain HTTP/1.1 connection: status and body.
+async fn raw_get(api: std::net::SocketAddr, path: &str, authorization: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(api).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: weir\r\nauthorization: {authorization}\r\n\
+         connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (received, _) = read_until_closed(&mut stream).await;
+    let status = received
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {received:?}"));
+    (status, received)
 }

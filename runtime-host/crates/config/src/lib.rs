@@ -83,6 +83,24 @@ pub struct ServerConfig {
     /// Seconds a device connection may live; then it is closed and the device reconnects,
     /// proving its certificate again (`WEIR_DEVICE_CONNECTION_MAX_AGE_S`).
     pub device_connection_max_age_s: u64,
+    /// Open connections per device on this host; requests on more get
+    /// `429 too_many_connections` (`WEIR_DEVICE_MAX_CONNECTIONS`).
+    pub device_max_connections: usize,
+    /// Requests of one device in progress at once on this host, over all its connections;
+    /// more get `429 too_many_requests` (`WEIR_DEVICE_MAX_REQUESTS`).
+    pub device_max_requests: usize,
+    /// Seconds a bearer token's verdict is remembered: the longest a revoked token keeps
+    /// working, and how often a live event stream re-checks its token (`WEIR_TOKEN_CACHE_S`).
+    pub token_cache_s: u64,
+    /// Token lookups in PostgreSQL at once, so that a flood of made-up tokens holds at most
+    /// this many pool connections; callers beyond it get `503 overloaded`
+    /// (`WEIR_MAX_TOKEN_LOOKUPS`).
+    pub max_token_lookups: usize,
+    /// Live event streams open at once per API token; more get `429 too_many_streams`
+    /// (`WEIR_EVENT_STREAMS_PER_TOKEN`).
+    pub event_streams_per_token: usize,
+    /// Live event streams open at once on this host (`WEIR_MAX_EVENT_STREAMS`).
+    pub max_event_streams: usize,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +113,12 @@ impl Default for ServerConfig {
             max_handshakes: 256,
             device_max_streams: 16,
             device_connection_max_age_s: 3600,
+            device_max_connections: 4,
+            device_max_requests: 8,
+            token_cache_s: 30,
+            max_token_lookups: 4,
+            event_streams_per_token: 8,
+            max_event_streams: 1000,
         }
     }
 }
@@ -452,6 +476,12 @@ impl Config {
             || server.max_handshakes == 0
             || server.device_max_streams == 0
             || server.device_connection_max_age_s == 0
+            || server.device_max_connections == 0
+            || server.device_max_requests == 0
+            || server.token_cache_s == 0
+            || server.max_token_lookups == 0
+            || server.event_streams_per_token == 0
+            || server.max_event_streams == 0
         {
             bail!("every server.* limit must be at least 1");
         }
@@ -690,6 +720,12 @@ const ENV_VARS: &[EnvVar] = &[
     ("WEIR_MAX_HANDSHAKES",        "server.max_handshakes",         Number),
     ("WEIR_DEVICE_MAX_STREAMS",    "server.device_max_streams",     Number),
     ("WEIR_DEVICE_CONNECTION_MAX_AGE_S", "server.device_connection_max_age_s", Number),
+    ("WEIR_DEVICE_MAX_CONNECTIONS", "server.device_max_connections", Number),
+    ("WEIR_DEVICE_MAX_REQUESTS",   "server.device_max_requests",    Number),
+    ("WEIR_TOKEN_CACHE_S",         "server.token_cache_s",          Number),
+    ("WEIR_MAX_TOKEN_LOOKUPS",     "server.max_token_lookups",      Number),
+    ("WEIR_EVENT_STREAMS_PER_TOKEN", "server.event_streams_per_token", Number),
+    ("WEIR_MAX_EVENT_STREAMS",     "server.max_event_streams",      Number),
     ("WEIR_MAX_BODY_BYTES",        "ingest.max_body_bytes",         Number),
     ("WEIR_MAX_BATCH_POINTS",      "ingest.max_batch_points",       Number),
     ("WEIR_DEVICE_RATE",           "ingest.device_rate_per_second", Number),

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub event_relay_reconnects: Counter,
     /// Times a slow event stream fell behind and was told to re-read `GET /v1/events`.
     pub event_streams_lagged: Counter,
+    /// Event streams ended because their token was revoked.
+    pub event_streams_revoked: Counter,
     /// Webhook delivery attempts by outcome (`delivered`, `failed`).
     pub webhook_deliveries: Family<OutcomeLabel, Counter>,
     /// Webhook deliveries not made yet (every host's outbox), as this host last counted.
@@ -145,6 +147,12 @@ impl Metrics {
             "event_streams_lagged",
             "Times a slow event stream fell behind and was told to re-read the events",
             event_streams_lagged.clone(),
+        );
+        let event_streams_revoked = Counter::default();
+        metrics_registry.register(
+            "event_streams_revoked",
+            "Event streams ended because their token was revoked",
+            event_streams_revoked.clone(),
         );
         let webhook_deliveries = Family::<OutcomeLabel, Counter>::default();
         metrics_registry.register(
@@ -256,6 +264,7 @@ impl Metrics {
             event_streams,
             event_relay_reconnects,
             event_streams_lagged,
+            event_streams_revoked,
             webhook_deliveries,
             webhook_pending,
         }

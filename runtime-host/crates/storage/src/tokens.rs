@@ -94,6 +94,20 @@ impl Storage {
         row.as_ref().map(token_info).transpose()
     }
 
+    /// Whether token `id` exists and is not revoked: what a long-lived session (a live event
+    /// stream) re-checks without keeping the secret.
+    pub async fn token_is_active(&self, id: i64) -> Result<bool> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached("SELECT revoked_at IS NULL FROM api_tokens WHERE id = $1")
+            .await?;
+        let row = client.query_opt(&select, &[&id]).await?;
+        Ok(match row {
+            Some(row) => row.try_get(0)?,
+            None => false,
+        })
+    }
+
     /// Every token, revoked ones included, of `org` (or of every organisation when `None`),
     /// oldest first.
     pub async fn list_tokens(&self, org: Option<&str>) -> Result<Vec<TokenInfo>> {

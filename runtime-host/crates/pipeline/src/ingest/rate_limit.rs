@@ -1,59 +1,62 @@
-//! Per-device request rate limiting: a token bucket per device on this host. A device over its
-//! rate gets 429 with `Retry-After`, which the device's store-and-forward honours.
+//! Per-device request rate limiting on this host: a GCRA limiter (a token bucket without a
+//! refill task) per device, from `governor`. A device over its rate gets 429 with
+//! `Retry-After`, which the device's store-and-forward honours.
+//!
+//! Each check is O(1): one entry of a sharded map, no global lock and no scan. Devices that
+//! have been quiet long enough to be back at a full burst are dropped by
+//! [`RateLimiter::forget_idle`], which the host runs on a timer, not on the request path.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::time::Duration;
 
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 use weir_storage::DeviceRef;
 
-/// Token buckets keyed by device.
+/// How often the host should call [`RateLimiter::forget_idle`].
+pub const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
+
+/// Rate limits keyed by device.
 pub struct RateLimiter {
-    rate_per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<DeviceRef, Bucket>>,
+    limiter: DefaultKeyedRateLimiter<DeviceRef>,
+    clock: DefaultClock,
 }
-
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
-/// Buckets untouched this long are dropped, so the map does not grow with every device ever seen.
-const IDLE_BUCKET: Duration = Duration::from_secs(600);
 
 impl RateLimiter {
-    /// A limiter allowing `rate_per_second` on average and `burst` at once, per device.
+    /// A limiter allowing `rate_per_second` on average and `burst` at once, per device. Both
+    /// are checked by the configuration (`rate > 0`, `burst >= 1`); out-of-range values are
+    /// clamped to the nearest usable ones.
     pub fn new(rate_per_second: f64, burst: f64) -> Self {
+        let period =
+            Duration::from_secs_f64(1.0 / rate_per_second.max(1e-6)).max(Duration::from_nanos(1));
+        let burst = NonZeroU32::new(burst.clamp(1.0, f64::from(u32::MAX)) as u32)
+            .unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .expect("the period is not zero")
+            .allow_burst(burst);
         RateLimiter {
-            rate_per_second,
-            burst,
-            buckets: Mutex::new(HashMap::new()),
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            clock: DefaultClock::default(),
         }
     }
 
-    /// Takes one token for `device`; `Err(wait)` when the device must wait that long.
+    /// Takes one request's share for `device`; `Err(wait)` when the device must wait that long.
     pub fn check(&self, device: &DeviceRef) -> Result<(), Duration> {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().expect("rate limiter lock");
-        if buckets.len() > 10_000 {
-            buckets.retain(|_, b| now.duration_since(b.updated) < IDLE_BUCKET);
-        }
-        let bucket = buckets.entry(device.clone()).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
-        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate_per_second).min(self.burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / self.rate_per_second,
-            ))
-        }
+        self.limiter
+            .check_key(device)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Drops the state of devices back at a full burst (indistinguishable from new ones), so
+    /// the map does not grow with every device ever seen. O(devices): run it on a timer.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// Devices with state held (an estimate while requests run).
+    pub fn devices(&self) -> usize {
+        self.limiter.len()
     }
 }
 
@@ -69,10 +72,47 @@ mod tests {
             assert!(limiter.check(&device).is_ok());
         }
         let wait = limiter.check(&device).unwrap_err();
-        assert!(wait > Duration::from_millis(500) && wait <= Duration::from_secs(1));
+        assert!(
+            wait > Duration::from_millis(500) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
         assert!(
             limiter.check(&DeviceRef::new("org", "other")).is_ok(),
             "per device"
         );
+    }
+
+    #[test]
+    fn fractional_rates_are_kept() {
+        let limiter = RateLimiter::new(0.5, 1.0);
+        let device = DeviceRef::new("org", "slow");
+        assert!(limiter.check(&device).is_ok());
+        let wait = limiter.check(&device).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(1500) && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn idle_devices_are_forgotten_busy_ones_kept() {
+        let limiter = RateLimiter::new(1000.0, 1.0);
+        let busy = DeviceRef::new("org", "busy");
+        for i in 0..100 {
+            let _ = limiter.check(&DeviceRef::new("org", format!("d{i}")));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let slow = RateLimiter::new(0.001, 1.0);
+        assert!(slow.check(&busy).is_ok());
+        assert!(slow.check(&busy).is_err());
+        limiter.forget_idle();
+        slow.forget_idle();
+        assert_eq!(
+            limiter.devices(),
+            0,
+            "devices back at a full burst are dropped"
+        );
+        assert_eq!(slow.devices(), 1, "a device still waiting is kept");
+        assert!(slow.check(&busy).is_err(), "and still limited");
     }
 }

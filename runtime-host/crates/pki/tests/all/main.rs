@@ -2,6 +2,7 @@
 //! directory, real TLS handshakes over loopback TCP. Each test has its own directory and
 //! server, so they run in parallel.
 
+mod csr_properties;
 mod directory;
 mod handshake;
 mod renewal;

@@ -27,6 +27,7 @@ async fn created_token_is_found_until_revoked() {
     assert_eq!(found.org, "acme");
     assert_eq!(found.name.as_deref(), Some("grafana"));
     assert!(!found.revoked);
+    assert!(storage.token_is_active(token.id).await.unwrap());
     // The database clock and ours may differ a little.
     assert!(
         (before - 60_000..now_ms() + 60_000).contains(&found.created_at_ms),
@@ -37,6 +38,8 @@ async fn created_token_is_found_until_revoked() {
 
     let found = storage.find_token(&token.secret).await.unwrap().unwrap();
     assert!(found.revoked, "{found:?}");
+    assert!(!storage.token_is_active(token.id).await.unwrap());
+    assert!(!storage.token_is_active(token.id + 1000).await.unwrap());
     assert!(
         !storage.revoke_token(token.id).await.unwrap(),
         "already revoked"

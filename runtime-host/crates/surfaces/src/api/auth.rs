@@ -7,31 +7,35 @@
 //! - no credentials → 401 `unauthenticated`;
 //! - a token that is unknown, revoked or malformed → 401 `invalid_token`, the same answer for
 //!   each, so that probing reveals nothing about which tokens exist;
-//! - PostgreSQL out of reach → 503 `storage_unavailable` (retry later).
+//! - too many lookups already in progress → 503 `overloaded`; PostgreSQL out of reach → 503
+//!   `storage_unavailable` (retry later).
 //!
-//! Valid tokens are remembered for [`CACHE_TTL`] in a process-wide cache keyed by the token's
-//! SHA-256 (no secret stays in memory), so a busy client costs one PostgreSQL query per 30
-//! seconds rather than one per request. The price: **revoking a token takes effect within 30
-//! seconds** on each host, not at once. Unknown and revoked tokens are not cached (a flood of
-//! made-up tokens must not fill memory): each costs one indexed query, and strings not shaped
-//! like a token are refused without one.
+//! Unauthenticated work stays cheap, so that a flood of made-up tokens cannot starve device
+//! submits of PostgreSQL connections: strings not shaped like a token are refused without a
+//! query; verdicts, valid and refused, are remembered for `server.token_cache_s` (30 s) keyed by
+//! the token's SHA-256 (no secret stays in memory); and at most `server.max_token_lookups`
+//! lookups run at once, so the flood holds that many pool connections and no more. The price of
+//! the cache: **revoking a token takes effect within `token_cache_s`** on each host, not at once.
+//! A made-up token cannot become valid later (secrets are 256 random bits), so caching refusals
+//! refuses nothing that should pass.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::HeaderMap;
 use hyper::header::AUTHORIZATION;
-use weir_storage::Storage;
+use tokio::sync::Semaphore;
+use weir_metrics::Metrics;
+use weir_storage::{Storage, StorageError};
 
 use crate::http::ApiError;
 
-/// How long a token found valid is trusted without asking PostgreSQL again: the longest a
-/// revoked token keeps working on a host.
-pub const CACHE_TTL: Duration = Duration::from_secs(30);
-/// Most tokens cached at once; beyond it, expired entries are dropped (and, if that is not
-/// enough, all of them).
+/// Most verdicts of each kind cached at once; beyond it, expired entries are dropped (and, if
+/// that is not enough, all of them).
 const CACHE_CAPACITY: usize = 10_000;
+/// How long a request waits for a lookup place before `503 overloaded`.
+const LOOKUP_WAIT: Duration = Duration::from_millis(500);
 
 /// The challenge of a request without credentials.
 const CHALLENGE: &str = "Bearer";
@@ -43,34 +47,88 @@ const INVALID_TOKEN_CHALLENGE: &str = "Bearer error=\"invalid_token\"";
 pub struct ApiCaller {
     /// The organisation the token belongs to: the only one whose devices the caller sees.
     pub org: String,
-    /// The token's id (as `weir token list` shows it), for logs and audit.
+    /// The token's id (as `weir token list` shows it), for logs, audit and re-checks.
     pub token_id: i64,
 }
 
-/// Authenticates the request with `headers` by its bearer token.
-///
-/// Errors are ready to answer: 401 `unauthenticated` or `invalid_token`, or 503 when PostgreSQL
-/// cannot be asked. A token revoked less than [`CACHE_TTL`] ago may still be accepted.
-pub async fn authenticate(storage: &Storage, headers: &HeaderMap) -> Result<ApiCaller, ApiError> {
-    let secret = bearer_token(headers)?;
-    let hash = weir_storage::token_hash(secret);
-    if let Some(caller) = TOKENS.get(&hash, Instant::now()) {
-        return Ok(caller);
+/// Checks bearer tokens against storage, with the verdict caches and the lookup bound.
+pub struct Authenticator {
+    storage: Storage,
+    ttl: Duration,
+    valid: VerdictCache<ApiCaller>,
+    refused: VerdictCache<()>,
+    lookups: Semaphore,
+    metrics: Arc<Metrics>,
+}
+
+impl Authenticator {
+    /// Tokens of `storage`, verdicts kept for `ttl`, at most `max_lookups` lookups at once.
+    pub fn new(storage: Storage, ttl: Duration, max_lookups: usize, metrics: Arc<Metrics>) -> Self {
+        Authenticator {
+            storage,
+            ttl,
+            valid: VerdictCache::new(ttl),
+            refused: VerdictCache::new(ttl),
+            lookups: Semaphore::new(max_lookups),
+            metrics,
+        }
     }
-    match storage.find_token(secret).await? {
-        Some(token) if !token.revoked => {
-            let caller = ApiCaller {
-                org: token.org,
-                token_id: token.id,
+
+    /// How long a verdict is trusted: the longest a revoked token keeps working here.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Authenticates the request with `headers` by its bearer token.
+    ///
+    /// Errors are ready to answer: 401 `unauthenticated` or `invalid_token`, or 503 when the
+    /// token cannot be looked up now. A token revoked less than [`ttl`](Self::ttl) ago may
+    /// still be accepted.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<ApiCaller, ApiError> {
+        let secret = bearer_token(headers)?;
+        let hash = weir_storage::token_hash(secret);
+        let now = Instant::now();
+        if let Some(caller) = self.valid.get(&hash, now) {
+            return Ok(caller);
+        }
+        if self.refused.get(&hash, now).is_some() {
+            return Err(invalid_token());
+        }
+        let found = {
+            let Ok(Ok(_lookup)) = tokio::time::timeout(LOOKUP_WAIT, self.lookups.acquire()).await
+            else {
+                self.metrics.limit_hit("api", "token_lookups");
+                return Err(ApiError::unavailable(
+                    "overloaded",
+                    "too many token checks in progress; retry shortly",
+                    1,
+                ));
             };
-            TOKENS.insert(hash, caller.clone(), Instant::now());
-            Ok(caller)
+            self.storage.find_token(secret).await?
+        };
+        match found {
+            Some(token) if !token.revoked => {
+                let caller = ApiCaller {
+                    org: token.org,
+                    token_id: token.id,
+                };
+                self.valid.insert(hash, caller.clone(), Instant::now());
+                Ok(caller)
+            }
+            refused => {
+                if let Some(token) = refused {
+                    tracing::debug!(token_id = token.id, "revoked API token refused");
+                }
+                self.refused.insert(hash, (), Instant::now());
+                Err(invalid_token())
+            }
         }
-        Some(token) => {
-            tracing::debug!(token_id = token.id, "revoked API token refused");
-            Err(invalid_token())
-        }
-        None => Err(invalid_token()),
+    }
+
+    /// Whether `caller`'s token is still valid, asked of PostgreSQL now (no cache): what a
+    /// long-lived answer such as an event stream checks every [`ttl`](Self::ttl).
+    pub async fn still_valid(&self, caller: &ApiCaller) -> Result<bool, StorageError> {
+        self.storage.token_is_active(caller.token_id).await
     }
 }
 
@@ -110,7 +168,7 @@ fn unauthenticated() -> ApiError {
 }
 
 /// One answer for unknown, revoked and malformed tokens alike.
-fn invalid_token() -> ApiError {
+pub(crate) fn invalid_token() -> ApiError {
     ApiError::unauthorized(
         "invalid_token",
         "the API token is not valid",
@@ -118,26 +176,25 @@ fn invalid_token() -> ApiError {
     )
 }
 
-/// The process-wide cache of valid tokens. Process-wide because [`authenticate`] is handed only
-/// the storage; a host has one database, and keys are hashes of 256 random bits, so entries of
-/// different databases (as in tests) cannot meet.
-static TOKENS: LazyLock<TokenCache> = LazyLock::new(TokenCache::default);
-
-/// Valid tokens by the SHA-256 of their secret, with when they were found valid.
-#[derive(Default)]
-struct TokenCache {
-    entries: Mutex<HashMap<[u8; 32], (ApiCaller, Instant)>>,
+/// Verdicts by the SHA-256 of a token's secret, with when they were reached.
+struct VerdictCache<T> {
+    ttl: Duration,
+    entries: Mutex<HashMap<[u8; 32], (T, Instant)>>,
 }
 
-impl TokenCache {
-    /// The caller of the token hashing to `hash`, if found valid less than [`CACHE_TTL`] before
-    /// `now`.
-    fn get(&self, hash: &[u8; 32], now: Instant) -> Option<ApiCaller> {
+impl<T: Clone> VerdictCache<T> {
+    fn new(ttl: Duration) -> Self {
+        VerdictCache {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The verdict on the token hashing to `hash`, if reached less than the TTL before `now`.
+    fn get(&self, hash: &[u8; 32], now: Instant) -> Option<T> {
         let mut entries = self.entries.lock().expect("token cache lock");
         match entries.get(hash) {
-            Some((caller, checked)) if now.duration_since(*checked) < CACHE_TTL => {
-                Some(caller.clone())
-            }
+            Some((verdict, at)) if now.duration_since(*at) < self.ttl => Some(verdict.clone()),
             Some(_) => {
                 entries.remove(hash);
                 None
@@ -146,16 +203,17 @@ impl TokenCache {
         }
     }
 
-    /// Remembers that the token hashing to `hash` was found valid at `now`.
-    fn insert(&self, hash: [u8; 32], caller: ApiCaller, now: Instant) {
+    /// Remembers the verdict on the token hashing to `hash`, reached at `now`.
+    fn insert(&self, hash: [u8; 32], verdict: T, now: Instant) {
         let mut entries = self.entries.lock().expect("token cache lock");
         if entries.len() >= CACHE_CAPACITY && !entries.contains_key(&hash) {
-            entries.retain(|_, (_, checked)| now.duration_since(*checked) < CACHE_TTL);
+            let ttl = self.ttl;
+            entries.retain(|_, (_, at)| now.duration_since(*at) < ttl);
             if entries.len() >= CACHE_CAPACITY {
                 entries.clear();
             }
         }
-        entries.insert(hash, (caller, now));
+        entries.insert(hash, (verdict, now));
     }
 }
 
@@ -229,9 +287,11 @@ mod tests {
         }
     }
 
+    const CACHE_TTL: Duration = Duration::from_secs(30);
+
     #[test]
     fn cached_tokens_expire_after_the_ttl() {
-        let cache = TokenCache::default();
+        let cache = VerdictCache::new(CACHE_TTL);
         let start = Instant::now();
         cache.insert([1; 32], caller("acme"), start);
 
@@ -249,7 +309,7 @@ mod tests {
 
     #[test]
     fn a_full_cache_drops_expired_tokens_first() {
-        let cache = TokenCache::default();
+        let cache = VerdictCache::new(CACHE_TTL);
         let start = Instant::now();
         let later = start + CACHE_TTL / 2;
         for i in 0..CACHE_CAPACITY {

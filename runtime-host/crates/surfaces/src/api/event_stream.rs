@@ -17,7 +17,13 @@
 //! falls behind (a slow client) or the relay was cut off from Redis, it gets
 //! `event: lagged` with `{"reason": ..., "reread": "/v1/events"}`, telling the client to re-read
 //! the record. Optional filters `device`, `key` and `severity` pick events by those fields of the
-//! message. Streams end when the host shuts down.
+//! message.
+//!
+//! A stream re-checks its token in PostgreSQL every `server.token_cache_s` (as often as a
+//! request's cached verdict expires): once the token is revoked, the stream sends
+//! `event: end` with `{"reason": "token_revoked"}` and closes. A token may hold
+//! `server.event_streams_per_token` streams at once and a host `server.max_event_streams`;
+//! beyond either, `429 too_many_streams`. Streams also end when the host shuts down.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -33,8 +39,9 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::{Value as Json, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use weir_storage::Storage;
+use weir_config::ServerConfig;
 
+use super::auth::{ApiCaller, Authenticator};
 use super::events;
 use crate::http::ApiError;
 use crate::http::body::{ResponseBody, StreamingResponse};
@@ -76,20 +83,51 @@ enum Relayed {
     Resubscribed,
 }
 
+/// How many live streams may be open at once.
+#[derive(Debug, Clone, Copy)]
+pub struct EventStreamLimits {
+    /// Per API token.
+    pub per_token: usize,
+    /// On the whole host.
+    pub per_host: usize,
+}
+
+impl EventStreamLimits {
+    /// The limits `server` configures.
+    pub fn of(server: &ServerConfig) -> Self {
+        EventStreamLimits {
+            per_token: server.event_streams_per_token,
+            per_host: server.max_event_streams,
+        }
+    }
+}
+
 /// The host's live event relay and the streams it feeds.
 pub struct EventStreams {
     /// Open broadcast channels by pub/sub channel name (one organisation each).
     channels: Mutex<HashMap<String, broadcast::Sender<Relayed>>>,
+    /// Open streams by token id, and in all.
+    seats: Mutex<Seats>,
+    limits: EventStreamLimits,
     metrics: Arc<Metrics>,
     /// Cancelled when the host shuts down; every stream then ends.
     closing: CancellationToken,
 }
 
+/// The streams open now.
+#[derive(Default)]
+struct Seats {
+    by_token: HashMap<i64, usize>,
+    total: usize,
+}
+
 impl EventStreams {
     /// No streams yet; [`run`](Self::run) connects the relay.
-    pub fn new(metrics: Arc<Metrics>) -> Arc<EventStreams> {
+    pub fn new(metrics: Arc<Metrics>, limits: EventStreamLimits) -> Arc<EventStreams> {
         Arc::new(EventStreams {
             channels: Mutex::new(HashMap::new()),
+            seats: Mutex::new(Seats::default()),
+            limits,
             metrics,
             closing: CancellationToken::new(),
         })
@@ -98,10 +136,10 @@ impl EventStreams {
     /// Answers `GET /v1/events/stream`.
     pub async fn handle(
         self: &Arc<Self>,
-        storage: &Storage,
+        auth: &Arc<Authenticator>,
         request: hyper::Request<Incoming>,
     ) -> StreamingResponse {
-        match self.open(storage, request).await {
+        match self.open(auth, request).await {
             Ok(response) => response,
             Err(error) => error.into_response().map(ResponseBody::from),
         }
@@ -109,15 +147,13 @@ impl EventStreams {
 
     async fn open(
         self: &Arc<Self>,
-        storage: &Storage,
+        auth: &Arc<Authenticator>,
         request: hyper::Request<Incoming>,
     ) -> Result<StreamingResponse, ApiError> {
         if request.method() != Method::GET {
             return Err(ApiError::method_not_allowed(request.method(), PATH));
         }
-        let org = super::auth::authenticate(storage, request.headers())
-            .await?
-            .org;
+        let caller = auth.authenticate(request.headers()).await?;
         let filter = StreamFilter::parse(request.uri().query().unwrap_or(""))?;
         if self.closing.is_cancelled() {
             return Err(ApiError::unavailable(
@@ -126,9 +162,17 @@ impl EventStreams {
                 1,
             ));
         }
-        let subscription = self.subscribe(&publish::channel(&org));
+        let seat = self.take_seat(caller.token_id)?;
+        let subscription = self.subscribe(&publish::channel(&caller.org));
         let (sender, body) = ResponseBody::channel(STREAM_BUFFER);
-        tokio::spawn(pump(subscription, filter, sender, self.closing.clone()));
+        tokio::spawn(pump(
+            subscription,
+            filter,
+            sender,
+            self.closing.clone(),
+            revoked(auth.clone(), caller),
+            Some(seat),
+        ));
 
         let mut response = hyper::Response::new(body);
         let headers = response.headers_mut();
@@ -136,6 +180,46 @@ impl EventStreams {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
         Ok(response)
+    }
+
+    /// A place for one more stream of token `token_id`, or `429 too_many_streams`.
+    fn take_seat(self: &Arc<Self>, token_id: i64) -> Result<Seat, ApiError> {
+        let mut seats = self.seats.lock().expect("event stream seats lock");
+        let of_token = seats.by_token.get(&token_id).copied().unwrap_or(0);
+        let refused = if of_token >= self.limits.per_token {
+            Some((
+                "event_streams_per_token",
+                format!(
+                    "this token already has {of_token} live event streams open on this host, \
+                     the most allowed: close one first"
+                ),
+            ))
+        } else if seats.total >= self.limits.per_host {
+            Some((
+                "event_streams",
+                "this host has as many live event streams open as it allows; \
+                 retry later or on another host"
+                    .to_owned(),
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, message)) = refused {
+            drop(seats);
+            self.metrics.limit_hit("api", reason);
+            return Err(ApiError::new(
+                hyper::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                message,
+            )
+            .retry_after(5));
+        }
+        *seats.by_token.entry(token_id).or_default() += 1;
+        seats.total += 1;
+        Ok(Seat {
+            streams: self.clone(),
+            token_id,
+        })
     }
 
     /// A new stream's receiver on `channel`, creating the broadcast channel if it is the first.
@@ -278,26 +362,75 @@ impl Drop for Subscription {
     }
 }
 
-/// Writes one stream until the client leaves, the channel closes or the host shuts down.
+/// One open stream's place in the counts; leaving gives it back.
+struct Seat {
+    streams: Arc<EventStreams>,
+    token_id: i64,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut seats = self.streams.seats.lock().expect("event stream seats lock");
+        seats.total -= 1;
+        if let Some(count) = seats.by_token.get_mut(&self.token_id) {
+            *count -= 1;
+            if *count == 0 {
+                seats.by_token.remove(&self.token_id);
+            }
+        }
+    }
+}
+
+/// Completes once `caller`'s token is revoked, checking it every [`Authenticator::ttl`]. A
+/// failed check keeps the stream (the next one decides) and is logged.
+async fn revoked(auth: Arc<Authenticator>, caller: ApiCaller) {
+    let every = auth.ttl();
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        recheck.tick().await;
+        match auth.still_valid(&caller).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::warn!(token_id = caller.token_id, %error, "event stream's token not re-checked");
+            }
+        }
+    }
+}
+
+/// Writes one stream until the client leaves, the channel closes, the token is revoked or the
+/// host shuts down.
 async fn pump(
     mut subscription: Subscription,
     filter: StreamFilter,
     sender: mpsc::Sender<Bytes>,
     closing: CancellationToken,
+    revoked: impl Future<Output = ()>,
+    _seat: Option<Seat>,
 ) {
     let metrics = subscription.streams.metrics.clone();
     let mut next = Some(Bytes::from(format!("retry: {RETRY_MS}\n: connected\n\n")));
     let start = tokio::time::Instant::now() + KEEP_ALIVE;
     let mut keep_alive = tokio::time::interval_at(start, KEEP_ALIVE);
+    tokio::pin!(revoked);
+    let mut ending = false;
     loop {
         if let Some(chunk) = next.take() {
             tokio::select! {
                 sent = sender.send(chunk) => if sent.is_err() { return },
                 _ = closing.cancelled() => return,
             }
+            if ending {
+                return;
+            }
             keep_alive.reset();
         }
         tokio::select! {
+            () = &mut revoked => {
+                metrics.event_streams_revoked.inc();
+                next = Some(end_frame("token_revoked"));
+                ending = true;
+            },
             received = subscription.receiver().recv() => match received {
                 Ok(Relayed::Event(message)) => {
                     if filter.admits(&message) {
@@ -341,6 +474,14 @@ fn alert_frame(message: &str) -> Bytes {
     }
     frame.push('\n');
     Bytes::from(frame)
+}
+
+/// `event: end`: the stream closes after it, for `reason`.
+fn end_frame(reason: &str) -> Bytes {
+    Bytes::from(format!(
+        "event: end\ndata: {}\n\n",
+        json!({ "reason": reason })
+    ))
 }
 
 /// `event: lagged`: events were missed, and `GET /v1/events` has them.
@@ -426,6 +567,11 @@ impl StreamFilter {
 mod tests {
     use super::*;
 
+    const LIMITS: EventStreamLimits = EventStreamLimits {
+        per_token: 2,
+        per_host: 3,
+    };
+
     fn text(bytes: Bytes) -> String {
         String::from_utf8(bytes.to_vec()).unwrap()
     }
@@ -481,7 +627,7 @@ mod tests {
 
     #[tokio::test]
     async fn streams_get_their_channel_only_and_the_last_to_leave_drops_it() {
-        let streams = EventStreams::new(Arc::new(Metrics::new()));
+        let streams = EventStreams::new(Arc::new(Metrics::new()), LIMITS);
         let mut acme = streams.subscribe("weir:events:acme");
         let mut acme_too = streams.subscribe("weir:events:acme");
         let mut globex = streams.subscribe("weir:events:globex");
@@ -511,8 +657,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn streams_are_capped_per_token_and_per_host() {
+        let streams = EventStreams::new(Arc::new(Metrics::new()), LIMITS);
+        let first = streams.take_seat(1).unwrap();
+        let _second = streams.take_seat(1).unwrap();
+        let refused = streams.take_seat(1).err().unwrap();
+        assert_eq!(refused.status, hyper::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.code, "too_many_streams");
+        let _other = streams.take_seat(2).unwrap();
+        assert_eq!(
+            streams.take_seat(3).err().unwrap().code,
+            "too_many_streams",
+            "the host is full"
+        );
+        drop(first);
+        assert!(
+            streams.take_seat(3).is_ok(),
+            "a closed stream frees its seat"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_ends_its_stream_with_an_end_event() {
+        let streams = EventStreams::new(Arc::new(Metrics::new()), LIMITS);
+        let subscription = streams.subscribe("weir:events:acme");
+        let (sender, mut body) = mpsc::channel(STREAM_BUFFER);
+        let (revoke, revoked) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(pump(
+            subscription,
+            StreamFilter::default(),
+            sender,
+            CancellationToken::new(),
+            async move {
+                let _ = revoked.await;
+            },
+            None,
+        ));
+        assert!(text(body.recv().await.unwrap()).contains(": connected"));
+        revoke.send(()).unwrap();
+        assert_eq!(
+            text(body.recv().await.unwrap()),
+            "event: end\ndata: {\"reason\":\"token_revoked\"}\n\n"
+        );
+        assert!(body.recv().await.is_none(), "the stream closes after it");
+        assert_eq!(streams.metrics.event_streams_revoked.get(), 1);
+    }
+
+    #[tokio::test]
     async fn a_stream_that_falls_behind_is_told_to_reread() {
-        let streams = EventStreams::new(Arc::new(Metrics::new()));
+        let streams = EventStreams::new(Arc::new(Metrics::new()), LIMITS);
         let subscription = streams.subscribe("weir:events:acme");
         for i in 0..BROADCAST_CAPACITY + 10 {
             streams.deliver(
@@ -522,7 +715,14 @@ mod tests {
         }
         let (sender, mut body) = mpsc::channel(STREAM_BUFFER);
         let closed = CancellationToken::new();
-        tokio::spawn(pump(subscription, StreamFilter::default(), sender, closed));
+        tokio::spawn(pump(
+            subscription,
+            StreamFilter::default(),
+            sender,
+            closed,
+            std::future::pending(),
+            None,
+        ));
         let connected = text(body.recv().await.unwrap());
         assert!(connected.contains(": connected"), "{connected}");
         let lagged = text(body.recv().await.unwrap());

@@ -52,6 +52,8 @@ pub struct EventsApi {
     pub storage: Storage,
     /// Alerting, when on.
     pub alerting: Option<Arc<Alerting>>,
+    /// Who may read and act on them.
+    pub auth: Arc<super::auth::Authenticator>,
 }
 
 impl EventsApi {
@@ -71,9 +73,7 @@ impl EventsApi {
             (Route::List, &Method::GET) | (Route::Ack(_) | Route::Clear(_), &Method::POST) => {}
             _ => return Err(ApiError::method_not_allowed(&method, &path)),
         }
-        let org = super::auth::authenticate(&self.storage, request.headers())
-            .await?
-            .org;
+        let org = self.auth.authenticate(request.headers()).await?.org;
         match route {
             Route::List => {
                 let filter = filter(request.uri().query().unwrap_or(""))?;

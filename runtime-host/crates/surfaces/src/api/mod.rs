@@ -10,6 +10,7 @@ pub mod auth;
 pub mod event_stream;
 pub mod events;
 pub mod query;
+pub mod readiness;
 
 use std::sync::Arc;
 
@@ -21,20 +22,24 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 
 use weir_metrics::Metrics;
-use weir_storage::{LatestCache, Storage};
+use weir_storage::Storage;
 
 use crate::http::body::{ResponseBody, StreamingResponse};
 use crate::http::{ApiError, Response, json_response};
+use auth::Authenticator;
 use event_stream::EventStreams;
 use events::EventsApi;
 use query::QueryApi;
+use readiness::Readiness;
 
 /// The API listener's shared state: a narrow handle per part.
 pub struct Api {
-    /// PostgreSQL: tokens, readiness, pool figures.
+    /// PostgreSQL: pool figures.
     pub storage: Storage,
-    /// Redis latest values (readiness).
-    pub latest: LatestCache,
+    /// `/readyz`, cached for a second.
+    pub readiness: Readiness,
+    /// Bearer tokens of the query API, events and streams.
+    pub auth: Arc<Authenticator>,
     /// The host's metrics, served at `/metrics`.
     pub metrics: Arc<Metrics>,
     /// The alert events endpoints.
@@ -60,7 +65,7 @@ impl Api {
             .map(ResponseBody::from);
         }
         if request.uri().path() == event_stream::PATH {
-            return self.event_streams.handle(&self.storage, request).await;
+            return self.event_streams.handle(&self.auth, request).await;
         }
         self.answer(request).await.map(ResponseBody::from)
     }
@@ -70,7 +75,7 @@ impl Api {
         let path = request.uri().path().to_string();
         match (request.method(), path.as_str()) {
             (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-            (&Method::GET, "/readyz") => self.ready().await,
+            (&Method::GET, "/readyz") => self.readiness.answer().await,
             (&Method::GET, "/metrics") => self.metrics(),
             (method, "/healthz" | "/readyz" | "/metrics") => {
                 ApiError::method_not_allowed(method, &path).into_response()
@@ -78,38 +83,11 @@ impl Api {
             (_, path) if events::handles(path) => self.events.handle(request).await,
             (_, path) if path.starts_with("/v1/") || path == query::OPENAPI_PATH => {
                 match &self.query {
-                    Some(query) => query.handle(&self.storage, request).await,
+                    Some(query) => query.handle(&self.auth, request).await,
                     None => ApiError::not_found(path).into_response(),
                 }
             }
             _ => ApiError::not_found(&path).into_response(),
-        }
-    }
-
-    /// 200 when PostgreSQL and Redis both answer, 503 naming which does not (`unavailable`;
-    /// the reason goes to the log, not to the caller).
-    async fn ready(&self) -> Response {
-        let postgres = self.storage.ping().await;
-        let redis = self.latest.ping().await;
-        let status = |store: &str, r: &Result<(), weir_storage::StorageError>| match r {
-            Ok(()) => json!("ok"),
-            Err(error) => {
-                tracing::warn!(store, %error, "readiness check failed");
-                json!("unavailable")
-            }
-        };
-        let body = json!({
-            "postgres": status("postgres", &postgres),
-            "redis": status("redis", &redis),
-        });
-        if postgres.is_ok() && redis.is_ok() {
-            json_response(StatusCode::OK, &body)
-        } else {
-            let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
-            response
-                .headers_mut()
-                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(2u64));
-            response
         }
     }
 

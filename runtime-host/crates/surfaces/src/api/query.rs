@@ -13,7 +13,7 @@
 //! `Vary: Authorization` on `/v1/` answers (a shared cache must not hand one organisation's
 //! answer to another), and its own [`AnswerCache`] of history and trend answers.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -23,9 +23,9 @@ use hyper::header::{
 };
 use hyper::{Method, StatusCode};
 use sha2::{Digest, Sha256};
-use weir_storage::Storage;
 
 use super::answer_cache::{AnswerCache, CacheableRequest, CachedAnswer};
+use super::auth::Authenticator;
 use crate::http::{ApiError, Response};
 use weir_metrics::Metrics;
 use weir_runtime::capabilities::Granted;
@@ -50,30 +50,55 @@ pub struct QueryApi {
     pub answers: Arc<AnswerCache>,
     /// Host metrics (answer cache hits and misses).
     pub metrics: Arc<Metrics>,
+    /// The OpenAPI document of the current function version, answered from memory.
+    pub openapi: OpenApiCache,
+}
+
+/// The public `/openapi.json` answer, kept per function version: the document only changes
+/// with the function, and an unauthenticated path must not run a WASM instance per request.
+#[derive(Default)]
+pub struct OpenApiCache {
+    answer: Mutex<Option<(Weak<HttpFunction>, CachedAnswer)>>,
+}
+
+impl OpenApiCache {
+    /// The answer `function` gave, if it is the version that gave it. The [`Weak`] keeps the
+    /// old version's allocation, so its address cannot be reused by a new one.
+    fn get(&self, function: &Arc<HttpFunction>) -> Option<CachedAnswer> {
+        let answer = self.answer.lock().expect("openapi cache lock");
+        answer
+            .as_ref()
+            .filter(|(of, _)| std::ptr::eq(of.as_ptr(), Arc::as_ptr(function)))
+            .map(|(_, answer)| answer.clone())
+    }
+
+    fn insert(&self, function: &Arc<HttpFunction>, answer: CachedAnswer) {
+        *self.answer.lock().expect("openapi cache lock") = Some((Arc::downgrade(function), answer));
+    }
 }
 
 impl QueryApi {
     /// Answers one `/v1/` or `/openapi.json` request.
-    pub async fn handle(&self, storage: &Storage, request: hyper::Request<Incoming>) -> Response {
-        self.serve(storage, request)
+    pub async fn handle(
+        &self,
+        auth: &Authenticator,
+        request: hyper::Request<Incoming>,
+    ) -> Response {
+        self.serve(auth, request)
             .await
             .unwrap_or_else(ApiError::into_response)
     }
 
     async fn serve(
         &self,
-        storage: &Storage,
+        auth: &Authenticator,
         request: hyper::Request<Incoming>,
     ) -> Result<Response, ApiError> {
         let public = request.uri().path() == OPENAPI_PATH;
         let org = if public {
             None
         } else {
-            Some(
-                super::auth::authenticate(storage, request.headers())
-                    .await?
-                    .org,
-            )
+            Some(auth.authenticate(request.headers()).await?.org)
         };
         let url = request
             .uri()
@@ -81,6 +106,11 @@ impl QueryApi {
             .map_or("/", |pq| pq.as_str())
             .to_owned();
         let if_none_match = request.headers().get(IF_NONE_MATCH).cloned();
+        let function = self.function.current();
+        let openapi = public && request.method() == Method::GET;
+        if openapi && let Some(answer) = self.openapi.get(&function) {
+            return Ok(cached_response(answer, if_none_match.as_ref()));
+        }
         let cacheable = match &org {
             Some(org) if request.method() == Method::GET => {
                 CacheableRequest::parse(org, request.uri().path(), request.uri().query())
@@ -118,7 +148,6 @@ impl QueryApi {
         }
         let request = hyper::Request::from_parts(parts, Full::<Bytes>::new(body));
 
-        let function = self.function.current();
         let response = function
             .handle(request, &self.granted)
             .await
@@ -148,6 +177,13 @@ impl QueryApi {
                 body: body.clone(),
             };
             self.answers.insert(cacheable, &url, ticket, answer);
+        }
+        if openapi && parts.status == StatusCode::OK {
+            let answer = CachedAnswer {
+                headers: parts.headers.clone(),
+                body: body.clone(),
+            };
+            self.openapi.insert(&function, answer);
         }
         if parts.status.is_success() && etag_matches(if_none_match.as_ref(), &parts.headers) {
             return Ok(not_modified(&parts.headers));

@@ -1,8 +1,11 @@
 //! The device surface (its own listener, mutual TLS always): `POST /v1/submit`,
 //! `PUT`/`GET /v1/metadata`, `POST /v1/renew`. The caller's identity is the certificate's
 //! CN (device) and O (org), fixed by the connection; no request body can claim another.
+//! Each connection is a [`DeviceConnection`]: its device's place in the per-device caps
+//! ([`shares`]), then the per-device rate limit, then the route.
 
 mod renew;
+pub mod shares;
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ use weir_storage::DeviceRef;
 use crate::http::body::read_body;
 use crate::http::{ApiError, Response, json_response};
 pub use renew::Renewal;
+use shares::{ConnectionShare, DeviceShares};
 use weir_pipeline::ingest::Ingest;
 use weir_pipeline::ingest::metadata::parse_metadata;
 use weir_pipeline::ingest::rate_limit::RateLimiter;
@@ -24,8 +28,10 @@ use weir_pipeline::ingest::rate_limit::RateLimiter;
 pub struct DeviceApi {
     /// The ingest pipeline.
     pub ingest: Arc<Ingest>,
-    /// Per-device request limits.
+    /// Per-device request rates.
     pub limiter: RateLimiter,
+    /// Per-device connections and requests in progress.
+    pub shares: Arc<DeviceShares>,
     /// Certificate renewal, through the PKI ledger.
     pub renewal: Renewal,
     /// Largest accepted body in bytes.
@@ -36,15 +42,22 @@ pub struct DeviceApi {
     pub metrics: Arc<Metrics>,
 }
 
-impl DeviceApi {
-    /// Answers one request of an authenticated device.
-    pub async fn handle(
-        self: Arc<Self>,
-        identity: DeviceIdentity,
-        request: hyper::Request<Incoming>,
-    ) -> Response {
-        let device = DeviceRef::new(identity.org.clone(), identity.device.clone());
-        match self.route(&identity, &device, request).await {
+/// One authenticated device connection: its identity and its place in the device's count.
+pub struct DeviceConnection {
+    api: Arc<DeviceApi>,
+    identity: DeviceIdentity,
+    share: ConnectionShare,
+}
+
+impl DeviceConnection {
+    /// Answers one request on this connection.
+    pub async fn handle(self: Arc<Self>, request: hyper::Request<Incoming>) -> Response {
+        let device = self.share.device();
+        let answer = match self.share.admit() {
+            Ok(_request_share) => self.api.route(&self.identity, device, request).await,
+            Err(refused) => Err(refused),
+        };
+        match answer {
             Ok(response) => response,
             Err(error) => {
                 if error.status.is_server_error() {
@@ -52,6 +65,19 @@ impl DeviceApi {
                 }
                 error.into_response()
             }
+        }
+    }
+}
+
+impl DeviceApi {
+    /// A newly authenticated connection of `identity`, counted against its device until
+    /// dropped.
+    pub fn connect(self: &Arc<Self>, identity: DeviceIdentity) -> DeviceConnection {
+        let device = DeviceRef::new(identity.org.clone(), identity.device.clone());
+        DeviceConnection {
+            api: self.clone(),
+            share: self.shares.connect(device),
+            identity,
         }
     }
 
@@ -62,6 +88,7 @@ impl DeviceApi {
         request: hyper::Request<Incoming>,
     ) -> Result<Response, ApiError> {
         if let Err(wait) = self.limiter.check(device) {
+            self.metrics.limit_hit("devices", "device_rate");
             let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -316,19 +316,21 @@ pub async fn serve_https<H, F, B>(
 
 /// Accepts mutual-TLS connections until `shutdown` is cancelled, then drains them. Only a
 /// certificate from the configured CA, valid and not revoked, gets past the handshake; its CN
-/// and O become the [`DeviceIdentity`] handed to `handle` with every request on that
-/// connection. `crl_reloads` changes whenever `tls` took a new CRL: every open connection then
+/// and O become the [`DeviceIdentity`] handed to `connect`, whose answer (the connection's
+/// handler) answers every request on that connection and is dropped when it closes. `crl_reloads` changes whenever `tls` took a new CRL: every open connection then
 /// checks its certificate against it.
-pub async fn serve_devices<H, F>(
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_devices<C, H, F>(
     listener: TcpListener,
     tls: Arc<ReloadingServerConfig>,
     crl_reloads: watch::Receiver<u64>,
     limits: Limits,
     metrics: Arc<Metrics>,
-    handle: H,
+    connect: C,
     shutdown: CancellationToken,
 ) where
-    H: Fn(DeviceIdentity, hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
+    C: Fn(DeviceIdentity) -> H + Send + Sync + Clone + 'static,
+    H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
     let gate = Gate::new(&limits, metrics.clone());
@@ -339,7 +341,7 @@ pub async fn serve_devices<H, F>(
             continue;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-        let (handle, metrics, watcher) = (handle.clone(), metrics.clone(), graceful.watcher());
+        let (connect, metrics, watcher) = (connect.clone(), metrics.clone(), graceful.watcher());
         let (tls, crl_reloads) = (tls.clone(), crl_reloads.clone());
         let (gate, limits) = (gate.clone(), limits.clone());
         tokio::spawn(async move {
@@ -382,10 +384,7 @@ pub async fn serve_devices<H, F>(
             let served = serve_connection(
                 stream,
                 protocol,
-                {
-                    let identity = identity.clone();
-                    move |request| handle(identity.clone(), request)
-                },
+                connect(identity.clone()),
                 watcher,
                 &limits,
             );
