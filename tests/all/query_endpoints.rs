@@ -10,7 +10,7 @@ use hyper::header::{CACHE_CONTROL, LOCATION};
 use hyper::{HeaderMap, Method, StatusCode};
 use serde_json::{Value as Json, json};
 
-use crate::ingest::harness::{Device, TestHost, batch, now_ms, ok, point};
+use crate::ingest::harness::{Device, TestHost, batch, metric_value, now_ms, ok, point};
 
 /// 2026-01-01T00:00:00Z: old enough that its ranges are immutable.
 const BASE: i64 = 1_767_225_600_000;
@@ -683,4 +683,16 @@ async fn the_openapi_document_is_public_and_lists_every_endpoint() {
         document["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+
+    // The document changes only with the function: the second answer comes from memory.
+    let again = get(&host, "/openapi.json", None).await;
+    assert_eq!(again.ok(), document);
+    let (_, metrics) = host.api_get("/metrics").await;
+    let count = |outcome: &str| {
+        metric_value(
+            &metrics,
+            &format!("weir_query_answer_cache_total{{code=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!((count("miss"), count("hit")), (1.0, 1.0), "{metrics}");
 }

@@ -82,6 +82,53 @@ async fn ingest_refuses_expired_and_not_yet_valid_certificates() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_expiring_while_connected_cuts_its_connection() {
+    let host = TestHost::start().await;
+    // Valid for a few seconds more (X.509 times are whole seconds).
+    let expiring = certificate_valid(
+        &host,
+        "meter-expiring",
+        -time::Duration::days(1),
+        time::Duration::seconds(4),
+    );
+    let mut open = host.connect(expiring.clone()).await.unwrap();
+    let first = open
+        .submit(&batch(
+            "while-valid",
+            vec![point("meter.power", 1.0, now_ms())],
+        ))
+        .await
+        .unwrap();
+    assert!(first.status.is_success(), "{first:?}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut attempt = 0;
+    while open
+        .submit(&batch(
+            &format!("after-{attempt}"),
+            vec![point("meter.power", 2.0, now_ms() + attempt)],
+        ))
+        .await
+        .is_ok()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection outlived its certificate"
+        );
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(host.is_refused(expiring).await, "and it cannot come back");
+    let (_, metrics) = host.api_get("/metrics").await;
+    let cut = metric_value(
+        &metrics,
+        "weir_device_connections_cut_total{code=\"expired\"}",
+    );
+    // The open connection, and a refusal probe that may have got in within the last second.
+    assert!(cut >= 1.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn ingest_refuses_new_connections_of_a_revoked_device_and_cuts_its_open_ones() {
     let host = TestHost::start().await;
     let revoked = host.enrol("meter-revoked", ORG, ClientAlpn::H2).await;

@@ -28,8 +28,17 @@ async fn ingest_health_and_readiness_follow_the_stores() {
 
     host.stop_redis();
 
-    let (status, body) = host.api_get("/readyz").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // A verdict is reused for a second (so probes cannot hammer the stores): wait it out.
+    let body = eventually(
+        "readiness sees Redis down",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        async || {
+            let (status, body) = host.api_get("/readyz").await;
+            (status == StatusCode::SERVICE_UNAVAILABLE).then_some(body)
+        },
+    )
+    .await;
     let body: Json = serde_json::from_str(&body).unwrap();
     assert_eq!(body["postgres"], json!("ok"), "{body}");
     assert_eq!(

@@ -17,3 +17,6 @@
 pub mod api;
 pub mod device_api;
 pub mod http;
+
+#[cfg(test)]
+mod properties;

@@ -168,7 +168,7 @@ fn unauthenticated() -> ApiError {
 }
 
 /// One answer for unknown, revoked and malformed tokens alike.
-pub(crate) fn invalid_token() -> ApiError {
+fn invalid_token() -> ApiError {
     ApiError::unauthorized(
         "invalid_token",
         "the API token is not valid",

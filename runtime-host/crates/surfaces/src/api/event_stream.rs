@@ -495,7 +495,7 @@ fn lagged_frame(reason: &str, missed: Option<u64>) -> Bytes {
 
 /// The events a stream wants: those whose `device`, `key` and `severity` match the given ones.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct StreamFilter {
+pub(crate) struct StreamFilter {
     device: Option<String>,
     key: Option<String>,
     severity: Option<String>,
@@ -503,7 +503,7 @@ struct StreamFilter {
 
 impl StreamFilter {
     /// The filter of a query string; 400 `invalid_parameter` names the parameter at fault.
-    fn parse(query: &str) -> Result<StreamFilter, ApiError> {
+    pub(crate) fn parse(query: &str) -> Result<StreamFilter, ApiError> {
         let invalid = |message: String| ApiError::bad_request("invalid_parameter", message);
         let mut filter = StreamFilter::default();
         for part in query.split('&').filter(|p| !p.is_empty()) {
@@ -545,7 +545,7 @@ impl StreamFilter {
 
     /// Whether `message` passes; a message that is not a JSON object passes only an empty
     /// filter.
-    fn admits(&self, message: &str) -> bool {
+    pub(crate) fn admits(&self, message: &str) -> bool {
         if *self == StreamFilter::default() {
             return true;
         }

@@ -36,7 +36,7 @@ pub const PATH: &str = "/v1/events";
 /// Events listed when `limit` is absent.
 const DEFAULT_LIMIT: i64 = 100;
 /// The largest `limit`.
-const MAX_LIMIT: i64 = 1000;
+pub(crate) const MAX_LIMIT: i64 = 1000;
 /// The parameters of the listing.
 const LIST_PARAMETERS: &[&str] = &["device", "key", "severity", "state", "from", "to", "limit"];
 
@@ -197,7 +197,7 @@ fn invalid(message: String) -> ApiError {
 }
 
 /// The listing's filter from the query string.
-fn filter(query: &str) -> Result<AlertEventFilter, ApiError> {
+pub(crate) fn filter(query: &str) -> Result<AlertEventFilter, ApiError> {
     let mut filter = AlertEventFilter {
         limit: DEFAULT_LIMIT,
         ..AlertEventFilter::default()

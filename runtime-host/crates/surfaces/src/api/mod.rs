@@ -108,7 +108,7 @@ impl Api {
 
 /// Whether `text` (a path or query, still percent-encoded) encodes a control character
 /// (`%00`–`%1F`, `%7F`): nothing Weir serves is named with one, and PostgreSQL refuses NUL.
-fn encodes_a_control_character(text: &str) -> bool {
+pub(crate) fn encodes_a_control_character(text: &str) -> bool {
     text.as_bytes().windows(3).any(|w| {
         w[0] == b'%'
             && std::str::from_utf8(&w[1..])

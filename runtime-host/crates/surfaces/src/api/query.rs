@@ -108,8 +108,12 @@ impl QueryApi {
         let if_none_match = request.headers().get(IF_NONE_MATCH).cloned();
         let function = self.function.current();
         let openapi = public && request.method() == Method::GET;
-        if openapi && let Some(answer) = self.openapi.get(&function) {
-            return Ok(cached_response(answer, if_none_match.as_ref()));
+        if openapi {
+            if let Some(answer) = self.openapi.get(&function) {
+                self.metrics.answer_cache("hit");
+                return Ok(cached_response(answer, if_none_match.as_ref()));
+            }
+            self.metrics.answer_cache("miss");
         }
         let cacheable = match &org {
             Some(org) if request.method() == Method::GET => {

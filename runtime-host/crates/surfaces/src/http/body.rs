@@ -95,7 +95,7 @@ fn linger(mut body: Incoming, length: u64) {
     });
 }
 
-fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, ApiError> {
     let mut decoded = Vec::new();
     flate2::read::GzDecoder::new(compressed)
         .take(limit as u64 + 1)
