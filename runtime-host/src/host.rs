@@ -196,7 +196,8 @@ impl Host {
                 let device_api = device_api.clone();
                 move |identity| {
                     let connection = Arc::new(device_api.connect(identity));
-                    move |request| connection.clone().handle(request)
+                    let closer = connection.closer();
+                    (move |request| connection.clone().handle(request), closer)
                 }
             },
             shutdown.clone(),

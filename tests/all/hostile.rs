@@ -2,7 +2,8 @@
 //! is closed within the header timeout, a body that trickles in gets `408`, an oversized body
 //! `413` at once over HTTP/2 and HTTP/1.1, a listener full of connections closes the next one
 //! at once, a device connection does not outlive its maximum age, a device over its connection
-//! or request share gets `429` while others go on, and a flood of made-up API tokens leaves
+//! or request share gets `429` while others go on (and a connection over its share is closed),
+//! silent sockets cannot take the handshake places new devices need, and a flood of made-up API tokens leaves
 //! device submits unharmed. Each limit is a `server.*` setting counted in
 //! `weir_listener_limits_hit_total` when it bites.
 
@@ -315,6 +316,15 @@ async fn a_device_over_its_connection_or_request_cap_gets_429_while_others_proce
         "too_many_connections",
     );
 
+    // ... and the connection is closed after that answer.
+    eventually(
+        "the connection over the cap is closed",
+        PROMPTLY,
+        Duration::from_millis(100),
+        async || fourth.submit(&busy).await.is_err(),
+    )
+    .await;
+
     // The unfinished requests end with their connections: the device's share is back.
     drop(held);
     drop(fourth);
@@ -458,4 +468,33 @@ async fn raw_get(api: std::net::SocketAddr, path: &str, authorization: &str) -> 
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP answer: {received:?}"));
     (status, received)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_sockets_on_the_device_port_do_not_lock_new_devices_out() {
+    let test = TestHost::start_with(|config| {
+        config.server.max_handshakes = 4;
+        config.server.header_read_timeout_s = 30;
+    })
+    .await;
+    let devices = test.host().device_addr();
+    let mut silent = Vec::new();
+    for _ in 0..16 {
+        let mut stream = TcpStream::connect(devices).await.unwrap();
+        // The first bytes of a TLS record header, and then nothing.
+        stream.write_all(&[22, 3]).await.unwrap();
+        silent.push(stream);
+    }
+    // They hold connection places only: a new device still gets a handshake.
+    let mut device = test.device("m-fresh", "acme").await;
+    let answer = device
+        .submit(&batch("fresh", vec![point("meter.power", 1, now_ms())]))
+        .await;
+    assert_eq!(ok(&answer)["accepted"], json!(1));
+    let (_, metrics) = test.api_get("/metrics").await;
+    assert!(
+        !metrics.contains(r#"reason="max_handshakes""#),
+        "no handshake place was taken by a silent socket: {metrics}"
+    );
+    drop(silent);
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Method, StatusCode};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use weir_metrics::Metrics;
 use weir_pki::DeviceIdentity;
 use weir_storage::DeviceRef;
@@ -47,15 +48,28 @@ pub struct DeviceConnection {
     api: Arc<DeviceApi>,
     identity: DeviceIdentity,
     share: ConnectionShare,
+    close: CancellationToken,
 }
 
 impl DeviceConnection {
+    /// Cancelled when this connection should be closed (after its last answer).
+    pub fn closer(&self) -> CancellationToken {
+        self.close.clone()
+    }
+
     /// Answers one request on this connection.
+    /// A connection over its device's cap is closed once its refusal is sent, so that a
+    /// flood of connections costs the sender a TLS handshake per request.
     pub async fn handle(self: Arc<Self>, request: hyper::Request<Incoming>) -> Response {
         let device = self.share.device();
         let answer = match self.share.admit() {
             Ok(_request_share) => self.api.route(&self.identity, device, request).await,
-            Err(refused) => Err(refused),
+            Err(refused) => {
+                if refused.code == shares::TOO_MANY_CONNECTIONS {
+                    self.close.cancel();
+                }
+                Err(refused)
+            }
         };
         match answer {
             Ok(response) => response,
@@ -78,6 +92,7 @@ impl DeviceApi {
             api: self.clone(),
             share: self.shares.connect(device),
             identity,
+            close: CancellationToken::new(),
         }
     }
 

@@ -17,6 +17,9 @@ use weir_storage::DeviceRef;
 
 use crate::http::ApiError;
 
+/// The code of a request refused on a connection beyond its device's cap.
+pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+
 /// The per-device caps of a host and what each device holds now.
 pub struct DeviceShares {
     max_connections: usize,
@@ -100,10 +103,10 @@ impl ConnectionShare {
             shares.metrics.limit_hit("devices", "device_connections");
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
+                TOO_MANY_CONNECTIONS,
                 format!(
                     "{} had {open} connections open to this host, more than the {} allowed: \
-                     close this one and send over one already open",
+                     this one closes; send over one already open",
                     self.device, shares.max_connections
                 ),
             )

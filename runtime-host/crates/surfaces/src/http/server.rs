@@ -34,6 +34,10 @@ use weir_metrics::Metrics;
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection its handler asked to close stays open for the last answer to leave.
+const CLOSE_FLUSH: Duration = Duration::from_millis(500);
+/// The largest TLS record a ClientHello may come in (RFC 8446: 2^14 bytes plus the header).
+const MAX_HELLO_RECORD: usize = 5 + (1 << 14);
 /// How long a stopping listener waits for its connections' requests in flight. Under
 /// Kubernetes' default 30 s termination grace period.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -173,6 +177,49 @@ async fn protocol_told(stream: &TcpStream, timeout: Duration) -> bool {
         }
     };
     tokio::time::timeout(timeout, told).await.unwrap_or(false)
+}
+
+/// Waits, without consuming anything, until a TLS client has sent its whole first record (the
+/// ClientHello); false if it closes or takes longer than `timeout`. A handshake place is taken
+/// only after it, so silent or trickling sockets hold a connection place at most, never one of
+/// the few handshake places that new devices need. Bytes that are not a TLS handshake record
+/// pass at once: the handshake refuses them.
+async fn hello_arrived(stream: &TcpStream, timeout: Duration) -> bool {
+    let arrived = async {
+        let mut header = [0u8; 5];
+        let mut record = Vec::new();
+        loop {
+            if stream.readable().await.is_err() {
+                return false;
+            }
+            let buffer = if record.is_empty() {
+                &mut header[..]
+            } else {
+                &mut record[..]
+            };
+            let n = match stream.peek(buffer).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if record.is_empty() {
+                // A handshake record (22) of TLS 1.x, then its length.
+                if header[0] != 22 || (n >= 2 && header[1] != 3) {
+                    return true;
+                }
+                if n == header.len() {
+                    let length = usize::from(u16::from_be_bytes([header[3], header[4]]));
+                    record = vec![0; (header.len() + length).min(MAX_HELLO_RECORD)];
+                    continue;
+                }
+            } else if n == record.len() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(timeout, arrived)
+        .await
+        .unwrap_or(false)
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `io` with `handle` until the connection closes, or closes it
@@ -329,7 +376,7 @@ pub async fn serve_devices<C, H, F>(
     connect: C,
     shutdown: CancellationToken,
 ) where
-    C: Fn(DeviceIdentity) -> H + Send + Sync + Clone + 'static,
+    C: Fn(DeviceIdentity) -> (H, CancellationToken) + Send + Sync + Clone + 'static,
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + Clone + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
@@ -346,6 +393,10 @@ pub async fn serve_devices<C, H, F>(
         let (gate, limits) = (gate.clone(), limits.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            if !hello_arrived(&stream, limits.header_read_timeout).await {
+                metrics.limit_hit(limits.listener, "header_timeout");
+                return;
+            }
             let Some(handshake) = gate.handshake(peer) else {
                 return;
             };
@@ -381,17 +432,20 @@ pub async fn serve_devices<C, H, F>(
             let retired =
                 certificate_retired(&identity, &tls, crl_reloads, limits.max_connection_age);
             let protocol = Protocol::of_tls(&stream);
-            let served = serve_connection(
-                stream,
-                protocol,
-                connect(identity.clone()),
-                watcher,
-                &limits,
-            );
+            let (handler, close) = connect(identity.clone());
+            let served = serve_connection(stream, protocol, handler, watcher, &limits);
+            // A connection its handler asked to close gets a moment to send the last answer.
+            let closed = async {
+                close.cancelled().await;
+                tokio::time::sleep(CLOSE_FLUSH).await;
+            };
             // Pinned here so that a cut connection closes only after it was counted.
             tokio::pin!(served);
             tokio::select! {
                 () = &mut served => {}
+                () = closed => {
+                    tracing::debug!(%peer, device = %identity.device, "device connection closed by its handler");
+                }
                 reason = retired => {
                     metrics.device_connection_cut(reason);
                     tracing::info!(%peer, device = %identity.device, org = %identity.org, serial = %identity.serial_hex, reason, "device connection cut");
