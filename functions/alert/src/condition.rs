@@ -7,12 +7,36 @@ use std::sync::{Arc, OnceLock};
 use cel::common::ast::{EntryExpr, Expr, MapExpr, StructExpr};
 use cel::{Context, Env, IdedExpr, Program};
 
+use crate::depth;
 use crate::state::Seen;
 use crate::types::{Severity, Value, to_cel};
 use weir_contract::pattern::KeyPattern;
 
 /// The variables a condition may use.
 pub const VARIABLES: [&str; 7] = ["value", "previous", "key", "parts", "device", "ts", "keys"];
+
+/// The longest condition accepted, in bytes: room for some twenty comparisons joined by `&&`
+/// or `||`. It bounds what compiling and evaluating one condition costs besides its depth.
+pub const MAX_CONDITION_BYTES: usize = 1_000;
+
+/// The deepest condition accepted, as bounded by a scan of its text before cel parses it: a
+/// level for each link of a chain (`.x`, `+ 1`, `in`), each ternary and each bracket's content,
+/// two for an opening bracket (`[0]`, `.f()`), and ⌈log₂ n⌉ for a run of n `&&` or `||`.
+///
+/// How it was chosen. cel 0.15 recurses once per level when it parses, evaluates and drops an
+/// expression, and limits only the nesting of brackets (96), not chains. Natively (x86-64,
+/// release) parsing takes some 7 KiB of stack per nested bracket and 0.5 KiB per link of a
+/// chain (`value` followed by 4,375 `.x` overflowed a 2 MiB thread), evaluating 1.5 KiB per
+/// level. The alerter component was measured in wasmtime with its default 512 KiB wasm stack
+/// and Rust's 1 MiB shadow stack: parsing needs 31 KiB, plus 2.5 KiB per nested bracket and
+/// 0.25 KiB per link (it trapped at some 1,800 links); evaluating needs 1.3 KiB of shadow stack
+/// per level (it trapped at some 800 levels of `value[0][0]…` or `value + 1 + 1…`). The deepest
+/// conditions under 64 levels, 21 nested brackets, need 83 KiB of the wasm stack and 200 KiB
+/// natively, a sixth and a tenth of what there is (the stacks would hold nine and twelve times
+/// as many brackets); a 64-link chain evaluates twelve times below the shadow stack's trap.
+/// Hand-written conditions need far less: one of [`MAX_CONDITION_BYTES`] joining comparisons
+/// with `&&` and `||` uses about a dozen levels.
+pub const MAX_CONDITION_LEVELS: usize = 64;
 
 /// The standard CEL environment, built once per instance.
 fn env() -> &'static Arc<Env> {
@@ -31,11 +55,14 @@ pub struct Condition {
 }
 
 impl Condition {
-    /// Compiles `source`, refusing a syntax error or a variable outside [`VARIABLES`].
+    /// Compiles `source`, refusing a syntax error, a variable outside [`VARIABLES`], and a
+    /// condition past [`MAX_CONDITION_BYTES`] or [`MAX_CONDITION_LEVELS`] (checked first,
+    /// without cel: it would overflow the stack on some).
     pub fn compile(source: &str) -> Result<Condition, String> {
+        check_size(source)?;
         let program = env()
             .compile(source)
-            .map_err(|e| format!("invalid CEL expression `{source}`: {e}"))?;
+            .map_err(|e| format!("invalid CEL expression `{source}`: {}", describe(e)))?;
         let references = program.references();
         let mut declared = Vec::new();
         comprehension_variables(program.expression(), &mut declared);
@@ -115,6 +142,62 @@ impl Condition {
         }
         matches!(self.program.execute(&context), Ok(cel::Value::Bool(true)))
     }
+}
+
+/// Refuses a condition too long or too deep for cel to parse and evaluate safely, before cel
+/// sees it. The messages quote no source: it may be long.
+fn check_size(source: &str) -> Result<(), String> {
+    if source.len() > MAX_CONDITION_BYTES {
+        return Err(format!(
+            "the CEL expression is {} bytes long; at most {MAX_CONDITION_BYTES} are accepted",
+            source.len()
+        ));
+    }
+    let levels =
+        depth::bound(source).map_err(|e| format!("invalid CEL expression `{source}`: {e}"))?;
+    if levels > MAX_CONDITION_LEVELS {
+        return Err(format!(
+            "the CEL expression is nested or chained too deeply: {levels} levels, at most \
+             {MAX_CONDITION_LEVELS} are accepted (a level is a `.`, an operator, a ternary; \
+             a bracket is two)"
+        ));
+    }
+    Ok(())
+}
+
+/// cel's errors as a one-line message: what and where, without the debug dumps some of them
+/// carry (its recursion limit is reported as `OtherError(ParseError { .. })`) nor the
+/// complaints of its own visitor (``No `ExprContextAll`!``) that follow a syntax error. cel's
+/// `Display` is not used: it panics on some of its own positions (a column of -1).
+fn describe(errors: cel::ParseErrors) -> String {
+    let mut parts = Vec::new();
+    for error in &errors.errors {
+        let what = if error.msg.contains("Recursion limit") {
+            "it is nested too deeply"
+        } else if error.msg.starts_with("No `") {
+            continue;
+        } else if ["Error(", "Error {", "{ source"]
+            .iter()
+            .any(|dump| error.msg.contains(dump))
+        {
+            "Syntax error"
+        } else {
+            error.msg.as_str()
+        };
+        let part = match error.pos {
+            (line, column) if line > 0 && column > 0 => {
+                format!("{what} (line {line}, column {column})")
+            }
+            _ => what.to_owned(),
+        };
+        if !parts.contains(&part) {
+            parts.push(part);
+        }
+    }
+    if parts.is_empty() {
+        return "Syntax error".to_owned();
+    }
+    parts.join("; ")
 }
 
 /// Collects the variables that macros such as `exists(k, ...)` declare, which

@@ -57,7 +57,9 @@
 //! fails to evaluate (a key missing from `keys`, a string compared with a number) or does not
 //! return a boolean does not hold: write `'meter.1.door' in keys && keys['meter.1.door']` to be
 //! explicit. Conditions are compiled per call; a syntax error or an unknown variable is refused
-//! by [`check_rules`]. The standard CEL functions and macros are there (`size`, `contains`,
+//! by [`check_rules`], and so is a condition longer than [`MAX_CONDITION_BYTES`] or nested and
+//! chained deeper than [`MAX_CONDITION_LEVELS`], which cel could not parse or evaluate without
+//! risking the stack. The standard CEL functions and macros are there (`size`, `contains`,
 //! `startsWith`, `exists`, `int()`, `double()`, ...), but no regular expressions (`matches`) nor
 //! timestamps and durations, which would triple the component's size.
 //!
@@ -100,6 +102,7 @@
 mod component;
 
 mod condition;
+mod depth;
 mod duration;
 mod evaluate;
 mod event;
@@ -107,7 +110,7 @@ mod rule;
 mod state;
 mod types;
 
-pub use condition::VARIABLES;
+pub use condition::{MAX_CONDITION_BYTES, MAX_CONDITION_LEVELS, VARIABLES};
 pub use duration::Span;
 pub use evaluate::{
     Evaluation, RuleError, RuleInput, StateEntry, evaluate, evaluate_stale, manual_clear,

@@ -606,6 +606,79 @@ fn unknown_variables_and_malformed_rules_are_refused() {
     );
 }
 
+/// A rule file whose critical condition is `condition`.
+fn critical(condition: &str) -> String {
+    serde_json::json!({"rules": [{"id": "r", "version": 1, "keys": "a",
+                                  "severity": {"critical": condition}}]})
+    .to_string()
+}
+
+#[test]
+fn conditions_past_the_limits_are_refused_naming_the_rule_level_and_limit() {
+    let chain = |links: usize| format!("value{}", ".x".repeat(links));
+    assert!(check_rules(&critical(&chain(MAX_CONDITION_LEVELS))).is_ok());
+    assert_eq!(
+        check_rules(&critical(&chain(MAX_CONDITION_LEVELS + 1))).unwrap_err(),
+        format!(
+            "rule \"r\" v1: severity.critical: the CEL expression is nested or chained too \
+             deeply: {} levels, at most {MAX_CONDITION_LEVELS} are accepted (a level is a `.`, an \
+             operator, a ternary; a bracket is two)",
+            MAX_CONDITION_LEVELS + 1
+        )
+    );
+    let long = vec!["value > 1"; 100].join(" || ");
+    assert_eq!(
+        check_rules(&critical(&long)).unwrap_err(),
+        format!(
+            "rule \"r\" v1: severity.critical: the CEL expression is {} bytes long; at most \
+             {MAX_CONDITION_BYTES} are accepted",
+            long.len()
+        )
+    );
+    // Long enough for real conditions: a dozen clauses, nested brackets, macros.
+    let clauses: Vec<String> = (0..12)
+        .map(|i| format!("(keys['meter.{i}.temperature'] > 80 || keys['meter.{i}.door'] == true)"))
+        .collect();
+    let real = format!(
+        "{} && [1, 2, 3].exists(i, keys['meter.' + string(i) + '.temperature'] > 90)",
+        clauses.join(" && ")
+    );
+    assert!(real.len() <= MAX_CONDITION_BYTES);
+    assert!(check_rules(&critical(&real)).is_ok());
+}
+
+#[test]
+fn conditions_nested_past_cels_own_limit_are_refused_without_its_debug_dump() {
+    for (open, close) in [("[", "]"), ("(", ")"), ("{1:", "}"), ("f(", ")")] {
+        let nested = format!("{}value{}", open.repeat(96), close.repeat(96));
+        let error = check_rules(&critical(&nested)).unwrap_err();
+        assert!(
+            error.starts_with("rule \"r\" v1: severity.critical: the CEL expression is nested")
+                && !error.contains("Error"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn cel_syntax_errors_say_what_and_where_on_one_line() {
+    let error = check_rules(&critical("value > 1 &&")).unwrap_err();
+    assert!(
+        error.starts_with(
+            "rule \"r\" v1: severity.critical: invalid CEL expression `value > 1 &&`: \
+             Syntax error: mismatched input '<EOF>'"
+        ) && error.contains("(line 1, column 13)")
+            && !error.contains('\n'),
+        "{error}"
+    );
+    let error = check_rules(&critical("'abc")).unwrap_err();
+    assert_eq!(
+        error,
+        "rule \"r\" v1: severity.critical: invalid CEL expression `'abc`: the string literal at \
+         byte 0 is never closed"
+    );
+}
+
 #[test]
 fn comprehensions_may_use_their_own_variables() {
     let text = r#"{"rules": [{"id": "any-hot", "version": 1, "keys": "a.*",

@@ -87,36 +87,54 @@ impl KeyPattern {
     }
 
     /// Whether `key` matches the pattern.
+    ///
+    /// Runs in O(segments of the key × segments of the pattern), whatever the pattern: the host
+    /// matches every point's key, and a pattern such as `**.**.**.z` must not make it backtrack
+    /// exponentially. This is the greedy glob match (`**` as `*`, `*` as `?`, over segments
+    /// instead of characters): on a mismatch, only the latest `**` takes one more segment and
+    /// the pattern after it starts again. Earlier `**`s never need to give back what they took:
+    /// whatever the latest `**` cannot absorb, they could not either.
     pub fn matches(&self, key: &str) -> bool {
-        match_from(&self.segments, Some(key))
-    }
-}
-
-/// Whether the dotted segments of `rest` match `pattern`; `None` is no segment at all (which
-/// `Some("")`, one empty segment, is not). Walks the key in place instead of splitting it.
-fn match_from(pattern: &[Segment], rest: Option<&str>) -> bool {
-    match pattern.split_first() {
-        None => rest.is_none(),
-        Some((Segment::Any, tail)) => {
-            let mut rest = rest;
-            loop {
-                if match_from(tail, rest) {
-                    return true;
+        let pattern = &self.segments;
+        // The next pattern segment, and the key's segments left to match (`None` is no segment
+        // at all, which `Some("")`, one empty segment, is not). The key is walked in place.
+        let mut at = 0;
+        let mut rest = Some(key);
+        // The latest `**`: the pattern segment after it, and where the key resumes when it
+        // takes one more segment.
+        let mut latest_any: Option<(usize, Option<&str>)> = None;
+        loop {
+            match (pattern.get(at), rest) {
+                (None, None) => return true,
+                (Some(Segment::Any), _) => {
+                    at += 1;
+                    latest_any = Some((at, rest));
+                    continue;
                 }
-                match rest {
-                    None => return false,
-                    Some(parts) => rest = next_segment(parts).1,
+                (Some(segment), Some(parts)) => {
+                    let (part, after) = next_segment(parts);
+                    let here = match segment {
+                        Segment::Literal(literal) => literal == part,
+                        _ => true,
+                    };
+                    if here {
+                        at += 1;
+                        rest = after;
+                        continue;
+                    }
                 }
+                (Some(_), None) | (None, Some(_)) => {}
+            }
+            match latest_any {
+                Some((after_any, Some(parts))) => {
+                    let resume = next_segment(parts).1;
+                    latest_any = Some((after_any, resume));
+                    at = after_any;
+                    rest = resume;
+                }
+                _ => return false,
             }
         }
-        Some((segment, tail)) => rest.is_some_and(|parts| {
-            let (part, after) = next_segment(parts);
-            let here = match segment {
-                Segment::Literal(literal) => literal == part,
-                _ => true,
-            };
-            here && match_from(tail, after)
-        }),
     }
 }
 
@@ -181,6 +199,63 @@ mod tests {
         assert!(matches("**", "anything.at.all"));
         assert!(matches("a.**.b.**.c", "a.x.b.y.z.c"));
         assert!(!matches("a.**.b", "a.x.c"));
+    }
+
+    /// The definition, matched by plain backtracking (exponential in the number of `**`):
+    /// the reference the linear matcher must agree with.
+    fn reference(pattern: &[&str], key: &[&str]) -> bool {
+        match pattern.split_first() {
+            None => key.is_empty(),
+            Some((&"**", tail)) => (0..=key.len()).any(|taken| reference(tail, &key[taken..])),
+            Some((segment, tail)) => key.split_first().is_some_and(|(part, after)| {
+                (*segment == "*" || segment == part) && reference(tail, after)
+            }),
+        }
+    }
+
+    /// Every sequence of up to `max_len` items of `alphabet`.
+    fn sequences<'a>(alphabet: &[&'a str], max_len: usize) -> Vec<Vec<&'a str>> {
+        let mut all = vec![Vec::new()];
+        let mut last = vec![Vec::new()];
+        for _ in 0..max_len {
+            last = last
+                .iter()
+                .flat_map(|prefix: &Vec<&'a str>| {
+                    alphabet.iter().map(move |item| {
+                        let mut longer = prefix.clone();
+                        longer.push(item);
+                        longer
+                    })
+                })
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn matching_agrees_with_the_definition_on_every_small_pattern_and_key() {
+        let patterns = sequences(&["a", "b", "*", "**"], 5);
+        let keys = sequences(&["a", "b", ""], 5);
+        for pattern in patterns.iter().filter(|p| !p.is_empty()) {
+            let parsed = KeyPattern::parse(&pattern.join(".")).unwrap();
+            for key in keys.iter().filter(|k| !k.is_empty()) {
+                assert_eq!(
+                    parsed.matches(&key.join(".")),
+                    reference(pattern, key),
+                    "{pattern:?} against {key:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn many_double_stars_match_long_keys_without_backtracking() {
+        let key = vec!["a"; 200].join(".");
+        let pattern = KeyPattern::parse(&format!("{}z", "**.".repeat(50))).unwrap();
+        assert!(!pattern.matches(&key));
+        let pattern = KeyPattern::parse(&format!("{}a", "**.".repeat(50))).unwrap();
+        assert!(pattern.matches(&key));
     }
 
     #[test]

@@ -86,12 +86,14 @@ impl Answer {
         )
     }
 
-    /// `503 storage_unavailable`: PostgreSQL could not answer.
-    pub fn storage_unavailable(error: &str) -> Answer {
+    /// `503 storage_unavailable`: PostgreSQL could not answer. The message is always the same:
+    /// why it could not (a driver's or the server's error text) is for the operator's log,
+    /// never for the client.
+    pub fn storage_unavailable() -> Answer {
         Answer::error(
             503,
             "storage_unavailable",
-            &format!("the data cannot be read now: {error}"),
+            "the data cannot be read now; retry later",
         )
     }
 
@@ -169,6 +171,16 @@ mod tests {
         let answer = Answer::device_not_found("m1");
         assert_eq!((answer.status, answer.cache_control), (404, NO_STORE));
         assert_eq!(answer.body, device_not_found_body("m1"));
+    }
+
+    #[test]
+    fn an_unavailable_storage_is_a_fixed_message_and_code() {
+        let answer = Answer::storage_unavailable();
+        assert_eq!((answer.status, answer.cache_control), (503, NO_STORE));
+        assert_eq!(
+            answer.body,
+            r#"{"error":{"code":"storage_unavailable","message":"the data cannot be read now; retry later"}}"#
+        );
     }
 
     #[test]

@@ -310,8 +310,12 @@ fn query(
     db.query(sql, params).map_err(|e| storage_error(&e))
 }
 
+/// `503 storage_unavailable` for a PostgreSQL error. The error itself goes to the component's
+/// stderr (Spin's log; the host keeps it for trap messages) and never into the body: it can
+/// hold SQL, server messages and connection details.
 fn storage_error(error: &PgError) -> Answer {
-    Answer::storage_unavailable(&format!("{error:?}"))
+    eprintln!("weir-query: PostgreSQL could not answer: {error:?}");
+    Answer::storage_unavailable()
 }
 
 fn internal(message: &str) -> Answer {

@@ -48,7 +48,7 @@ impl HistoryRequest {
     pub fn plan(path: &str, raw_query: &str, now_ms: i64) -> Result<HistoryRequest, Answer> {
         let params = QueryParams::parse(raw_query, PARAMS)?;
         let from = params.timestamp("from")?;
-        let to = params.timestamp("to")?;
+        let to = params.range_end("to")?;
         let limit = params.limit()?;
         let after_us = params.get("cursor").map(cursor::decode_ts).transpose()?;
         let range = canonical_range(

@@ -12,6 +12,11 @@ pub const DEFAULT_LIMIT: usize = 1000;
 pub const MAX_LIMIT: usize = 10_000;
 /// Latest timestamp accepted: 9999-12-31T23:59:59.999Z in unix milliseconds.
 pub const MAX_TS_MS: i64 = 253_402_300_799_999;
+/// Latest end of a range accepted (`to`, exclusive): 10000-01-01T00:00:00Z, the end of the
+/// millisecond [`MAX_TS_MS`]. It is a whole number of days, so it lies on the history grid and
+/// on every fixed bucket grid: a `to` up to [`MAX_TS_MS`] ceils to an end that is accepted,
+/// and the redirect to it is served.
+pub const MAX_TO_MS: i64 = MAX_TS_MS + 1;
 
 /// A request's query parameters, decoded, in the order they came.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -66,13 +71,23 @@ impl QueryParams {
 
     /// `name` as a timestamp in unix milliseconds (0 to [`MAX_TS_MS`]), if given.
     pub fn timestamp(&self, name: &str) -> Result<Option<i64>, Answer> {
+        self.millis(name, MAX_TS_MS)
+    }
+
+    /// `name` as the exclusive end of a range in unix milliseconds (0 to [`MAX_TO_MS`]), if
+    /// given.
+    pub fn range_end(&self, name: &str) -> Result<Option<i64>, Answer> {
+        self.millis(name, MAX_TO_MS)
+    }
+
+    fn millis(&self, name: &str, max: i64) -> Result<Option<i64>, Answer> {
         let Some(raw) = self.get(name) else {
             return Ok(None);
         };
         match raw.parse::<i64>() {
-            Ok(ts) if (0..=MAX_TS_MS).contains(&ts) => Ok(Some(ts)),
+            Ok(ts) if (0..=max).contains(&ts) => Ok(Some(ts)),
             _ => Err(Answer::invalid_parameter(&format!(
-                "parameter `{name}` must be unix milliseconds between 0 and {MAX_TS_MS}, not `{raw}`"
+                "parameter `{name}` must be unix milliseconds between 0 and {max}, not `{raw}`"
             ))),
         }
     }
@@ -124,6 +139,7 @@ pub fn query_string(pairs: &[(&str, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::range::HISTORY_GRID_MS;
 
     fn code_and_message(answer: Answer) -> (u16, String) {
         let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
@@ -175,6 +191,20 @@ mod tests {
         }
         let params = QueryParams::parse("limit=10000", &["limit"]).unwrap();
         assert_eq!(params.limit().unwrap(), Some(10_000));
+    }
+
+    #[test]
+    fn a_range_may_end_at_the_end_of_the_last_timestamp() {
+        let params = QueryParams::parse("to=253402300800000", &["to"]).unwrap();
+        assert_eq!(params.range_end("to").unwrap(), Some(MAX_TO_MS));
+        assert!(params.timestamp("to").is_err());
+        let params = QueryParams::parse("to=253402300800001", &["to"]).unwrap();
+        let (_, message) = code_and_message(params.range_end("to").unwrap_err());
+        assert!(message.contains("`to`"), "{message}");
+        let buckets = crate::trend::BUCKETS.iter().map(|bucket| bucket.ms);
+        for step in buckets.chain([HISTORY_GRID_MS]) {
+            assert_eq!(MAX_TO_MS % step, 0, "{step}");
+        }
     }
 
     #[test]

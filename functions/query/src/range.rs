@@ -8,8 +8,14 @@
 //! epoch, or local midnights of a time zone for daily buckets, which only PostgreSQL's time
 //! zone database knows: hence the [`Grid`] trait, implemented here for fixed steps and by the
 //! component for days.
+//!
+//! A redirect always leads to a URL that is served: the canonical range lies within what the
+//! parameters accept (`from` from 0, `to` up to [`MAX_TO_MS`], a line of every fixed grid).
+//! Only a local-midnight grid can round past them, near the epoch or the year 10000; that is a
+//! `400`, not a redirect.
 
 use crate::answer::Answer;
+use crate::params::MAX_TO_MS;
 
 /// One day in milliseconds.
 pub const DAY_MS: i64 = 86_400_000;
@@ -80,6 +86,19 @@ pub fn canonical_range(
             if line < 0 { grid.next(line)? } else { line }
         }
     };
+    if to_line > MAX_TO_MS {
+        let to = to.map_or_else(|| format!("now, {now_ms}"), |to| to.to_string());
+        return Err(Answer::invalid_parameter(&format!(
+            "parameter `to` ({to}) rounds up to {to_line}, past the latest end answered \
+             ({MAX_TO_MS})"
+        )));
+    }
+    if from_line < 0 {
+        return Err(Answer::invalid_parameter(&format!(
+            "parameter `from` ({}) rounds down to {from_line}, before 0",
+            from.unwrap_or(from_line)
+        )));
+    }
     if from_line >= to_line {
         return Err(Answer::invalid_parameter(&format!(
             "parameter `from` ({}) must be before `to` (now, {now_ms}, when not given)",
@@ -158,6 +177,34 @@ mod tests {
         }
         let future = canonical_range(Some(2 * DAY_MS), None, DAY_MS, DAY_MS, &mut Step(FIVE_MIN));
         assert_eq!(future.unwrap_err().status, 400);
+    }
+
+    /// Local midnights of UTC−12 (12:00 UTC), as a daily grid west of UTC is.
+    struct NoonUtc;
+
+    impl Grid for NoonUtc {
+        fn floor(&mut self, t: i64) -> Result<i64, Answer> {
+            Ok((t - DAY_MS / 2).div_euclid(DAY_MS) * DAY_MS + DAY_MS / 2)
+        }
+
+        fn next(&mut self, line: i64) -> Result<i64, Answer> {
+            Ok(line + DAY_MS)
+        }
+    }
+
+    #[test]
+    fn a_range_at_the_edges_of_time_stays_within_the_accepted_parameters() {
+        let last = MAX_TO_MS - 1;
+        let range = canonical_range(Some(0), Some(last), 0, DAY_MS, &mut Step(FIVE_MIN)).unwrap();
+        assert_eq!((range.from, range.to), (0, MAX_TO_MS));
+        let past = canonical_range(Some(last - DAY_MS), Some(last), 0, DAY_MS, &mut NoonUtc);
+        let answer = past.unwrap_err();
+        assert_eq!(answer.status, 400);
+        assert!(answer.body.contains("`to`"), "{}", answer.body);
+        let before = canonical_range(Some(0), Some(DAY_MS), 0, DAY_MS, &mut NoonUtc);
+        let answer = before.unwrap_err();
+        assert_eq!(answer.status, 400);
+        assert!(answer.body.contains("`from`"), "{}", answer.body);
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl TrendParams {
     pub fn parse(raw_query: &str) -> Result<TrendParams, Answer> {
         let params = QueryParams::parse(raw_query, PARAMS)?;
         let from = params.timestamp("from")?;
-        let to = params.timestamp("to")?;
+        let to = params.range_end("to")?;
         let bucket = match params.get("bucket") {
             None => DEFAULT_BUCKET,
             Some(name) => *BUCKETS.iter().find(|b| b.name == name).ok_or_else(|| {
