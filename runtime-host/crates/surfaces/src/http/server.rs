@@ -22,11 +22,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use weir_pki::{DeviceIdentity, ReloadingServerConfig, identity_from_cert};
 
 use super::Response;
@@ -34,8 +34,6 @@ use weir_metrics::Metrics;
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a connection its handler asked to close stays open for the last answer to leave.
-const CLOSE_FLUSH: Duration = Duration::from_millis(500);
 /// The largest TLS record a ClientHello may come in (RFC 8446: 2^14 bytes plus the header).
 const MAX_HELLO_RECORD: usize = 5 + (1 << 14);
 /// How long a stopping listener waits for its connections' requests in flight. Under
@@ -222,16 +220,54 @@ async fn hello_arrived(stream: &TcpStream, timeout: Duration) -> bool {
         .unwrap_or(false)
 }
 
+/// The open connections of one listener, and the signal that closes them gracefully.
+#[derive(Clone, Default)]
+struct Connections {
+    draining: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Connections {
+    /// Runs one connection's task, counted until it ends.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(task);
+    }
+
+    /// Closes every connection gracefully, waiting at most [`DRAIN_TIMEOUT`] for their
+    /// requests in flight.
+    async fn drain(self, listener: &'static str) {
+        self.tracker.close();
+        let open = self.tracker.len();
+        if open == 0 {
+            return;
+        }
+        tracing::info!(listener, open, "draining connections");
+        self.draining.cancel();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                listener,
+                timeout_s = DRAIN_TIMEOUT.as_secs(),
+                "connections still busy after the drain timeout; dropping them"
+            );
+        }
+    }
+}
+
 /// Serves HTTP/1.1 and HTTP/2 on `io` with `handle` until the connection closes, or closes it
-/// gracefully once `watcher`'s listener drains. The body `B` may be a stream
-/// ([`super::body::ResponseBody`]): hyper writes each frame as it comes. Headers must arrive
-/// within the header timeout (which also closes an HTTP/1.1 connection idle that long), and an
-/// HTTP/2 peer that stops answering PINGs is dropped.
+/// gracefully once its listener drains or `close` is cancelled: idle HTTP/1.1 connections
+/// close, HTTP/2 peers get a GOAWAY (no new streams), and requests in flight are answered. The
+/// body `B` may be a stream ([`super::body::ResponseBody`]): hyper writes each frame as it
+/// comes. Headers must arrive within the header timeout (which also closes an HTTP/1.1
+/// connection idle that long), and an HTTP/2 peer that stops answering PINGs is dropped.
 async fn serve_connection<I, H, F, B>(
     io: I,
     protocol: Protocol,
     handle: H,
-    watcher: Watcher,
+    draining: &CancellationToken,
+    close: &CancellationToken,
     limits: &Limits,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -259,28 +295,20 @@ async fn serve_connection<I, H, F, B>(
         .keep_alive_timeout(limits.keepalive_interval)
         .max_concurrent_streams(limits.max_streams);
     let connection = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(error) = watcher.watch(connection.into_owned()).await {
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = draining.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+        () = close.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
         tracing::debug!(%error, "connection ended with an error");
-    }
-}
-
-/// Closes the connections `graceful` watches, waiting at most [`DRAIN_TIMEOUT`] for their
-/// requests in flight.
-async fn drain(graceful: GracefulShutdown, listener: &'static str) {
-    let open = graceful.count();
-    if open == 0 {
-        return;
-    }
-    tracing::info!(listener, open, "draining connections");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            listener,
-            timeout_s = DRAIN_TIMEOUT.as_secs(),
-            "connections still busy after the drain timeout; dropping them"
-        );
     }
 }
 
@@ -298,23 +326,28 @@ pub async fn serve_plain<H, F, B>(
 {
     let gate = Gate::new(&limits, metrics);
     let limits = Arc::new(limits);
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::default();
     while let Some((stream, peer)) = next_connection(&listener, &shutdown).await {
         let Some(permit) = gate.admit(peer) else {
             continue;
         };
-        let (handle, watcher, limits) = (handle.clone(), graceful.watcher(), limits.clone());
+        let (handle, draining, limits) =
+            (handle.clone(), connections.draining.clone(), limits.clone());
         let metrics = gate.metrics.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _permit = permit;
-            if !protocol_told(&stream, limits.header_read_timeout).await {
-                metrics.limit_hit(limits.listener, "header_timeout");
-                return;
+            // A listener that drains drops connections that have not spoken yet.
+            let told = protocol_told(&stream, limits.header_read_timeout);
+            match draining.run_until_cancelled(told).await {
+                Some(true) => {}
+                Some(false) => return metrics.limit_hit(limits.listener, "header_timeout"),
+                None => return,
             }
-            serve_connection(stream, Protocol::Detect, handle, watcher, &limits).await;
+            let never = CancellationToken::new();
+            serve_connection(stream, Protocol::Detect, handle, &draining, &never, &limits).await;
         });
     }
-    drain(graceful, "api").await;
+    connections.drain("api").await;
 }
 
 /// Accepts TLS connections (no client certificate) until `shutdown` is cancelled, then drains
@@ -334,14 +367,14 @@ pub async fn serve_https<H, F, B>(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let gate = Gate::new(&limits, metrics);
     let limits = Arc::new(limits);
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::default();
     while let Some((stream, peer)) = next_connection(&listener, &shutdown).await {
         let Some(permit) = gate.admit(peer) else {
             continue;
         };
-        let (acceptor, handle, watcher) = (acceptor.clone(), handle.clone(), graceful.watcher());
-        let (gate, limits) = (gate.clone(), limits.clone());
-        tokio::spawn(async move {
+        let (acceptor, handle) = (acceptor.clone(), handle.clone());
+        let (gate, limits, draining) = (gate.clone(), limits.clone(), connections.draining.clone());
+        connections.spawn(async move {
             let _permit = permit;
             let Some(handshake) = gate.handshake(peer) else {
                 return;
@@ -351,14 +384,15 @@ pub async fn serve_https<H, F, B>(
             match accepted {
                 Ok(Ok(stream)) => {
                     let protocol = Protocol::of_tls(&stream);
-                    serve_connection(stream, protocol, handle, watcher, &limits).await;
+                    let never = CancellationToken::new();
+                    serve_connection(stream, protocol, handle, &draining, &never, &limits).await;
                 }
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "API TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "API TLS handshake timed out"),
             }
         });
     }
-    drain(graceful, "api").await;
+    connections.drain("api").await;
 }
 
 /// Accepts mutual-TLS connections until `shutdown` is cancelled, then drains them. Only a
@@ -382,20 +416,24 @@ pub async fn serve_devices<C, H, F>(
 {
     let gate = Gate::new(&limits, metrics.clone());
     let limits = Arc::new(limits);
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::default();
     while let Some((stream, peer)) = next_connection(&listener, &shutdown).await {
         let Some(permit) = gate.admit(peer) else {
             continue;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-        let (connect, metrics, watcher) = (connect.clone(), metrics.clone(), graceful.watcher());
+        let (connect, metrics) = (connect.clone(), metrics.clone());
+        let draining = connections.draining.clone();
         let (tls, crl_reloads) = (tls.clone(), crl_reloads.clone());
         let (gate, limits) = (gate.clone(), limits.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _permit = permit;
-            if !hello_arrived(&stream, limits.header_read_timeout).await {
-                metrics.limit_hit(limits.listener, "header_timeout");
-                return;
+            // A listener that drains drops connections that have not spoken yet.
+            let hello = hello_arrived(&stream, limits.header_read_timeout);
+            match draining.run_until_cancelled(hello).await {
+                Some(true) => {}
+                Some(false) => return metrics.limit_hit(limits.listener, "header_timeout"),
+                None => return,
             }
             let Some(handshake) = gate.handshake(peer) else {
                 return;
@@ -433,19 +471,11 @@ pub async fn serve_devices<C, H, F>(
                 certificate_retired(&identity, &tls, crl_reloads, limits.max_connection_age);
             let protocol = Protocol::of_tls(&stream);
             let (handler, close) = connect(identity.clone());
-            let served = serve_connection(stream, protocol, handler, watcher, &limits);
-            // A connection its handler asked to close gets a moment to send the last answer.
-            let closed = async {
-                close.cancelled().await;
-                tokio::time::sleep(CLOSE_FLUSH).await;
-            };
+            let served = serve_connection(stream, protocol, handler, &draining, &close, &limits);
             // Pinned here so that a cut connection closes only after it was counted.
             tokio::pin!(served);
             tokio::select! {
                 () = &mut served => {}
-                () = closed => {
-                    tracing::debug!(%peer, device = %identity.device, "device connection closed by its handler");
-                }
                 reason = retired => {
                     metrics.device_connection_cut(reason);
                     tracing::info!(%peer, device = %identity.device, org = %identity.org, serial = %identity.serial_hex, reason, "device connection cut");
@@ -453,7 +483,7 @@ pub async fn serve_devices<C, H, F>(
             }
         });
     }
-    drain(graceful, "devices").await;
+    connections.drain("devices").await;
 }
 
 /// Completes when the connection's certificate may no longer be used: `"expired"` at its
