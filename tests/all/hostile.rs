@@ -76,17 +76,7 @@ async fn half_a_request_or_none_is_closed_within_the_header_timeout() {
 async fn a_body_that_trickles_in_gets_408() {
     let test = TestHost::start_with(|config| config.server.body_read_timeout_s = 2).await;
     let tls = test.enrol("m-slow", "acme", ClientAlpn::Http11).await;
-    let tcp = TcpStream::connect(test.host().device_addr()).await.unwrap();
-    let mut upload = TlsConnector::from(tls)
-        .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
-        .await
-        .unwrap();
-    let head = format!(
-        "POST /v1/submit HTTP/1.1\r\nhost: {SERVER_NAME}\r\ncontent-type: application/json\r\n\
-         content-length: 1000\r\n\r\n{{\"batch\":"
-    );
-    upload.write_all(head.as_bytes()).await.unwrap();
-    upload.flush().await.unwrap();
+    let mut upload = unfinished_submit(&test, tls).await;
 
     let (response, _) = tokio::time::timeout(PROMPTLY, read_until_closed(&mut upload))
         .await

@@ -203,19 +203,26 @@ fn describe(errors: cel::ParseErrors) -> String {
 /// Collects the variables that macros such as `exists(k, ...)` declare, which
 /// [`Program::references`] reports as if they were free.
 fn comprehension_variables<'e>(expression: &'e IdedExpr, declared: &mut Vec<&'e str>) {
-    let children: Vec<&'e IdedExpr> = match &expression.expr {
-        Expr::Comprehension(c) => {
-            declared.push(&c.iter_var);
-            declared.extend(c.iter_var2.as_deref());
-            declared.push(&c.accu_var);
-            vec![
-                &c.iter_range,
-                &c.accu_init,
-                &c.loop_cond,
-                &c.loop_step,
-                &c.result,
-            ]
-        }
+    if let Expr::Comprehension(c) = &expression.expr {
+        declared.push(&c.iter_var);
+        declared.extend(c.iter_var2.as_deref());
+        declared.push(&c.accu_var);
+    }
+    for child in children(expression) {
+        comprehension_variables(child, declared);
+    }
+}
+
+/// The direct sub-expressions of `expression` in cel's tree.
+pub(crate) fn children(expression: &IdedExpr) -> Vec<&IdedExpr> {
+    match &expression.expr {
+        Expr::Comprehension(c) => vec![
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ],
         Expr::Call(call) => call
             .target
             .as_deref()
@@ -232,9 +239,6 @@ fn comprehension_variables<'e>(expression: &'e IdedExpr, declared: &mut Vec<&'e 
             .collect(),
         Expr::Select(select) => vec![&*select.operand],
         Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => Vec::new(),
-    };
-    for child in children {
-        comprehension_variables(child, declared);
     }
 }
 

@@ -286,42 +286,11 @@ fn run_end(bytes: &[u8], from: usize, valid: fn(&u8) -> bool) -> usize {
 mod tests {
     use super::*;
     use cel::IdedExpr;
-    use cel::common::ast::{EntryExpr, Expr};
     use proptest::prelude::*;
-
-    fn entries(entries: &[cel::common::ast::IdedEntryExpr]) -> Vec<&IdedExpr> {
-        entries
-            .iter()
-            .flat_map(|entry| match &entry.expr {
-                EntryExpr::StructField(field) => vec![&field.value],
-                EntryExpr::MapEntry(entry) => vec![&entry.key, &entry.value],
-            })
-            .collect()
-    }
 
     /// The depth of the tree cel builds (a leaf is 0).
     fn tree_depth(expression: &IdedExpr) -> usize {
-        let children: Vec<&IdedExpr> = match &expression.expr {
-            Expr::Comprehension(c) => vec![
-                &c.iter_range,
-                &c.accu_init,
-                &c.loop_cond,
-                &c.loop_step,
-                &c.result,
-            ],
-            Expr::Call(call) => call
-                .target
-                .as_deref()
-                .into_iter()
-                .chain(&call.args)
-                .collect(),
-            Expr::List(list) => list.elements.iter().collect(),
-            Expr::Map(map) => entries(&map.entries),
-            Expr::Struct(s) => entries(&s.entries),
-            Expr::Select(select) => vec![&*select.operand],
-            Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => Vec::new(),
-        };
-        children
+        crate::condition::children(expression)
             .into_iter()
             .map(|c| tree_depth(c) + 1)
             .max()
