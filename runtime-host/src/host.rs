@@ -17,6 +17,7 @@ use weir_config::Config;
 use weir_metrics::Metrics;
 use weir_pipeline::alerting::Alerting;
 use weir_pipeline::ingest::Ingest;
+use weir_pipeline::ingest::follow_up::{FollowUps, WorkReport};
 use weir_pipeline::ingest::rate_limit::RateLimiter;
 use weir_pipeline::registry::{self, FunctionName, FunctionRegistry, VALIDATOR_FILE};
 use weir_pki::ReloadingServerConfig;
@@ -36,6 +37,10 @@ use weir_surfaces::http::server::{Limits, serve_devices, serve_https, serve_plai
 
 /// How often the host re-reads the CRL and certificates, and retries Redis repairs.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a host works off its region's batch follow-ups.
+const FOLLOWUP_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the pending follow-ups are counted for `weir_followups_pending`.
+const FOLLOWUP_COUNT_INTERVAL: Duration = Duration::from_secs(5);
 /// How often partitions are created ahead and old batch records deleted.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Renewal answers buffered for the requests waiting on this host; a waiter that falls
@@ -227,10 +232,9 @@ impl Host {
             }
         }
         tasks.spawn(event_streams.run(config.redis_url.clone(), shutdown.clone()));
-        tasks.spawn(watch_files_and_repair(
-            tls,
-            crl_installed,
-            ingest.clone(),
+        tasks.spawn(watch_files(tls, crl_installed, shutdown.clone()));
+        tasks.spawn(work_off_followups(
+            ingest.follow_ups().clone(),
             shutdown.clone(),
         ));
         tasks.spawn(pki_follower.run(config.database_url.clone(), shutdown.clone()));
@@ -445,12 +449,10 @@ fn query_api(
     })
 }
 
-/// Reloads the device TLS files when they change (a new server certificate), and repairs Redis
-/// latest values after an outage.
-async fn watch_files_and_repair(
+/// Reloads the device TLS files when they change (a new server certificate).
+async fn watch_files(
     tls: Arc<ReloadingServerConfig>,
     crl_reloaded: tokio::sync::watch::Sender<u64>,
-    ingest: Arc<Ingest>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
@@ -470,15 +472,41 @@ async fn watch_files_and_repair(
                 tracing::error!(%error, "cannot reload device TLS files; keeping the old ones");
             }
         }
-        match ingest.repair_latest().await {
-            Some(Ok(report)) => tracing::info!(?report, "Redis latest values repaired"),
-            Some(Err(error)) => tracing::debug!(%error, "Redis repair postponed"),
-            None => {}
-        }
     }
 }
 
-/// Creates partitions ahead and forgets old batch ids, hourly.
+/// Works off the region's batch follow-ups every [`FOLLOWUP_INTERVAL`] (retries, and the
+/// batches of hosts that died after their commit); at shutdown, waits for those in progress
+/// and deletes the completed rows.
+async fn work_off_followups(follow_ups: Arc<FollowUps>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(FOLLOWUP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut counted = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        match follow_ups.work_off().await {
+            Ok(report) if report != WorkReport::default() => {
+                tracing::info!(?report, "batch follow-ups worked off");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "batch follow-ups postponed"),
+        }
+        if counted.elapsed() >= FOLLOWUP_COUNT_INTERVAL {
+            counted = tokio::time::Instant::now();
+            if let Err(error) = follow_ups.count_pending().await {
+                tracing::debug!(%error, "batch follow-ups not counted");
+            }
+        }
+    }
+    follow_ups.drain().await;
+    if let Err(error) = follow_ups.flush_done().await {
+        tracing::warn!(%error, "completed follow-ups not deleted; another host redoes their latest values");
+    }
+}
+
 async fn maintain(storage: Storage, config: Arc<Config>, shutdown: CancellationToken) {
     let retention = Duration::from_secs(config.ingest.batch_retention_hours * 3600);
     let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);

@@ -239,6 +239,13 @@ pub struct IngestConfig {
     /// How long a batch id is remembered for duplicate detection, in hours
     /// (`WEIR_BATCH_RETENTION_HOURS`).
     pub batch_retention_hours: u64,
+    /// Seconds the host that stored a batch has for its follow-up (latest values, alert
+    /// evaluation) before another host of the region may take it over
+    /// (`WEIR_FOLLOWUP_TAKEOVER_S`).
+    pub followup_takeover_s: u64,
+    /// Seconds after which a batch's follow-up that keeps failing is given up: counted in
+    /// `weir_followups_failed_total` and logged with its batch id (`WEIR_FOLLOWUP_MAX_AGE_S`).
+    pub followup_max_age_s: u64,
 }
 
 /// Sandbox limits of function calls.
@@ -360,6 +367,8 @@ impl Default for IngestConfig {
             database_pool: 16,
             max_inflight_batches: 64,
             batch_retention_hours: 24 * 7,
+            followup_takeover_s: 30,
+            followup_max_age_s: 24 * 3600,
         }
     }
 }
@@ -461,6 +470,9 @@ impl Config {
             .context("functions.signing_public_key (WEIR_SIGNING_PUBLIC_KEY)")?;
         if self.ingest.device_rate_per_second <= 0.0 || self.ingest.device_burst < 1.0 {
             bail!("ingest.device_rate_per_second must be > 0 and ingest.device_burst >= 1");
+        }
+        if self.ingest.followup_takeover_s == 0 || self.ingest.followup_max_age_s == 0 {
+            bail!("ingest.followup_takeover_s and ingest.followup_max_age_s must be at least 1");
         }
         if self.ingest.database_pool == 0 || self.ingest.max_inflight_batches == 0 {
             bail!("ingest.database_pool and ingest.max_inflight_batches must be at least 1");
@@ -733,6 +745,8 @@ const ENV_VARS: &[EnvVar] = &[
     ("WEIR_DATABASE_POOL",         "ingest.database_pool",          Number),
     ("WEIR_MAX_INFLIGHT",          "ingest.max_inflight_batches",   Number),
     ("WEIR_BATCH_RETENTION_HOURS", "ingest.batch_retention_hours",  Number),
+    ("WEIR_FOLLOWUP_TAKEOVER_S",   "ingest.followup_takeover_s",    Number),
+    ("WEIR_FOLLOWUP_MAX_AGE_S",    "ingest.followup_max_age_s",     Number),
     ("WEIR_FUNCTION_DEADLINE_MS",  "functions.deadline_ms",         Number),
     ("WEIR_FUNCTION_MEMORY_MB",    "functions.memory_mb",           Number),
     ("WEIR_FUNCTION_INSTANCES",    "functions.max_instances",       Number),

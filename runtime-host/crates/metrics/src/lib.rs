@@ -61,6 +61,13 @@ pub struct Metrics {
     pub device_connections_cut: Family<CodeLabel, Counter>,
     /// Redis latest-value updates that failed (the series are repaired later).
     pub redis_failures: Counter,
+    /// Batch follow-ups (latest values, alert evaluation) that failed an attempt and wait for a
+    /// retry, by code.
+    pub followups_retried: Family<CodeLabel, Counter>,
+    /// Batch follow-ups given up after `ingest.followup_max_age_s` (their batch ids are logged).
+    pub followups_failed: Counter,
+    /// Batch follow-ups of this region not done yet, as last counted.
+    pub followups_pending: Gauge,
     /// PostgreSQL pool size, connections available, and tasks waiting for one.
     pub pool_size: Gauge,
     /// Connections idle in the pool.
@@ -226,6 +233,24 @@ impl Metrics {
             "Failed Redis latest-value updates",
             redis_failures.clone(),
         );
+        let followups_retried = Family::<CodeLabel, Counter>::default();
+        metrics_registry.register(
+            "followups_retried",
+            "Batch follow-up attempts that failed and will be retried, by code",
+            followups_retried.clone(),
+        );
+        let followups_failed = Counter::default();
+        metrics_registry.register(
+            "followups_failed",
+            "Batch follow-ups given up after their maximum age",
+            followups_failed.clone(),
+        );
+        let followups_pending = Gauge::default();
+        metrics_registry.register(
+            "followups_pending",
+            "Batch follow-ups of this region not done yet",
+            followups_pending.clone(),
+        );
         let pool_size = Gauge::default();
         metrics_registry.register("db_pool_size", "PostgreSQL pool size", pool_size.clone());
         let pool_available = Gauge::default();
@@ -255,6 +280,9 @@ impl Metrics {
             limits_hit,
             device_connections_cut,
             redis_failures,
+            followups_retried,
+            followups_failed,
+            followups_pending,
             pool_size,
             pool_available,
             pool_waiting,

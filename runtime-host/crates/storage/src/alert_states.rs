@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Client, Object};
+use deadpool_postgres::{Client, GenericClient, Object};
 
 use crate::Storage;
 use crate::error::{Result, StorageError};
@@ -110,23 +110,7 @@ impl Storage {
             return Ok(());
         }
         let client = self.client().await?;
-        let upsert = client
-            .prepare_cached(
-                "INSERT INTO alert_states (org, device, rule_id, state) \
-                 SELECT $1, $2, rule_id, state FROM unnest($3::text[], $4::bytea[]) AS s (rule_id, state) \
-                 ON CONFLICT (org, device, rule_id) DO UPDATE \
-                 SET state = EXCLUDED.state, updated_at = now()",
-            )
-            .await?;
-        let rule_ids: Vec<&str> = states.iter().map(|s| s.rule_id.as_str()).collect();
-        let documents: Vec<&[u8]> = states.iter().map(|s| s.state.as_slice()).collect();
-        client
-            .execute(
-                &upsert,
-                &[&device.org, &device.device, &rule_ids, &documents],
-            )
-            .await?;
-        Ok(())
+        upsert_states(&client, device, states).await
     }
 
     /// The devices of `org` with any alert state that write through `region` (or never wrote
@@ -180,4 +164,33 @@ impl Storage {
             tokio::time::sleep(LOCK_RETRY).await;
         }
     }
+}
+
+/// Stores `states` of `device` through `client` (a connection or a transaction), replacing
+/// those of the same rules.
+pub(crate) async fn upsert_states(
+    client: &impl GenericClient,
+    device: &DeviceRef,
+    states: &[AlertState],
+) -> Result<()> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    let upsert = client
+        .prepare_cached(
+            "INSERT INTO alert_states (org, device, rule_id, state) \
+             SELECT $1, $2, rule_id, state FROM unnest($3::text[], $4::bytea[]) AS s (rule_id, state) \
+             ON CONFLICT (org, device, rule_id) DO UPDATE \
+             SET state = EXCLUDED.state, updated_at = now()",
+        )
+        .await?;
+    let rule_ids: Vec<&str> = states.iter().map(|s| s.rule_id.as_str()).collect();
+    let documents: Vec<&[u8]> = states.iter().map(|s| s.state.as_slice()).collect();
+    client
+        .execute(
+            &upsert,
+            &[&device.org, &device.device, &rule_ids, &documents],
+        )
+        .await?;
+    Ok(())
 }

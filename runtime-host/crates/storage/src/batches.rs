@@ -26,6 +26,7 @@ use tokio_postgres::error::SqlState;
 use tracing::warn;
 
 use crate::error::{Result, StorageError};
+use crate::followups::{Followup, record_followup};
 use crate::model::{BatchOutcome, BatchWrite, Conflict, DeviceRef, NewPoint, StoredValue};
 use crate::postgres::Storage;
 use crate::series::create_series;
@@ -62,6 +63,23 @@ impl Storage {
     ) -> Result<BatchWrite>
     where
         F: FnOnce(&BatchOutcome) -> serde_json::Value,
+    {
+        self.store_batch_owing(device, batch_id, points, |outcome| (receipt(outcome), None))
+            .await
+    }
+
+    /// [`store_batch`](Self::store_batch), where `receipt` also says what the batch owes after
+    /// its commit (see `followups`), recorded in the same transaction: the follow-up's id comes
+    /// back in [`BatchWrite::Stored`]. A duplicate records nothing.
+    pub async fn store_batch_owing<F>(
+        &self,
+        device: &DeviceRef,
+        batch_id: &str,
+        points: &[NewPoint],
+        receipt: F,
+    ) -> Result<BatchWrite>
+    where
+        F: FnOnce(&BatchOutcome) -> (serde_json::Value, Option<Followup>),
     {
         if let Some(point) = points.iter().find(|point| !timestamp_in_range(point.ts_ms)) {
             return Err(StorageError::TimestampOutOfRange {
@@ -114,7 +132,7 @@ impl Storage {
         receipt: &mut Option<F>,
     ) -> Result<Attempt>
     where
-        F: FnOnce(&BatchOutcome) -> serde_json::Value,
+        F: FnOnce(&BatchOutcome) -> (serde_json::Value, Option<Followup>),
     {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -141,7 +159,8 @@ impl Storage {
         let build_receipt = receipt.take().ok_or_else(|| {
             StorageError::Query("internal: the batch receipt was built twice".into())
         })?;
-        let receipt_json = serde_json::to_string(&build_receipt(&outcome)).map_err(|err| {
+        let (receipt, followup) = build_receipt(&outcome);
+        let receipt_json = serde_json::to_string(&receipt).map_err(|err| {
             StorageError::Query(format!("cannot encode the batch receipt: {err}"))
         })?;
         // The batch row goes in last, with its receipt: one statement instead of a claim and an
@@ -154,6 +173,13 @@ impl Storage {
         }
         let moved_from = match &self.region {
             Some(region) => crate::regions::track(&tx, device, region).await?,
+            None => None,
+        };
+        let followup = match &followup {
+            Some(followup) => {
+                let region = self.region.as_deref().unwrap_or("");
+                Some(record_followup(&tx, region, device, batch_id, followup).await?)
+            }
             None => None,
         };
         tx.commit().await?;
@@ -169,6 +195,7 @@ impl Storage {
             idempotent,
             conflicts,
             moved_from,
+            followup,
         }))
     }
 }

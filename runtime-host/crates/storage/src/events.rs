@@ -13,6 +13,7 @@
 //! (the outbox of `webhooks`) in the same transaction, so a change on record is never one no
 //! webhook will hear of.
 
+use deadpool_postgres::Transaction;
 use serde_json::{Value as Json, json};
 
 use crate::error::{Result, StorageError};
@@ -288,99 +289,7 @@ impl Storage {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let close = tx
-            .prepare_cached(&format!(
-                "UPDATE alert_events SET state = 'cleared', rule_version = $6, \
-                 cleared_at = to_timestamp($7::bigint / 1000.0), updated_at = now() \
-                 WHERE {OPEN_ROW} RETURNING id"
-            ))
-            .await?;
-        let escalate = tx
-            .prepare_cached(&format!(
-                "UPDATE alert_events SET severity = $6, rule_version = $7, \
-                 escalated_at = to_timestamp($8::bigint / 1000.0), updated_at = now() \
-                 WHERE {OPEN_ROW} RETURNING id"
-            ))
-            .await?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO alert_events (org, device, key, rule_id, rule_version, severity, \
-                 trigger, state, value, message, raised_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'raised', $8::text::jsonb, $9, \
-                 to_timestamp($10::bigint / 1000.0)) RETURNING id",
-            )
-            .await?;
-        // A raise reported again (its states were not stored after it was recorded, so the next
-        // evaluation raised it anew) finds its own open row: recorded and queued already.
-        let same_raise = tx
-            .prepare_cached(&format!(
-                "SELECT id FROM alert_events WHERE {OPEN_ROW} \
-                 AND raised_at = to_timestamp($6::bigint / 1000.0)"
-            ))
-            .await?;
-        let enqueue = tx.prepare_cached(ENQUEUE).await?;
-        let mut ids = Vec::with_capacity(changes.len());
-        let mut enqueued = 0;
-        for c in changes {
-            let open: [&Param; 5] = [&c.org, &c.device, &c.rule_id, &c.key, &c.trigger];
-            let mut id: Option<i64> = None;
-            if c.kind == AlertChangeKind::Raise {
-                let mut params = open.to_vec();
-                params.push(&c.ts_ms);
-                if let Some(row) = tx.query_opt(&same_raise, &params).await? {
-                    ids.push(Some(row.try_get(0)?));
-                    continue;
-                }
-            }
-            match c.kind {
-                AlertChangeKind::Raise | AlertChangeKind::Clear => {
-                    let mut params = open.to_vec();
-                    params.extend([&c.rule_version as &Param, &c.ts_ms]);
-                    let closed = tx.query(&close, &params).await?;
-                    if c.kind == AlertChangeKind::Clear {
-                        id = closed.first().map(|row| row.try_get(0)).transpose()?;
-                    }
-                }
-                AlertChangeKind::Escalate => {
-                    let mut params = open.to_vec();
-                    params.extend([&c.severity as &Param, &c.rule_version, &c.ts_ms]);
-                    let escalated = tx.query(&escalate, &params).await?;
-                    id = escalated.first().map(|row| row.try_get(0)).transpose()?;
-                }
-            }
-            if c.kind != AlertChangeKind::Clear && id.is_none() {
-                let row = tx
-                    .query_one(
-                        &insert,
-                        &[
-                            &c.org,
-                            &c.device,
-                            &c.key,
-                            &c.rule_id,
-                            &c.rule_version,
-                            &c.severity,
-                            &c.trigger,
-                            &c.value_json,
-                            &c.message,
-                            &c.ts_ms,
-                        ],
-                    )
-                    .await?;
-                id = Some(row.try_get(0)?);
-            }
-            if let Some(id) = id {
-                let payload = c.to_json(Some(id)).to_string();
-                enqueued += tx
-                    .execute(&enqueue, &[&c.org, &c.rule_id, &id, &payload])
-                    .await?;
-            }
-            ids.push(id);
-        }
-        if enqueued > 0 {
-            // Delivered at commit, to the workers of every host.
-            let notify = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
-            tx.execute(&notify, &[&WEBHOOK_CHANNEL]).await?;
-        }
+        let ids = record_changes(&tx, changes).await?;
         tx.commit().await?;
         Ok(ids)
     }
@@ -532,4 +441,108 @@ fn alert_event(row: &tokio_postgres::Row) -> Result<AlertEvent> {
         )));
     }
     Ok(event)
+}
+
+/// Records `changes` in `tx`, in order, with their webhook deliveries; each change's event id.
+pub(crate) async fn record_changes(
+    tx: &Transaction<'_>,
+    changes: &[AlertChange],
+) -> Result<Vec<Option<i64>>> {
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let close = tx
+        .prepare_cached(&format!(
+            "UPDATE alert_events SET state = 'cleared', rule_version = $6, \
+                 cleared_at = to_timestamp($7::bigint / 1000.0), updated_at = now() \
+                 WHERE {OPEN_ROW} RETURNING id"
+        ))
+        .await?;
+    let escalate = tx
+        .prepare_cached(&format!(
+            "UPDATE alert_events SET severity = $6, rule_version = $7, \
+                 escalated_at = to_timestamp($8::bigint / 1000.0), updated_at = now() \
+                 WHERE {OPEN_ROW} RETURNING id"
+        ))
+        .await?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO alert_events (org, device, key, rule_id, rule_version, severity, \
+                 trigger, state, value, message, raised_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'raised', $8::text::jsonb, $9, \
+                 to_timestamp($10::bigint / 1000.0)) RETURNING id",
+        )
+        .await?;
+    // A raise reported again (its states were not stored after it was recorded, so the next
+    // evaluation raised it anew) finds its own open row: recorded and queued already.
+    let same_raise = tx
+        .prepare_cached(&format!(
+            "SELECT id FROM alert_events WHERE {OPEN_ROW} \
+                 AND raised_at = to_timestamp($6::bigint / 1000.0)"
+        ))
+        .await?;
+    let enqueue = tx.prepare_cached(ENQUEUE).await?;
+    let mut ids = Vec::with_capacity(changes.len());
+    let mut enqueued = 0;
+    for c in changes {
+        let open: [&Param; 5] = [&c.org, &c.device, &c.rule_id, &c.key, &c.trigger];
+        let mut id: Option<i64> = None;
+        if c.kind == AlertChangeKind::Raise {
+            let mut params = open.to_vec();
+            params.push(&c.ts_ms);
+            if let Some(row) = tx.query_opt(&same_raise, &params).await? {
+                ids.push(Some(row.try_get(0)?));
+                continue;
+            }
+        }
+        match c.kind {
+            AlertChangeKind::Raise | AlertChangeKind::Clear => {
+                let mut params = open.to_vec();
+                params.extend([&c.rule_version as &Param, &c.ts_ms]);
+                let closed = tx.query(&close, &params).await?;
+                if c.kind == AlertChangeKind::Clear {
+                    id = closed.first().map(|row| row.try_get(0)).transpose()?;
+                }
+            }
+            AlertChangeKind::Escalate => {
+                let mut params = open.to_vec();
+                params.extend([&c.severity as &Param, &c.rule_version, &c.ts_ms]);
+                let escalated = tx.query(&escalate, &params).await?;
+                id = escalated.first().map(|row| row.try_get(0)).transpose()?;
+            }
+        }
+        if c.kind != AlertChangeKind::Clear && id.is_none() {
+            let row = tx
+                .query_one(
+                    &insert,
+                    &[
+                        &c.org,
+                        &c.device,
+                        &c.key,
+                        &c.rule_id,
+                        &c.rule_version,
+                        &c.severity,
+                        &c.trigger,
+                        &c.value_json,
+                        &c.message,
+                        &c.ts_ms,
+                    ],
+                )
+                .await?;
+            id = Some(row.try_get(0)?);
+        }
+        if let Some(id) = id {
+            let payload = c.to_json(Some(id)).to_string();
+            enqueued += tx
+                .execute(&enqueue, &[&c.org, &c.rule_id, &id, &payload])
+                .await?;
+        }
+        ids.push(id);
+    }
+    if enqueued > 0 {
+        // Delivered at commit, to the workers of every host.
+        let notify = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
+        tx.execute(&notify, &[&WEBHOOK_CHANNEL]).await?;
+    }
+    Ok(ids)
 }

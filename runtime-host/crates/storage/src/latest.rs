@@ -10,7 +10,7 @@
 //! back-filled points never move a latest value backwards and racing writers converge.
 //!
 //! Redis is a cache: an outage must not fail a submit. Calls time out quickly; the caller logs
-//! the error and marks the device for [`LatestRepair`](crate::LatestRepair).
+//! the error and leaves the batch's follow-up row for [`repair_device`](crate::repair_device).
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -3,9 +3,10 @@
 //!
 //! The ingest host uses it like this: [`Storage::connect`] and [`Storage::migrate`] at start;
 //! per device batch, [`Storage::store_batch`] (exactly-once, acknowledged only after it returns
-//! `Ok`), then [`LatestCache::update`] with the accepted points, marking the device in
-//! [`LatestRepair`] if Redis fails; on timers, [`Storage::maintain`] and
-//! [`LatestRepair::repair_pending`]. Metadata goes through [`Storage::put_metadata`] and
+//! `Ok`; [`Storage::store_batch_owing`] also records what the batch owes after its commit),
+//! then [`LatestCache::update`] with the accepted points; on timers, [`Storage::maintain`], and
+//! [`Storage::claim_followups`] with [`repair_device`] for the follow-ups that failed or whose
+//! host died. Metadata goes through [`Storage::put_metadata`] and
 //! [`Storage::device_metadata`], and every host follows changes with
 //! [`listen_metadata_changes`]. The query API's bearer tokens are created, found, listed and
 //! revoked with [`Storage::create_token`], [`Storage::find_token`], [`Storage::list_tokens`] and
@@ -25,7 +26,7 @@
 //! Code map: `schema` is the one place that defines tables (migrations, partition DDL);
 //! `batches` is the write path; `partitions`, `series` and `values` serve it; `metadata` and
 //! `notify` handle key metadata (`notify` also listens for `registry`, the function registry;
-//! `staging` holds its staged versions and the roll of hosts); `tokens` the API tokens; `events` the alert events; `webhooks` the webhooks and their outbox; `pki` the device PKI's ledger (certificates, CRL, renewal queue); `reads` and `maintenance` hold the
+//! `staging` holds its staged versions and the roll of hosts); `tokens` the API tokens; `followups` what stored batches owe after their commit (latest values, alert evaluation); `events` the alert events; `webhooks` the webhooks and their outbox; `pki` the device PKI's ledger (certificates, CRL, renewal queue); `reads` and `maintenance` hold the
 //! remaining PostgreSQL operations; `latest` and `repair` are the Redis side; `model` holds the plain data types,
 //! `timestamp` the accepted time range and month arithmetic, `error` classifies every failure.
 //! Every SQL statement is static text with bind parameters, prepared once per connection
@@ -37,6 +38,7 @@ mod alert_states;
 mod batches;
 mod error;
 mod events;
+mod followups;
 mod latest;
 mod maintenance;
 mod metadata;
@@ -62,6 +64,7 @@ pub use error::{Result, StorageError};
 pub use events::{
     AlertAction, AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter, EventUpdate,
 };
+pub use followups::{ClaimedFollowup, Followup, FollowupCounts, PendingEvaluation};
 pub use latest::LatestCache;
 pub use maintenance::MaintenanceReport;
 pub use model::{
@@ -79,7 +82,7 @@ pub use registry::{
     ArtifactKind, Assignment, AssignmentRecord, CurrentArtifact, RegistryChange, RegistryListener,
     artifact_sha256, listen_registry_changes,
 };
-pub use repair::{LatestRepair, RepairReport, repair_device};
+pub use repair::repair_device;
 pub use staging::{HostReadiness, PrepareOutcome, StagedArtifact};
 pub use timestamp::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, timestamp_in_range};
 pub use tokens::{TOKEN_PREFIX, token_hash};

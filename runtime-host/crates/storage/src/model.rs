@@ -144,6 +144,9 @@ pub enum BatchWrite {
         /// storage's region ([`Storage::in_region`](crate::Storage::in_region)); `None` when it
         /// stayed, on its first batch, or when no region is set.
         moved_from: Option<String>,
+        /// The batch's follow-up row, when it was stored with one
+        /// ([`Storage::store_batch_owing`](crate::Storage::store_batch_owing)).
+        followup: Option<i64>,
     },
     /// The device already sent a batch with this id: nothing was stored again; this is the
     /// receipt recorded the first time.

@@ -353,6 +353,34 @@ CREATE TABLE pki_renewals (
 CREATE INDEX pki_renewals_pending ON pki_renewals (id) WHERE answered_at IS NULL;
 "#,
     },
+    Migration {
+        version: 11,
+        name: "batch follow-ups: what a stored batch still owes after its commit",
+        sql: r#"
+-- One row per stored batch, written in the batch's own transaction: the work its commit still
+-- owes (the region's Redis latest values, and, when `alert_points` is set, the alerter's
+-- evaluation of those points). The host that took the batch does it at once and deletes the
+-- row; should it fail or die, a host of the same region takes the row over once `retry_at`
+-- passed. `alert_points` is set to NULL in the transaction that stores the evaluation's
+-- events and states, so a batch is evaluated exactly once.
+CREATE TABLE batch_followups (
+    id           bigserial PRIMARY KEY,
+    region       text NOT NULL,
+    org          text NOT NULL,
+    device       text NOT NULL,
+    batch_id     text NOT NULL,
+    alert_points jsonb,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    retry_at     timestamptz NOT NULL,
+    attempts     integer NOT NULL DEFAULT 0,
+    last_error   text,
+    failed_at    timestamptz
+);
+CREATE INDEX batch_followups_due ON batch_followups (region, retry_at) WHERE failed_at IS NULL;
+CREATE INDEX batch_followups_device ON batch_followups (org, device, id)
+    WHERE alert_points IS NOT NULL AND failed_at IS NULL;
+"#,
+    },
 ];
 
 /// Applies the migrations this database lacks; returns how many ran.

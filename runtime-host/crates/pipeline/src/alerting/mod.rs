@@ -1,22 +1,25 @@
 //! Alerting: every accepted batch is evaluated by the alerter component against its
-//! organisation's rules; the alerter's state lives in Redis and its events in PostgreSQL.
+//! organisation's rules; the alerter's states and events live in PostgreSQL (tier one, shared
+//! by the regions).
 //!
 //! - `rules.rs` — the rule book: one rule set per organisation (the rules directory's files,
 //!   overlaid by the region's rule sets from the registry), checked by the running alerter;
-//! - `state.rs` — the per-(rule, device) state hashes in Redis;
+//! - `state.rs` — the per-(rule, device) states and the per-device evaluation lock;
+//! - `pending.rs` — the points a stored batch owes the alerter, as its follow-up row keeps them;
 //! - `stale.rs` — the timer raising no-data alerts (`evaluate-stale`);
 //! - `publish.rs` — every recorded event, live on Redis pub/sub (`weir:events:<org>`);
 //! - the outbox rows recorded with every event are delivered by `weir-webhooks`;
-//! - this module — [`Alerting`]: loading at start, the evaluate-on-batch step, manual clears.
+//! - this module — [`Alerting`]: loading at start, evaluating stored batches, manual clears.
 //!
-//! Alerting never fails a submit: it runs after the batch is durable, and a failing alerter,
-//! Redis or PostgreSQL is logged and counted (`weir_alert_failures_total{code}`), the batch
-//! acknowledged all the same. Evaluations of one device take turns under a lock in Redis. An
-//! evaluation records its events (and their webhook deliveries, one transaction) before it
-//! stores the new states: when either step fails, the next batch evaluates from the last
-//! states stored and reports the events again, so an event may be recorded twice but is never
-//! lost.
+//! Alerting never fails a submit, and never loses one: a batch whose keys rules watch is stored
+//! with its points in a follow-up row (same transaction), and [`Alerting::evaluate_pending`]
+//! evaluates a device's pending batches, oldest first, under the device's evaluation lock. The
+//! events (with their webhook deliveries), the new states and the rows marked evaluated are one
+//! transaction, so each batch is evaluated exactly once; a failure (alerter trap, lock held too
+//! long, PostgreSQL) leaves the rows for a retry (see `crate::ingest::follow_up`), counted in
+//! `weir_alert_failures_total{code}`.
 
+pub mod pending;
 pub mod publish;
 pub mod rules;
 pub mod stale;
@@ -27,7 +30,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use serde_json::Value as Json;
 use weir_storage::{
-    AlertAction, AlertChange, AlertChangeKind, AlertEvent, DeviceRef, Storage, StorageError,
+    AlertAction, AlertChange, AlertChangeKind, AlertEvent, AlertState, DeviceRef, Storage,
+    StorageError,
 };
 
 use publish::EventPublisher;
@@ -35,12 +39,16 @@ use rules::{RuleSet, RuleSets};
 use state::{AlertStates, DeviceLock};
 use weir_config::Config;
 use weir_metrics::Metrics;
-use weir_runtime::alerter::{Evaluation, Event, EventKind, Point, Rule, RuleState, Trigger, Value};
+use weir_runtime::alerter::{Evaluation, Event, EventKind, Rule, RuleState, Trigger, Value};
 use weir_runtime::{AlerterFunction, CallError, FunctionSlot};
 
 /// How much longer than the alerter's deadline a device's evaluation lock is held at most:
 /// room for the Redis and PostgreSQL work around the call.
 const LOCK_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most stored batches one evaluation takes: a backlog is worked off in several calls, each
+/// well within the alerter's deadline.
+pub const PENDING_PER_EVALUATION: i64 = 64;
 
 /// Why an alerting step failed, each with a stable code (the metric's label).
 #[derive(Debug, thiserror::Error)]
@@ -146,36 +154,75 @@ impl Alerting {
         &self.rules
     }
 
-    /// Evaluates `device`'s accepted points, stores the new states and records the events.
-    /// Never fails: a failure is logged and counted, and the batch stays acknowledged.
-    pub async fn batch_accepted(&self, device: &DeviceRef, points: &[Point]) {
-        if let Err(error) = self.evaluate_batch(device, points).await {
-            self.failed(&error);
-            tracing::error!(%device, code = error.code(), %error, "alert evaluation failed; the batch is stored");
-        }
+    /// Whether any rule of `device`'s organisation watches one of `keys` (then a batch with
+    /// them owes the alerter an evaluation).
+    pub fn watches<'k>(
+        &self,
+        device: &DeviceRef,
+        keys: impl Iterator<Item = &'k str> + Clone,
+    ) -> bool {
+        !self
+            .rules
+            .load()
+            .for_batch(&device.org, &device.device, keys)
+            .is_empty()
     }
 
-    async fn evaluate_batch(&self, device: &DeviceRef, points: &[Point]) -> Result<(), AlertError> {
+    /// Evaluates `device`'s stored batches that wait for the alerter (at most
+    /// [`PENDING_PER_EVALUATION`] of them, oldest first, in one call), and stores the events,
+    /// the new states and the batches' evaluated mark in one transaction. Returns how many
+    /// batches were evaluated. On an error nothing is stored and the batches stay pending.
+    pub async fn evaluate_pending(&self, device: &DeviceRef) -> Result<usize, AlertError> {
+        let function = self.function.current();
+        let lock = self.lock(device, &function).await?;
+        let result = self.evaluate_locked(device, &function).await;
+        unlock(device, lock).await;
+        if let Err(error) = &result {
+            self.failed(error);
+        }
+        result
+    }
+
+    async fn evaluate_locked(
+        &self,
+        device: &DeviceRef,
+        function: &AlerterFunction,
+    ) -> Result<usize, AlertError> {
+        let pending = self
+            .storage
+            .pending_evaluations(device, PENDING_PER_EVALUATION)
+            .await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let mut points = Vec::new();
+        for batch in &pending {
+            let mut decoded = pending::decode(&batch.points_json).map_err(|message| {
+                AlertError::Refused(format!("batch {}: {message}", batch.batch_id))
+            })?;
+            points.append(&mut decoded);
+        }
+        let ids: Vec<i64> = pending.iter().map(|batch| batch.id).collect();
         let rules = self.rules.load().for_batch(
             &device.org,
             &device.device,
             points.iter().map(|p| p.key.as_str()),
         );
-        if rules.is_empty() {
-            return Ok(());
-        }
-        let function = self.function.current();
-        let lock = self.lock(device, &function).await?;
-        let result = async {
+        let evaluation = if rules.is_empty() {
+            // The rules changed since the batches were stored: nothing watches them now.
+            Evaluation {
+                states: Vec::new(),
+                events: Vec::new(),
+                errors: Vec::new(),
+            }
+        } else {
             let states = self.states_of(device, &rules).await?;
-            let evaluation = function
-                .evaluate(&device.device, points, &rules, &states)
-                .await?;
-            self.apply(device, evaluation).await
-        }
-        .await;
-        unlock(device, lock).await;
-        result
+            function
+                .evaluate(&device.device, &points, &rules, &states)
+                .await?
+        };
+        self.apply(device, evaluation, &ids).await?;
+        Ok(ids.len())
     }
 
     /// Takes `device`'s evaluation lock, so that evaluations of one device (a batch, the
@@ -210,7 +257,7 @@ impl Alerting {
             let evaluation = function
                 .evaluate_stale(&device.device, now, &rules, &states)
                 .await?;
-            self.apply(device, evaluation).await
+            self.apply(device, evaluation, &[]).await
         }
         .await;
         unlock(device, lock).await;
@@ -230,8 +277,14 @@ impl Alerting {
             .collect())
     }
 
-    /// Stores an evaluation's new states, then records its events.
-    async fn apply(&self, device: &DeviceRef, evaluation: Evaluation) -> Result<(), AlertError> {
+    /// Stores an evaluation: its events (with their webhook deliveries), its new states and
+    /// the follow-ups it evaluated, in one transaction; then publishes the events.
+    async fn apply(
+        &self,
+        device: &DeviceRef,
+        evaluation: Evaluation,
+        evaluated: &[i64],
+    ) -> Result<(), AlertError> {
         for error in &evaluation.errors {
             self.metrics.alert_failure("rule_error");
             tracing::warn!(%device, rule = %error.rule_id, message = %error.message, "alert rule could not be evaluated");
@@ -241,15 +294,18 @@ impl Alerting {
             .iter()
             .map(|event| change(&device.org, event))
             .collect();
-        // Events first, with their webhook deliveries in the same transaction (the outbox),
-        // then the states: should the states not be stored, the next batch evaluates from the
-        // old ones and reports the events again (at least once), where the other order would
-        // lose them.
-        let event_ids = self.storage.record_alert_changes(&changes).await?;
-        self.states
-            .put(device, &evaluation.states)
-            .await
-            .map_err(AlertError::State)?;
+        let states: Vec<AlertState> = evaluation
+            .states
+            .iter()
+            .map(|s| AlertState {
+                rule_id: s.rule_id.clone(),
+                state: s.state.clone(),
+            })
+            .collect();
+        let event_ids = self
+            .storage
+            .settle_evaluation(device, &changes, &states, evaluated)
+            .await?;
         // Recorded first: the live channel never shows an event the record lacks.
         if let Err(error) = self
             .publisher

@@ -1,7 +1,9 @@
 //! The ingest pipeline, independent of HTTP: a device's batch is parsed, judged by the
-//! validator component in one call, written with its batch record in one PostgreSQL
-//! transaction, acknowledged only after the commit ([`Receipt`]), and then merged into Redis
-//! "latest" and evaluated by the alerter (when alerting is on; its failures never fail the batch).
+//! validator component in one call, written with its batch record and its follow-up row in one
+//! PostgreSQL transaction, acknowledged only after the commit ([`Receipt`]), and then merged
+//! into Redis "latest" and evaluated by the alerter (when alerting is on) by `follow_up`, in a
+//! task the request cannot cancel; their failures never fail the batch, and are retried from the
+//! follow-up row.
 //!
 //! Overload pushes back: a bounded number of batches are processed at once, the validator has
 //! its own instance bound, and the PostgreSQL pool waits only briefly; each is an
@@ -11,6 +13,7 @@
 //! per-host cache the validator reads, so that every write invalidates what it changes.
 
 pub mod error;
+pub mod follow_up;
 pub mod metadata;
 pub mod metadata_cache;
 pub mod rate_limit;
@@ -28,12 +31,13 @@ use weir_metrics::Metrics;
 use weir_runtime::validator::{KeyMetadata, Point, Value, Verdict};
 use weir_runtime::{FunctionSlot, ValidatorFunction};
 use weir_storage::{
-    BatchOutcome, BatchWrite, DeviceMove, DeviceRef, KeyMetadataRecord, LatestCache, LatestRepair,
-    MetadataChange, NewPoint, RepairReport, Storage, StorageError, StoredValue,
+    BatchOutcome, BatchWrite, DeviceMove, DeviceRef, Followup, KeyMetadataRecord, LatestCache,
+    MetadataChange, NewPoint, Storage, StorageError, StoredValue,
 };
 
 use crate::alerting::Alerting;
 pub use error::{ErrorKind, IngestError};
+use follow_up::{AfterCommit, FollowUps};
 use metadata_cache::MetadataCache;
 pub use receipt::{Receipt, Rejected};
 use request::parse_submit;
@@ -53,11 +57,9 @@ pub struct Ingest {
     validator: Arc<FunctionSlot<ValidatorFunction>>,
     storage: Storage,
     latest: LatestCache,
-    repair: LatestRepair,
     metadata: MetadataCache,
     metrics: Arc<Metrics>,
-    observer: Option<Arc<dyn StoredPointsObserver>>,
-    alerting: Option<Arc<Alerting>>,
+    follow_ups: Arc<FollowUps>,
     config: Arc<Config>,
     inflight: Semaphore,
 }
@@ -71,30 +73,45 @@ impl Ingest {
         latest: LatestCache,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let follow_ups = FollowUps::new(
+            storage.clone(),
+            latest.clone(),
+            metrics.clone(),
+            &config.region,
+            Duration::from_secs(config.ingest.followup_max_age_s),
+        );
         Ingest {
             inflight: Semaphore::new(config.ingest.max_inflight_batches),
             validator,
             storage,
             latest,
-            repair: LatestRepair::new(),
             metadata: MetadataCache::default(),
             metrics,
-            observer: None,
-            alerting: None,
+            follow_ups: Arc::new(follow_ups),
             config,
         }
     }
 
     /// The pipeline with alerting: accepted points are evaluated after they are stored.
     pub fn with_alerting(mut self, alerting: Option<Arc<Alerting>>) -> Self {
-        self.alerting = alerting;
+        self.follow_ups_mut().set_alerting(alerting);
         self
     }
 
     /// The pipeline telling `observer` of every stored span before acknowledging.
     pub fn with_observer(mut self, observer: Arc<dyn StoredPointsObserver>) -> Self {
-        self.observer = Some(observer);
+        self.follow_ups_mut().set_observer(observer);
         self
+    }
+
+    fn follow_ups_mut(&mut self) -> &mut FollowUps {
+        Arc::get_mut(&mut self.follow_ups).expect("the pipeline is configured before it is shared")
+    }
+
+    /// What stored batches still owe (latest values, alert evaluation), for the timer that
+    /// works it off and for shutdown.
+    pub fn follow_ups(&self) -> &Arc<FollowUps> {
+        &self.follow_ups
     }
 
     /// Processes one submit body of `device` and returns the receipt to answer with. `Ok`
@@ -196,19 +213,6 @@ impl Ingest {
         }
     }
 
-    /// Rewrites the Redis latest values of the devices whose update failed, if any;
-    /// `None` when nothing waits for repair.
-    pub async fn repair_latest(&self) -> Option<Result<RepairReport, StorageError>> {
-        if self.repair.pending() == 0 {
-            return None;
-        }
-        Some(
-            self.repair
-                .repair_pending(&self.storage, &self.latest)
-                .await,
-        )
-    }
-
     async fn submit_inner(&self, device: &DeviceRef, body: &[u8]) -> Result<Receipt, IngestError> {
         let _slot = tokio::time::timeout(INFLIGHT_WAIT, self.inflight.acquire())
             .await
@@ -238,10 +242,13 @@ impl Ingest {
         let mut rejected = Vec::new();
         let mut accepted = Vec::with_capacity(request.points.len());
         let mut alert_points = Vec::new();
+        let alerting = self.follow_ups.alerting().filter(|alerting| {
+            alerting.watches(device, request.points.iter().map(|p| p.key.as_str()))
+        });
         for (index, (point, verdict)) in request.points.iter().zip(verdicts).enumerate() {
             match verdict {
                 Verdict::Accepted(value) => {
-                    if self.alerting.is_some() {
+                    if alerting.is_some() {
                         alert_points.push((
                             index,
                             Point {
@@ -268,13 +275,26 @@ impl Ingest {
         }
 
         let mut receipt = None;
+        let takeover_after = Duration::from_secs(self.config.ingest.followup_takeover_s);
         let write = self
             .storage
-            .store_batch(device, &request.batch, &accepted, |outcome| {
+            .store_batch_owing(device, &request.batch, &accepted, |outcome| {
                 let built = build_receipt(&request.batch, outcome, &rejected);
                 let stored = serde_json::to_value(&built).expect("a receipt serialises");
                 receipt = Some(built);
-                stored
+                let conflicted: HashSet<usize> =
+                    outcome.conflicts.iter().map(|c| c.index).collect();
+                let alert_points: Vec<Point> = alert_points
+                    .into_iter()
+                    .filter(|(index, _)| !conflicted.contains(index))
+                    .map(|(_, point)| point)
+                    .collect();
+                let followup = Followup {
+                    alert_points: (!alert_points.is_empty())
+                        .then(|| crate::alerting::pending::encode(&alert_points)),
+                    takeover_after,
+                };
+                (stored, Some(followup))
             })
             .await?;
         match write {
@@ -294,8 +314,10 @@ impl Ingest {
                 idempotent,
                 conflicts,
                 moved_from,
+                followup,
             } => {
-                // Durable from here on: count, then update the cache (which may fail alone).
+                // Durable from here on: count, then do what the batch owes (which may fail
+                // alone, and is retried from its follow-up row).
                 self.metrics
                     .points_accepted
                     .inc_by((stored + idempotent) as u64);
@@ -306,68 +328,18 @@ impl Ingest {
                     self.metrics.rejected(weir_storage::Conflict::CODE);
                 }
                 let conflicted: HashSet<usize> = conflicts.iter().map(|c| c.index).collect();
-                match moved_from {
-                    // The device wrote through another region until now: this region's Redis
-                    // may hold none or old values of its keys. Rebuild them all.
-                    Some(from) => self.latest_after_move(device, &from).await,
-                    None => self.update_latest(device, &accepted, &conflicted).await,
-                }
-                self.tell_observer(device, &accepted);
-                if let Some(alerting) = &self.alerting {
-                    let points: Vec<Point> = alert_points
-                        .into_iter()
-                        .filter(|(index, _)| !conflicted.contains(index))
-                        .map(|(_, point)| point)
-                        .collect();
-                    alerting.batch_accepted(device, &points).await;
-                }
+                let followup = followup.expect("store_batch_owing records a follow-up");
+                self.follow_ups
+                    .run(AfterCommit {
+                        device: device.clone(),
+                        followup,
+                        points: follow_up::latest_points(&accepted, &conflicted),
+                        moved_from,
+                        evaluate: alerting.is_some() && conflicts.len() < accepted.len(),
+                    })
+                    .await;
                 Ok(receipt.expect("store_batch builds the receipt of a stored batch"))
             }
-        }
-    }
-
-    async fn update_latest(
-        &self,
-        device: &DeviceRef,
-        accepted: &[NewPoint],
-        conflicted: &HashSet<usize>,
-    ) {
-        let points: Vec<_> = accepted
-            .iter()
-            .filter(|p| !conflicted.contains(&p.index))
-            .map(|p| (p.key.clone(), p.ts_ms, p.value.clone()))
-            .collect();
-        if let Err(error) = self.latest.update(device, &points).await {
-            self.metrics.redis_failures.inc();
-            self.repair.mark_dirty(device);
-            tracing::warn!(%device, %error, "Redis latest update failed; will repair from PostgreSQL");
-        }
-    }
-
-    async fn latest_after_move(&self, device: &DeviceRef, from: &str) {
-        tracing::info!(%device, from, "device moved to this region; rebuilding its latest values");
-        if let Err(error) = weir_storage::repair_device(&self.storage, &self.latest, device).await {
-            self.metrics.redis_failures.inc();
-            self.repair.mark_dirty(device);
-            tracing::warn!(%device, %error, "latest values after a move not rebuilt; will repair");
-        }
-    }
-
-    /// Tells the observer the span of the accepted points per key, from the earliest to the
-    /// latest.
-    fn tell_observer(&self, device: &DeviceRef, accepted: &[NewPoint]) {
-        let Some(observer) = &self.observer else {
-            return;
-        };
-        let mut spans: HashMap<&str, (i64, i64)> = HashMap::new();
-        for point in accepted {
-            let span = spans
-                .entry(point.key.as_str())
-                .or_insert((point.ts_ms, point.ts_ms));
-            *span = (span.0.min(point.ts_ms), span.1.max(point.ts_ms));
-        }
-        for (key, (first, last)) in spans {
-            observer.points_stored(device, key, first, last);
         }
     }
 

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use weir_storage::{
-    BatchWrite, LatestCache, LatestRepair, MetadataChange, Storage, StoredValue,
-    listen_metadata_changes,
+    BatchWrite, LatestCache, MetadataChange, Storage, StoredValue, listen_metadata_changes,
+    repair_device,
 };
 
 use crate::support::{JUNE_2025, blocking, device, point, postgres, receipt, redis, sql};
@@ -14,7 +14,6 @@ use crate::support::{JUNE_2025, blocking, device, point, postgres, receipt, redi
 async fn redis_outage_fails_fast_and_repair_restores_latest_values() {
     let (_postgres, storage) = postgres().await;
     let (mut redis_server, cache) = redis().await;
-    let repair = LatestRepair::new();
     let meter = device("meter-1");
     let before = [point(0, "k.a", JUNE_2025, StoredValue::Int(1))];
     storage
@@ -57,14 +56,11 @@ async fn redis_outage_fails_fast_and_repair_restores_latest_values() {
         "took {:?}",
         started.elapsed()
     );
-    repair.mark_dirty(&meter);
-    assert!(repair.repair_pending(&storage, &cache).await.is_err());
-    assert_eq!(repair.pending(), 1);
+    assert!(repair_device(&storage, &cache, &meter).await.is_err());
 
     blocking(|| redis_server.start_again()).unwrap();
-    let report = repair.repair_pending(&storage, &cache).await.unwrap();
+    repair_device(&storage, &cache, &meter).await.unwrap();
 
-    assert_eq!((report.repaired, report.remaining), (1, 0));
     assert_eq!(
         cache.get(&meter).await.unwrap(),
         storage.latest_from_postgres(&meter).await.unwrap()
