@@ -10,6 +10,7 @@ mod deploy_files;
 mod edge;
 mod edge_pki;
 mod event_stream;
+mod followups;
 mod function_loading;
 mod function_sandbox;
 mod hostile;

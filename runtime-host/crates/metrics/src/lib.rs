@@ -25,7 +25,7 @@ pub struct ListenerLabel {
     pub reason: String,
 }
 
-/// A webhook delivery attempt's outcome as a label: `delivered` or `failed`.
+/// A webhook delivery attempt's outcome as a label: `delivered`, `failed` or `refused`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     /// The outcome.
@@ -64,8 +64,10 @@ pub struct Metrics {
     /// Batch follow-ups (latest values, alert evaluation) that failed an attempt and wait for a
     /// retry, by code.
     pub followups_retried: Family<CodeLabel, Counter>,
-    /// Batch follow-ups given up after `ingest.followup_max_age_s` (their batch ids are logged).
-    pub followups_failed: Counter,
+    /// Batch follow-ups given up, by code: `max_age` after `ingest.followup_max_age_s`, or the
+    /// alerter's own failure code when it failed one batch `alerting.evaluation_attempts`
+    /// times (their batch ids are logged).
+    pub followups_failed: Family<CodeLabel, Counter>,
     /// Batch follow-ups of this region not done yet, as last counted.
     pub followups_pending: Gauge,
     /// PostgreSQL pool size, connections available, and tasks waiting for one.
@@ -88,10 +90,17 @@ pub struct Metrics {
     pub event_streams_lagged: Counter,
     /// Event streams ended because their token was revoked.
     pub event_streams_revoked: Counter,
-    /// Webhook delivery attempts by outcome (`delivered`, `failed`).
+    /// Webhook delivery attempts by outcome (`delivered`, `failed`, `refused`: a destination
+    /// the policy refuses).
     pub webhook_deliveries: Family<OutcomeLabel, Counter>,
     /// Webhook deliveries not made yet (every host's outbox), as this host last counted.
     pub webhook_pending: Gauge,
+    /// Webhook deliveries this host gave up (dead-lettered): too old, too many attempts, or a
+    /// refused destination.
+    pub webhook_dead_total: Counter,
+    /// Webhook deliveries given up and not re-driven (every host's outbox), as this host last
+    /// counted.
+    pub webhook_dead: Gauge,
 }
 
 impl Default for Metrics {
@@ -164,7 +173,7 @@ impl Metrics {
         let webhook_deliveries = Family::<OutcomeLabel, Counter>::default();
         metrics_registry.register(
             "webhook_deliveries",
-            "Webhook delivery attempts by outcome (delivered, failed)",
+            "Webhook delivery attempts by outcome (delivered, failed, refused)",
             webhook_deliveries.clone(),
         );
         let webhook_pending = Gauge::default();
@@ -172,6 +181,18 @@ impl Metrics {
             "webhook_pending_deliveries",
             "Webhook deliveries not made yet, in the outbox",
             webhook_pending.clone(),
+        );
+        let webhook_dead_total = Counter::default();
+        metrics_registry.register(
+            "webhook_deliveries_dead",
+            "Webhook deliveries given up (too old, too many attempts, refused destination)",
+            webhook_dead_total.clone(),
+        );
+        let webhook_dead = Gauge::default();
+        metrics_registry.register(
+            "webhook_dead_deliveries",
+            "Webhook deliveries given up and not re-driven, in the outbox",
+            webhook_dead.clone(),
         );
         let submit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         metrics_registry.register(
@@ -239,10 +260,10 @@ impl Metrics {
             "Batch follow-up attempts that failed and will be retried, by code",
             followups_retried.clone(),
         );
-        let followups_failed = Counter::default();
+        let followups_failed = Family::<CodeLabel, Counter>::default();
         metrics_registry.register(
             "followups_failed",
-            "Batch follow-ups given up after their maximum age",
+            "Batch follow-ups (or their alert evaluation) given up, by code",
             followups_failed.clone(),
         );
         let followups_pending = Gauge::default();
@@ -295,6 +316,8 @@ impl Metrics {
             event_streams_revoked,
             webhook_deliveries,
             webhook_pending,
+            webhook_dead_total,
+            webhook_dead,
         }
     }
 

@@ -166,6 +166,30 @@ impl Storage {
         Ok(ids)
     }
 
+    /// Records that the alerter failed (with `error`, a stable code) on the batch of follow-up
+    /// `id` evaluated alone; at the `give_up_after`-th failure its evaluation is given up
+    /// (its points cleared). Returns whether it was given up.
+    pub async fn evaluation_failed(&self, id: i64, error: &str, give_up_after: u32) -> Result<bool> {
+        let client = self.client().await?;
+        let update = client
+            .prepare_cached(
+                "UPDATE batch_followups SET evaluation_failures = evaluation_failures + 1, \
+                 last_error = $2, \
+                 alert_points = CASE WHEN evaluation_failures + 1 >= $3 THEN NULL \
+                 ELSE alert_points END \
+                 WHERE id = $1 AND alert_points IS NOT NULL \
+                 RETURNING alert_points IS NULL",
+            )
+            .await?;
+        let limit = i32::try_from(give_up_after).unwrap_or(i32::MAX);
+        let row = client.query_opt(&update, &[&id, &error, &limit]).await?;
+        Ok(match row {
+            Some(row) => row.try_get(0)?,
+            // Settled by someone else meanwhile: nothing left to give up.
+            None => false,
+        })
+    }
+
     /// Deletes the follow-ups in `ids` whose evaluation is done (or was never needed): their
     /// batches owe nothing any more.
     pub async fn followups_done(&self, ids: &[i64]) -> Result<u64> {

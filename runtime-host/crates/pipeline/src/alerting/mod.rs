@@ -30,8 +30,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use serde_json::Value as Json;
 use weir_storage::{
-    AlertAction, AlertChange, AlertChangeKind, AlertEvent, AlertState, DeviceRef, Storage,
-    StorageError,
+    AlertAction, AlertChange, AlertChangeKind, AlertEvent, AlertState, DeviceRef,
+    PendingEvaluation, Storage, StorageError,
 };
 
 use publish::EventPublisher;
@@ -68,6 +68,17 @@ pub enum AlertError {
 }
 
 impl AlertError {
+    /// Whether the alerter itself failed on its input (a trap, its deadline or memory cap, an
+    /// answer it should not give, a refusal): trying the same points again likely fails
+    /// again. A busy alerter, Redis or PostgreSQL fail for reasons of their own.
+    pub fn is_alerter_fault(&self) -> bool {
+        match self {
+            AlertError::Function(error) => !matches!(error, CallError::Busy { .. }),
+            AlertError::Refused(_) => true,
+            AlertError::State(_) | AlertError::Storage(_) => false,
+        }
+    }
+
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -90,6 +101,8 @@ pub struct Alerting {
     storage: Storage,
     metrics: Arc<Metrics>,
     stale_interval: std::time::Duration,
+    /// `ingest.followup_evaluation_attempts`.
+    evaluation_attempts: u32,
 }
 
 impl Alerting {
@@ -137,6 +150,7 @@ impl Alerting {
             storage: storage.clone(),
             metrics: metrics.clone(),
             stale_interval: std::time::Duration::from_secs(config.alerting.stale_check_s),
+            evaluation_attempts: config.ingest.followup_evaluation_attempts,
         })))
     }
 
@@ -171,18 +185,32 @@ impl Alerting {
     /// Evaluates `device`'s stored batches that wait for the alerter (at most
     /// [`PENDING_PER_EVALUATION`] of them, oldest first, in one call), and stores the events,
     /// the new states and the batches' evaluated mark in one transaction. Returns how many
-    /// batches were evaluated. On an error nothing is stored and the batches stay pending.
+    /// batches were settled (evaluated, or given up). On an error nothing is stored and the
+    /// batches stay pending.
+    ///
+    /// When the alerter itself fails (trap, deadline, memory, invalid answer), the oldest batch
+    /// is tried alone to find the culprit; a batch the alerter failed on
+    /// `ingest.followup_evaluation_attempts` times is given up (counted in
+    /// `weir_followups_failed_total{code}` and logged with its id), so that one poison batch
+    /// does not hold up its device's alerting for good.
     pub async fn evaluate_pending(&self, device: &DeviceRef) -> Result<usize, AlertError> {
         let function = self.function.current();
-        let lock = self.lock(device, &function).await?;
-        let result = self.evaluate_locked(device, &function).await;
-        unlock(device, lock).await;
+        let result = match self.lock(device, &function).await {
+            Ok(lock) => {
+                let result = self.evaluate_locked(device, &function).await;
+                unlock(device, lock).await;
+                result
+            }
+            Err(error) => Err(error),
+        };
         if let Err(error) = &result {
             self.failed(error);
         }
         result
     }
 
+    /// [`Alerting::evaluate_pending`] under the lock; every alerter failure but the one
+    /// returned is counted here.
     async fn evaluate_locked(
         &self,
         device: &DeviceRef,
@@ -195,14 +223,55 @@ impl Alerting {
         if pending.is_empty() {
             return Ok(0);
         }
+        let error = match self.evaluate_and_settle(device, function, &pending).await {
+            Ok(()) => return Ok(pending.len()),
+            Err(error) if error.is_alerter_fault() => error,
+            Err(error) => return Err(error),
+        };
+        let oldest = &pending[0];
+        let error = if pending.len() > 1 {
+            self.failed(&error);
+            match self.evaluate_and_settle(device, function, &pending[..1]).await {
+                Ok(()) => return Ok(1),
+                Err(error) if error.is_alerter_fault() => error,
+                Err(error) => return Err(error),
+            }
+        } else {
+            error
+        };
+        let given_up = self
+            .storage
+            .evaluation_failed(oldest.id, error.code(), self.evaluation_attempts)
+            .await?;
+        if !given_up {
+            return Err(error);
+        }
+        self.failed(&error);
+        self.metrics
+            .followups_failed
+            .get_or_create(&weir_metrics::CodeLabel {
+                code: error.code().into(),
+            })
+            .inc();
+        tracing::error!(%device, batch = %oldest.batch_id, code = error.code(), %error, attempts = self.evaluation_attempts, "alert evaluation of a batch given up: the alerter failed on it every time");
+        Ok(1)
+    }
+
+    /// Evaluates `batches` in one alerter call and settles them.
+    async fn evaluate_and_settle(
+        &self,
+        device: &DeviceRef,
+        function: &AlerterFunction,
+        batches: &[PendingEvaluation],
+    ) -> Result<(), AlertError> {
         let mut points = Vec::new();
-        for batch in &pending {
+        for batch in batches {
             let mut decoded = pending::decode(&batch.points_json).map_err(|message| {
                 AlertError::Refused(format!("batch {}: {message}", batch.batch_id))
             })?;
             points.append(&mut decoded);
         }
-        let ids: Vec<i64> = pending.iter().map(|batch| batch.id).collect();
+        let ids: Vec<i64> = batches.iter().map(|batch| batch.id).collect();
         let rules = self.rules.load().for_batch(
             &device.org,
             &device.device,
@@ -221,8 +290,7 @@ impl Alerting {
                 .evaluate(&device.device, &points, &rules, &states)
                 .await?
         };
-        self.apply(device, evaluation, &ids).await?;
-        Ok(ids.len())
+        self.apply(device, evaluation, &ids).await
     }
 
     /// Takes `device`'s evaluation lock, so that evaluations of one device (a batch, the

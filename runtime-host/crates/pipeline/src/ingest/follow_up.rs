@@ -29,6 +29,9 @@ use crate::alerting::Alerting;
 pub const RETRY_SOON: Duration = Duration::from_secs(1);
 /// Longest wait between two attempts of a failing follow-up.
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Evaluation calls a request's follow-up makes at most: its own batch and a short backlog
+/// before it; a longer backlog is the timer's.
+const INLINE_ROUNDS: u32 = 4;
 /// Follow-ups one [`FollowUps::work_off`] claims at most.
 const CLAIM_LIMIT: i64 = 64;
 /// How long a claim is held: longer than any device's work (a lock wait, an alerter call
@@ -146,7 +149,7 @@ impl FollowUps {
         }
         if work.evaluate
             && let Some(alerting) = &self.alerting
-            && let Err(error) = alerting.evaluate_pending(device).await
+            && let Err(error) = evaluate_backlog(alerting, device, INLINE_ROUNDS).await
         {
             tracing::warn!(%device, code = error.code(), %error, "alert evaluation failed; the batch is stored and will be evaluated again");
             failure = Some(error.code());
@@ -216,7 +219,12 @@ impl FollowUps {
             let ids: Vec<i64> = expired.iter().map(|row| row.id).collect();
             let batches: Vec<&str> = expired.iter().map(|row| row.batch_id.as_str()).collect();
             self.storage.fail_followups(&ids, "max_age").await?;
-            self.metrics.followups_failed.inc_by(ids.len() as u64);
+            self.metrics
+                .followups_failed
+                .get_or_create(&weir_metrics::CodeLabel {
+                    code: "max_age".into(),
+                })
+                .inc_by(ids.len() as u64);
             report.failed += ids.len();
             tracing::error!(%device, ?batches, max_age_s = self.max_age.as_secs(), "batch follow-ups given up: their alert evaluation or latest values were not done");
         }
@@ -227,17 +235,9 @@ impl FollowUps {
         if rows.iter().any(|row| row.evaluation_pending) {
             match &self.alerting {
                 Some(alerting) => {
-                    // Until none is left, or a failure: a backlog takes several calls.
-                    loop {
-                        match alerting.evaluate_pending(device).await {
-                            Ok(0) => break,
-                            Ok(_) => continue,
-                            Err(error) => {
-                                tracing::warn!(%device, code = error.code(), %error, "alert evaluation of stored batches failed; will retry");
-                                failure = Some(error.code());
-                                break;
-                            }
-                        }
+                    if let Err(error) = evaluate_backlog(alerting, device, u32::MAX).await {
+                        tracing::warn!(%device, code = error.code(), %error, "alert evaluation of stored batches failed; will retry");
+                        failure = Some(error.code());
                     }
                 }
                 None => failure = Some("alerting_off"),
@@ -309,6 +309,21 @@ impl FollowUps {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Evaluates `device`'s pending batches until none is left (a backlog takes several calls)
+/// or `rounds` calls were made; what is left then waits for [`FollowUps::work_off`].
+async fn evaluate_backlog(
+    alerting: &Alerting,
+    device: &DeviceRef,
+    rounds: u32,
+) -> Result<(), crate::alerting::AlertError> {
+    for _ in 0..rounds {
+        if alerting.evaluate_pending(device).await? == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The wait before attempt `attempts + 1`: doubling from [`RETRY_SOON`] up to a minute.

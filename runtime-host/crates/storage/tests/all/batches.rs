@@ -32,6 +32,7 @@ async fn new_batch_is_stored_and_counted() {
             idempotent: 0,
             conflicts: vec![],
             moved_from: None,
+            followup: None,
         }
     );
     assert_eq!(storage.count_points(&meter).await.unwrap(), 3);
@@ -143,6 +144,7 @@ async fn identical_point_in_a_new_batch_is_idempotent() {
             idempotent: 1,
             conflicts: vec![],
             moved_from: None,
+            followup: None,
         }
     );
     assert_eq!(storage.count_points(&meter).await.unwrap(), 2);
@@ -321,6 +323,7 @@ async fn empty_batch_is_recorded() {
             idempotent: 0,
             conflicts: vec![],
             moved_from: None,
+            followup: None,
         }
     );
     let again = storage
@@ -409,6 +412,7 @@ async fn maintenance_forgets_old_batch_ids_and_a_late_resend_stays_idempotent() 
             idempotent: 1,
             conflicts: vec![],
             moved_from: None,
+            followup: None,
         }
     );
     assert_eq!(storage.count_points(&meter).await.unwrap(), 1);
