@@ -71,9 +71,13 @@ impl Host {
     pub async fn start(config: Config) -> anyhow::Result<Host> {
         let config = Arc::new(config);
         let engine = config.function_engine()?;
-        let storage =
-            Storage::connect(&config.database_url, config.ingest.database_pool, POOL_WAIT)
-                .await
+        let storage = Storage::connect_with_timeout(
+            &config.database_url,
+            config.ingest.database_pool,
+            POOL_WAIT,
+            Duration::from_millis(config.ingest.statement_timeout_ms),
+        )
+        .await
                 .with_context(|| {
                     format!(
                         "connecting to PostgreSQL at {}",

@@ -206,7 +206,16 @@ async fn a_poison_batch_is_given_up_after_its_attempts_and_the_next_ones_are_eva
     let real = AlerterFunction::load_file(&engine, &component_path("alert.wasm")).unwrap();
     alerting.function.replace(hostile);
     let t = now_ms() - MINUTE;
-    send(&mut meter, "poison", &[("hostile.trap", json!(true), t)]).await;
+    // The first key makes the hostile alerter trap; the second is one acme's rules watch.
+    send(
+        &mut meter,
+        "poison",
+        &[
+            ("hostile.trap", json!(true), t),
+            ("meter.1.temperature", json!(99), t),
+        ],
+    )
+    .await;
     eventually(
         "the poison batch given up",
         SETTLES_WITHIN,
@@ -219,9 +228,9 @@ async fn a_poison_batch_is_given_up_after_its_attempts_and_the_next_ones_are_eva
     .await;
     alerting.function.replace(real);
 
-    send(&mut meter, "next", &[("meter.1.temperature", json!(99), t)]).await;
+    send(&mut meter, "next", &[("meter.2.temperature", json!(99), t)]).await;
     let listed = events(&host, &token, "").await;
-    assert_eq!(event_keys(&listed), ["meter.1.temperature"], "{listed:?}");
+    assert_eq!(event_keys(&listed), ["meter.2.temperature"], "{listed:?}");
     all_followups_done(&host).await;
 }
 

@@ -128,7 +128,7 @@ async fn send_small_set(meter: &mut Device) {
     .await;
 }
 
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_endpoint_answers_its_documented_body() {
@@ -145,7 +145,7 @@ async fn every_endpoint_answers_its_documented_body() {
         devices.ok(),
         &json!({"devices": [{"device": "m1", "keys": 3}, {"device": "m2", "keys": 1}], "next": null})
     );
-    assert_eq!(devices.header(CACHE_CONTROL), "no-cache");
+    assert_eq!(devices.header(CACHE_CONTROL), "private, no-cache");
     let first = get(&host, "/v1/devices?limit=1", token).await;
     assert_eq!(first.ok()["devices"], json!([{"device": "m1", "keys": 3}]));
     let cursor = first.body["next"].as_str().expect("a next page").to_owned();
@@ -173,7 +173,7 @@ async fn every_endpoint_answers_its_documented_body() {
              "values": null, "min": null, "max": null},
         ]})
     );
-    assert_eq!(keys.header(CACHE_CONTROL), "no-cache");
+    assert_eq!(keys.header(CACHE_CONTROL), "private, no-cache");
 
     let latest = get(&host, "/v1/devices/m1/latest", token).await;
     assert_eq!(
@@ -190,7 +190,7 @@ async fn every_endpoint_answers_its_documented_body() {
     expected["device"] = json!("m1");
     expected["latest"] = json!({"ts": BASE + MINUTE, "value": 2.5});
     assert_eq!(key.ok(), &expected);
-    assert_eq!(key.header(CACHE_CONTROL), "no-cache");
+    assert_eq!(key.header(CACHE_CONTROL), "private, no-cache");
 
     let path = format!(
         "/v1/devices/m1/keys/power/history?from={BASE}&to={}",
@@ -227,7 +227,7 @@ async fn every_endpoint_answers_its_documented_body() {
     );
     let recent = get(&host, &recent, token).await;
     assert_eq!(recent.ok(), &json!({"points": [], "next": null}));
-    assert_eq!(recent.header(CACHE_CONTROL), "public, max-age=5");
+    assert_eq!(recent.header(CACHE_CONTROL), "private, max-age=5");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -476,7 +476,7 @@ async fn another_organisations_device_is_not_found_like_a_missing_one() {
             missing.body.to_string().replace("m9", "m1"),
             "{suffix}: nothing tells a foreign device from a missing one"
         );
-        assert_eq!(foreign.header(CACHE_CONTROL), "no-store");
+        assert_eq!(foreign.header(CACHE_CONTROL), "private, no-store");
     }
     let devices = get(&host, "/v1/devices", Some(&globex)).await;
     assert_eq!(devices.ok(), &json!({"devices": [], "next": null}));
@@ -535,7 +535,7 @@ async fn unaligned_or_incomplete_ranges_redirect_to_the_canonical_url() {
     let before = now_ms();
     let answer = get(&host, history, token).await;
     assert_eq!(answer.status, StatusCode::FOUND, "{}", answer.body);
-    assert_eq!(answer.header(CACHE_CONTROL), "no-store");
+    assert_eq!(answer.header(CACHE_CONTROL), "private, no-store");
     let location = answer.header(LOCATION).to_owned();
     let query = location.strip_prefix(&format!("{history}?")).unwrap();
     let (from, to) = query.split_once('&').unwrap();
@@ -622,7 +622,7 @@ async fn invalid_parameters_are_400_with_their_code() {
     ] {
         let answer = get(&host, &request, token).await;
         answer.assert_error(StatusCode::BAD_REQUEST, code);
-        assert_eq!(answer.header(CACHE_CONTROL), "no-store", "{request}");
+        assert_eq!(answer.header(CACHE_CONTROL), "private, no-store", "{request}");
     }
     let answer = request(&host, Method::POST, "/v1/devices", token).await;
     answer.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
@@ -695,4 +695,45 @@ async fn the_openapi_document_is_public_and_lists_every_endpoint() {
         )
     };
     assert_eq!((count("miss"), count("hit")), (1.0, 1.0), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_authenticated_answer_is_private() {
+    let host = TestHost::start().await;
+    let mut meter = host.device("m1", "acme").await;
+    send_small_set(&mut meter).await;
+    let token = host.api_token("acme").await;
+    let authorization = format!("Bearer {token}");
+    let history = "/v1/devices/m1/keys/power/history";
+    let trend = "/v1/devices/m1/keys/power/trend";
+    let now = now_ms() / HOUR * HOUR;
+    let paths = [
+        "/v1/devices".to_owned(),
+        "/v1/devices/m1/keys".to_owned(),
+        "/v1/devices/m1/keys/power".to_owned(),
+        "/v1/devices/m1/latest".to_owned(),
+        // Closed (immutable), open, and a redirect to the canonical range.
+        format!("{history}?from={BASE}&to={}", BASE + HOUR),
+        format!("{history}?from={}&to={}", now - HOUR, now + HOUR),
+        format!("{history}?from={}&to={}", BASE + 1, BASE + HOUR),
+        format!("{trend}?from={BASE}&to={}&bucket=1h", BASE + DAY),
+        "/v1/devices/nobody/latest".to_owned(),
+        "/v1/events".to_owned(),
+        "/v1/nothing-here".to_owned(),
+    ];
+    for path in &paths {
+        for headers in [vec![("authorization", authorization.as_str())], vec![]] {
+            let (status, answer, _) = host.api_exchange(Method::GET, path, &headers).await;
+            let control = answer
+                .get(CACHE_CONTROL)
+                .unwrap_or_else(|| panic!("{path} ({status}): no Cache-Control"))
+                .to_str()
+                .unwrap();
+            assert!(
+                control.starts_with("private") && !control.contains("public"),
+                "{path} ({status}, token: {}): {control}",
+                !headers.is_empty()
+            );
+        }
+    }
 }

@@ -78,7 +78,7 @@ async fn answers_carry_a_strong_etag_and_a_matching_if_none_match_gets_304() {
     // Errors are never stored by caches.
     let (status, headers, _) = get(&host, "/v1/devices/nobody/latest", &token, &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(header(&headers, &CACHE_CONTROL), "no-store");
+    assert_eq!(header(&headers, &CACHE_CONTROL), "private, no-store");
 }
 
 /// The history answer of `path`, as `(ts, value)` pairs.

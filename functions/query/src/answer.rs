@@ -2,7 +2,9 @@
 //! The component turns an [`Answer`] into a spin-sdk response; everything that decides one is
 //! plain Rust.
 //!
-//! `Cache-Control` policy (the host adds `ETag`/304 and `Vary: Authorization`):
+//! `Cache-Control` policy (the host adds `ETag`/304 and `Vary: Authorization`). Every answer
+//! under `/v1/` is bearer-authenticated tenant data, so it is `private`: a browser may keep it,
+//! a shared cache must not (many ignore `Vary: Authorization`):
 //! - history and trend whose `to` is older than now − `lateness_window_ms`: [`IMMUTABLE`];
 //! - other history and trend: [`RECENT`];
 //! - devices, keys, key, latest: [`LIVE`] (`no-cache`: always revalidate, the ETag makes that
@@ -14,17 +16,17 @@
 use serde_json::{Value, json};
 
 /// A range that can no longer change (it ended before the lateness window).
-pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+pub const IMMUTABLE: &str = "private, max-age=31536000, immutable";
 /// A range that may still receive points.
-pub const RECENT: &str = "public, max-age=5";
+pub const RECENT: &str = "private, max-age=5";
 /// Live state: devices, keys, latest values.
-pub const LIVE: &str = "no-cache";
+pub const LIVE: &str = "private, no-cache";
 /// The OpenAPI document.
 pub const DOCUMENT: &str = "public, max-age=3600";
 /// A 308 redirect to the canonical form of the same request.
-pub const CANONICAL_REDIRECT: &str = "public, max-age=86400";
+pub const CANONICAL_REDIRECT: &str = "private, max-age=86400";
 /// Errors and 302 redirects.
-pub const NO_STORE: &str = "no-store";
+pub const NO_STORE: &str = "private, no-store";
 
 /// One HTTP answer, before spin-sdk turns it into a response. Bodies are always JSON.
 #[derive(Debug, Clone, PartialEq)]

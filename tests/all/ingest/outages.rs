@@ -95,3 +95,45 @@ async fn ingest_without_redis_still_stores_and_repairs_latest_afterwards() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_database_answers_503_after_the_statement_timeout_and_frees_the_slot() {
+    let host = TestHost::start_with(|config| config.ingest.statement_timeout_ms = 1000).await;
+    let mut meter = host.device("meter-stall", ORG).await;
+    let body = batch("stalled", vec![point("meter.power", 1.0, now_ms())]);
+
+    // Someone holds a lock every batch needs: the statement waits, and is cancelled.
+    let (mut locker, connection) =
+        tokio_postgres::connect(&host.stack().postgres.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE batches IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let refused = meter.submit(&body).await;
+    let waited = started.elapsed();
+    assert_error(
+        &refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "answered after the 1 s statement timeout, not when the lock ends: {waited:?}"
+    );
+    let text = String::from_utf8_lossy(&refused.body);
+    assert!(
+        !text.contains("statement") && !text.contains("batches"),
+        "no SQL text reaches the device: {text}"
+    );
+    lock.rollback().await.unwrap();
+
+    let stored = ok(&meter.submit(&body).await);
+    assert_eq!(
+        (&stored["duplicate"], &stored["accepted"]),
+        (&json!(false), &json!(1))
+    );
+}

@@ -80,6 +80,13 @@ impl From<tokio_postgres::Error> for StorageError {
     fn from(err: tokio_postgres::Error) -> Self {
         if postgres_unavailable(&err) {
             StorageError::Unavailable(format!("PostgreSQL unavailable: {}", describe(&err)))
+        } else if err
+            .code()
+            .is_some_and(|code| *code == SqlState::QUERY_CANCELED)
+        {
+            // The pool's statement timeout: the database is stalled (a lock held, an overload);
+            // the caller answers 503 and the client retries later.
+            StorageError::Unavailable(format!("PostgreSQL statement timed out: {}", describe(&err)))
         } else if err.code().is_some_and(|code| {
             *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
         }) {

@@ -76,7 +76,7 @@ pub use pki::{
     CrlEntry, IssuedCertificate, PkiEvent, PkiListener, PublishedCrl, RenewalAnswer,
     RenewalOutcome, RenewalRequest, SignedCrl, listen_pki,
 };
-pub use postgres::{PoolStatus, Storage};
+pub use postgres::{DEFAULT_STATEMENT_TIMEOUT, PoolStatus, Storage};
 pub use regions::{DeviceMove, DeviceMoveListener, listen_device_moves};
 pub use registry::{
     ArtifactKind, Assignment, AssignmentRecord, CurrentArtifact, RegistryChange, RegistryListener,
@@ -86,4 +86,6 @@ pub use repair::repair_device;
 pub use staging::{HostReadiness, PrepareOutcome, StagedArtifact};
 pub use timestamp::{MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, timestamp_in_range};
 pub use tokens::{TOKEN_PREFIX, token_hash};
-pub use webhooks::{DueDelivery, NewWebhook, Webhook, WebhookListener, listen_webhook_deliveries};
+pub use webhooks::{
+    DueDelivery, NewWebhook, Webhook, WebhookListener, WebhookOutbox, listen_webhook_deliveries,
+};

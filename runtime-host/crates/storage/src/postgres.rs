@@ -25,6 +25,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RECYCLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle TCP time before keepalive probes, so a vanished server is noticed.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// The statement timeout of [`Storage::connect`]'s pools (the host sets its own,
+/// `ingest.statement_timeout_ms`).
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The PostgreSQL storage: a connection pool plus the in-memory knowledge that keeps DDL and
 /// series look-ups off the hot path. Cheap to clone; clones share everything.
@@ -61,11 +64,30 @@ impl Storage {
     /// with [`StorageError::Unavailable`].
     ///
     /// One connection is opened now, so an unreachable server fails here (as `Unavailable`).
-    /// Connections are plain TCP (no TLS): tier one is reached over a trusted network.
+    /// Connections are plain TCP (no TLS): tier one is reached over a trusted network. Every
+    /// statement is cancelled after [`DEFAULT_STATEMENT_TIMEOUT`].
     pub async fn connect(url: &str, pool_size: usize, wait_timeout: Duration) -> Result<Storage> {
+        Self::connect_with_timeout(url, pool_size, wait_timeout, DEFAULT_STATEMENT_TIMEOUT).await
+    }
+
+    /// [`Storage::connect`] with every statement cancelled after `statement_timeout` (then it
+    /// fails as `Unavailable`: a stalled database costs a request its slot for that long at
+    /// most). Migrations lift it for their own transactions.
+    pub async fn connect_with_timeout(
+        url: &str,
+        pool_size: usize,
+        wait_timeout: Duration,
+        statement_timeout: Duration,
+    ) -> Result<Storage> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|err| StorageError::Config(format!("invalid PostgreSQL URL: {err}")))?;
+        let timeout = format!("-c statement_timeout={}", statement_timeout.as_millis().max(1));
+        let options = match config.get_options() {
+            Some(options) => format!("{options} {timeout}"),
+            None => timeout,
+        };
+        config.options(&options);
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)

@@ -5,9 +5,14 @@
 //! Invalidation is what keeps read-your-writes: the ingest path calls
 //! [`AnswerCache::points_stored`] after a batch is durable and before it is acknowledged, so an
 //! answer that misses an acknowledged point is never served by this host. An answer computed
-//! while a point of its series was being stored may miss it; a per-series generation taken
-//! before the component runs ([`AnswerCache::ticket`]) keeps such an answer out of the cache.
-//! Other replicas learn of the point only through expiry: open ranges carry a short max-age.
+//! while a point of its series was being stored may miss it; a ticket taken before the
+//! component runs ([`AnswerCache::ticket`]: the cache's store counter) keeps such an answer out
+//! of the cache when its series was stored to since. Other replicas learn of the point only
+//! through expiry: open ranges carry a short max-age.
+//!
+//! The bookkeeping is bounded: a series is remembered only while it has answers or was stored
+//! to recently ([`SERIES_LIMIT`] of them at most, then those without answers are forgotten and
+//! the tickets taken before are refused), and a cache of capacity 0 keeps nothing at all.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -88,7 +93,11 @@ pub struct CachedAnswer {
     pub body: Bytes,
 }
 
-/// A series generation taken before an answer is computed (see the module documentation).
+/// Series remembered without answers before they are forgotten (see the module documentation).
+pub const SERIES_LIMIT: usize = 4096;
+
+/// The cache's store counter when an answer began to be computed (see the module
+/// documentation).
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket(u64);
 
@@ -101,15 +110,21 @@ pub struct AnswerCache {
 #[derive(Default)]
 struct State {
     entries: HashMap<(String, String), Entry>,
-    /// Per series: the generation (bumped by every stored point) and the URLs cached for it.
+    /// Per series: when it was last stored to and the URLs cached for it.
     series: HashMap<Series, SeriesEntry>,
+    /// Counts [`AnswerCache::points_stored`] calls: a ticket is its value.
+    stores: u64,
+    /// The latest store of the series forgotten so far: a ticket older than it may have missed
+    /// a store of a series no longer remembered.
+    forgotten: u64,
     /// Insertion counter, to evict the oldest entry when full.
     inserted: u64,
 }
 
 #[derive(Default)]
 struct SeriesEntry {
-    generation: u64,
+    /// The value of `stores` at this series' latest store.
+    stored_at: u64,
     urls: Vec<(String, i64, i64)>,
 }
 
@@ -146,13 +161,15 @@ impl AnswerCache {
         None
     }
 
-    /// The generation of `series` now, to hand to [`insert`](Self::insert) after computing.
-    pub fn ticket(&self, series: &Series) -> Ticket {
-        Ticket(self.state().series.get(series).map_or(0, |s| s.generation))
+    /// A ticket for an answer of `series` about to be computed, to hand to
+    /// [`insert`](Self::insert) after computing.
+    pub fn ticket(&self, _series: &Series) -> Ticket {
+        Ticket(self.state().stores)
     }
 
-    /// Stores the answer to `request` at `url`, if its `Cache-Control` allows a shared cache
-    /// to keep it and no point of its series was stored since `ticket`.
+    /// Stores the answer to `request` at `url`, if its `Cache-Control` gives it a `max-age`
+    /// (`private` answers included: this cache is keyed by organisation, like a browser's by
+    /// user) and no point of its series was stored since `ticket`.
     pub fn insert(
         &self,
         request: &CacheableRequest,
@@ -163,15 +180,15 @@ impl AnswerCache {
         if self.capacity == 0 {
             return;
         }
-        let Some(ttl) = shared_ttl(&answer.headers) else {
+        let Some(ttl) = cache_ttl(&answer.headers) else {
             return;
         };
         let mut state = self.state();
-        let current = state
-            .series
-            .get(&request.series)
-            .map_or(0, |s| s.generation);
-        if current != ticket.0 {
+        let stored_at = match state.series.get(&request.series) {
+            Some(series) => series.stored_at,
+            None => state.forgotten,
+        };
+        if stored_at > ticket.0 {
             return;
         }
         let key = (request.series.org.clone(), url.to_owned());
@@ -181,10 +198,14 @@ impl AnswerCache {
         }
         state.inserted += 1;
         let inserted = state.inserted;
+        let forgotten = state.forgotten;
         state
             .series
             .entry(request.series.clone())
-            .or_default()
+            .or_insert_with(|| SeriesEntry {
+                stored_at: forgotten,
+                urls: Vec::new(),
+            })
             .urls
             .push((url.to_owned(), request.from, request.to));
         state.entries.insert(
@@ -201,9 +222,17 @@ impl AnswerCache {
     /// Forgets every answer of `series` whose range holds a point in `[first, last]`
     /// (milliseconds), and keeps answers being computed now from being stored.
     pub fn points_stored(&self, series: &Series, first: i64, last: i64) {
+        if self.capacity == 0 {
+            return;
+        }
         let mut state = self.state();
+        state.stores += 1;
+        let stores = state.stores;
+        if state.series.len() >= SERIES_LIMIT && !state.series.contains_key(series) {
+            state.forget_series_without_answers();
+        }
         let entry = state.series.entry(series.clone()).or_default();
-        entry.generation += 1;
+        entry.stored_at = stores;
         let mut stale = Vec::new();
         entry.urls.retain(|(url, from, to)| {
             let overlaps = *from <= last && first < *to;
@@ -237,6 +266,25 @@ impl State {
         }
     }
 
+    /// Forgets the series that have no answer, remembering only the latest of their stores.
+    fn forget_series_without_answers(&mut self) {
+        let mut forgotten = self.forgotten;
+        self.series.retain(|_, series| {
+            let keep = !series.urls.is_empty();
+            if !keep {
+                forgotten = forgotten.max(series.stored_at);
+            }
+            keep
+        });
+        self.forgotten = forgotten;
+    }
+
+    /// How many series are remembered (for tests).
+    #[cfg(test)]
+    fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
     fn evict_oldest(&mut self) {
         let oldest = self
             .entries
@@ -249,15 +297,15 @@ impl State {
     }
 }
 
-/// How long a shared cache may keep an answer with these headers: its `max-age`, unless it
-/// says `private`, `no-store` or `no-cache`.
-fn shared_ttl(headers: &HeaderMap) -> Option<Duration> {
+/// How long this cache may keep an answer with these headers: its `max-age`, unless it says
+/// `no-store` or `no-cache`.
+fn cache_ttl(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(CACHE_CONTROL)?.to_str().ok()?;
     let mut max_age = None;
     for directive in value.split(',').map(str::trim) {
         match directive.split_once('=') {
             Some(("max-age", seconds)) => max_age = seconds.parse().ok(),
-            None if ["private", "no-store", "no-cache"].contains(&directive) => return None,
+            None if ["no-store", "no-cache"].contains(&directive) => return None,
             _ => {}
         }
     }
@@ -354,11 +402,12 @@ mod tests {
     }
 
     #[test]
-    fn private_and_uncacheable_answers_are_not_kept_and_the_oldest_goes_first() {
+    fn uncacheable_answers_are_not_kept_and_the_oldest_goes_first() {
         let cache = AnswerCache::new(2);
         let url = |n: i64| format!("/v1/devices/m1/keys/power/history?from={n}&to={}", n + 1);
         for control in [
-            "private, max-age=60",
+            "private, no-store",
+            "private, no-cache",
             "no-store",
             "public",
             "public, max-age=0",
@@ -373,11 +422,49 @@ mod tests {
                 &request(&url(n)),
                 &url(n),
                 ticket,
-                answer("public, max-age=60"),
+                answer("private, max-age=60"),
             );
         }
         assert_eq!(cache.len(), 2);
         assert!(cache.get("acme", &url(0)).is_none());
         assert!(cache.get("acme", &url(2)).is_some());
+    }
+
+    #[test]
+    fn an_answer_computed_across_a_store_of_its_series_is_not_kept() {
+        let cache = AnswerCache::new(10);
+        let url = "/v1/devices/m1/keys/power/history?from=0&to=1000";
+        let ticket = cache.ticket(&request(url).series);
+        cache.points_stored(&request(url).series, 10, 10);
+        cache.insert(&request(url), url, ticket, answer("private, max-age=5"));
+        assert!(cache.is_empty());
+        let ticket = cache.ticket(&request(url).series);
+        cache.insert(&request(url), url, ticket, answer("private, max-age=5"));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn the_series_bookkeeping_is_bounded_and_forgetting_keeps_stale_answers_out() {
+        let cache = AnswerCache::new(10);
+        let series = |n: usize| Series {
+            org: "acme".into(),
+            device: format!("m{n}"),
+            key: "power".into(),
+        };
+        let url = "/v1/devices/m0/keys/power/history?from=0&to=1000";
+        let ticket = cache.ticket(&request(url).series);
+        for n in 0..3 * SERIES_LIMIT {
+            cache.points_stored(&series(n), 10, 10);
+        }
+        assert!(cache.state().series_count() <= SERIES_LIMIT);
+        // m0 was stored to after the ticket, then forgotten: its answer is still refused.
+        cache.insert(&request(url), url, ticket, answer("private, max-age=5"));
+        assert!(cache.is_empty());
+
+        let off = AnswerCache::new(0);
+        for n in 0..10 {
+            off.points_stored(&series(n), 10, 10);
+        }
+        assert_eq!(off.state().series_count(), 0, "a cache that is off keeps nothing");
     }
 }

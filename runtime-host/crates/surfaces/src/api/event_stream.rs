@@ -10,7 +10,7 @@
 //! broadcast channel exists while an organisation has streams open; the last one to leave drops
 //! it.
 //!
-//! The stream (`text/event-stream`, `Cache-Control: no-store`) opens with `retry:` and a
+//! The stream (`text/event-stream`, `Cache-Control: private, no-store`) opens with `retry:` and a
 //! `: connected` comment, then sends each event as `event: alert`, `id: <event_id>` (when the
 //! message has one) and `data: <the message, verbatim>`, and a `: keep-alive` comment every
 //! [`KEEP_ALIVE`]. Pub/sub is at most once, so a stream never skips events silently: when it
@@ -177,7 +177,7 @@ impl EventStreams {
         let mut response = hyper::Response::new(body);
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
         headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
         Ok(response)
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
@@ -67,7 +67,12 @@ impl Api {
         if request.uri().path() == event_stream::PATH {
             return self.event_streams.handle(&self.auth, request).await;
         }
-        self.answer(request).await.map(ResponseBody::from)
+        let private = is_tenant_data(request.uri().path());
+        let mut response = self.answer(request).await;
+        if private {
+            keep_private(response.headers_mut());
+        }
+        response.map(ResponseBody::from)
     }
 
     /// Answers one request with a buffered body.
@@ -106,6 +111,34 @@ impl Api {
     }
 }
 
+/// Whether answers at `path` are bearer-authenticated tenant data: everything under `/v1/`
+/// (the public `/openapi.json` is not under it).
+fn is_tenant_data(path: &str) -> bool {
+    path.starts_with("/v1/")
+}
+
+/// Makes an answer's `Cache-Control` `private`: a browser may keep it, a shared cache must not,
+/// whatever the handler said (`public` is dropped; no header at all becomes `no-store`).
+pub(crate) fn keep_private(headers: &mut HeaderMap) {
+    let current = headers
+        .get(CACHE_CONTROL)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("no-store");
+    let mut private = String::from("private");
+    for directive in current.split(',').map(str::trim) {
+        if !directive.is_empty()
+            && !directive.eq_ignore_ascii_case("public")
+            && !directive.eq_ignore_ascii_case("private")
+        {
+            private.push_str(", ");
+            private.push_str(directive);
+        }
+    }
+    let value =
+        HeaderValue::from_str(&private).unwrap_or(HeaderValue::from_static("private, no-store"));
+    headers.insert(CACHE_CONTROL, value);
+}
+
 /// Whether `text` (a path or query, still percent-encoded) encodes a control character
 /// (`%00`–`%1F`, `%7F`): nothing Weir serves is named with one, and PostgreSQL refuses NUL.
 pub(crate) fn encodes_a_control_character(text: &str) -> bool {
@@ -120,7 +153,29 @@ pub(crate) fn encodes_a_control_character(text: &str) -> bool {
 
 #[cfg(test)]
 mod path_tests {
-    use super::encodes_a_control_character;
+    use super::*;
+
+    #[test]
+    fn tenant_answers_are_made_private() {
+        let cases = [
+            (Some("public, max-age=31536000, immutable"), "private, max-age=31536000, immutable"),
+            (Some("private, max-age=5"), "private, max-age=5"),
+            (Some("no-cache"), "private, no-cache"),
+            (Some("PUBLIC,max-age=60"), "private, max-age=60"),
+            (None, "private, no-store"),
+        ];
+        for (given, expected) in cases {
+            let mut headers = HeaderMap::new();
+            if let Some(given) = given {
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static(given));
+            }
+            keep_private(&mut headers);
+            assert_eq!(headers[CACHE_CONTROL], expected, "{given:?}");
+        }
+        assert!(is_tenant_data("/v1/devices"));
+        assert!(!is_tenant_data("/openapi.json"));
+        assert!(!is_tenant_data("/metrics"));
+    }
 
     #[test]
     fn encoded_control_characters_are_found() {
