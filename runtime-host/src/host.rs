@@ -78,14 +78,19 @@ impl Host {
             Duration::from_millis(config.ingest.statement_timeout_ms),
         )
         .await
-                .with_context(|| {
-                    format!(
-                        "connecting to PostgreSQL at {}",
-                        weir_config::redact_url(&config.database_url)
-                    )
-                })?;
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {}",
+                weir_config::redact_url(&config.database_url)
+            )
+        })?;
         let applied = storage.migrate().await.context("migrating the database")?;
-        let storage = storage.in_region(&config.region);
+        let storage = storage
+            .in_region(&config.region)
+            .with_key_limits(weir_storage::KeyLimits {
+                per_device: config.ingest.max_keys_per_device,
+                per_org: config.ingest.max_keys_per_org,
+            });
         tracing::info!(applied, "database schema up to date");
         let metrics = Arc::new(Metrics::new());
         let registry = FunctionRegistry::new(storage.clone(), engine.clone(), config.clone());

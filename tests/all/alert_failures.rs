@@ -93,7 +93,14 @@ async fn poison_is_given_up_and_the_next_batch_evaluated(poison: serde_json::Val
         "every follow-up done",
         Duration::from_secs(10),
         Duration::from_millis(100),
-        async || host.storage().followup_counts("test").await.unwrap().pending == 0,
+        async || {
+            host.storage()
+                .followup_counts("test")
+                .await
+                .unwrap()
+                .pending
+                == 0
+        },
     )
     .await;
     assert_eq!(alert_failures(&host, code).await, attempts);

@@ -262,7 +262,10 @@ async fn a_raised_then_cleared_alert_arrives_live_over_chunked_http1() {
             .map(|v| v.to_str().unwrap().to_owned())
     };
     assert_eq!(header("content-type").as_deref(), Some("text/event-stream"));
-    assert_eq!(header("cache-control").as_deref(), Some("private, no-store"));
+    assert_eq!(
+        header("cache-control").as_deref(),
+        Some("private, no-store")
+    );
     assert_eq!(header("transfer-encoding").as_deref(), Some("chunked"));
     assert_eq!(header("content-length"), None);
     stream.connected().await;

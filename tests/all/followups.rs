@@ -35,7 +35,14 @@ async fn all_followups_done(host: &TestHost) {
         "every batch follow-up done",
         SETTLES_WITHIN,
         Duration::from_millis(200),
-        async || host.storage().followup_counts("test").await.unwrap().pending == 0,
+        async || {
+            host.storage()
+                .followup_counts("test")
+                .await
+                .unwrap()
+                .pending
+                == 0
+        },
     )
     .await;
 }
@@ -88,10 +95,13 @@ async fn a_stream_reset_after_the_commit_still_updates_latest_and_raises_the_ale
     // Redis stops answering: the batch commits, then its follow-up waits for Redis, and the
     // device gives up on the request (the stream is reset when its future drops).
     pause_redis(&host, Duration::from_secs(3)).await;
-    let given_up =
-        tokio::time::timeout(Duration::from_millis(1000), meter.submit(&hot)).await;
+    let given_up = tokio::time::timeout(Duration::from_millis(1000), meter.submit(&hot)).await;
     assert!(given_up.is_err(), "the answer waits for the follow-up");
-    assert_eq!(host.count(meter.id()).await, 1, "committed before the reset");
+    assert_eq!(
+        host.count(meter.id()).await,
+        1,
+        "committed before the reset"
+    );
 
     // The resend is a duplicate; what the first request owed was done all the same.
     let resent = ok(&meter.submit(&hot).await);
@@ -174,7 +184,10 @@ async fn alerts_outlast_a_held_lock_a_redis_outage_and_a_trapping_alerter_each_r
     .await;
     let (_, metrics) = host.api_get("/metrics").await;
     assert!(
-        metric_value(&metrics, "weir_alert_failures_total{code=\"function_trapped\"}") >= 1.0,
+        metric_value(
+            &metrics,
+            "weir_alert_failures_total{code=\"function_trapped\"}"
+        ) >= 1.0,
         "{metrics}"
     );
     alerting.function.replace(real);
@@ -236,8 +249,7 @@ async fn a_poison_batch_is_given_up_after_its_attempts_and_the_next_ones_are_eva
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_killed_between_commit_and_evaluation_has_its_batch_evaluated_by_another() {
-    let (host, rules) =
-        host_with_acme_rules(|config| config.ingest.followup_takeover_s = 2).await;
+    let (host, rules) = host_with_acme_rules(|config| config.ingest.followup_takeover_s = 2).await;
     let token = host.api_token("acme").await;
     let device = DeviceRef::new("acme", "m1");
     let tls = host.enrol("m1", "acme", weir_pki::ClientAlpn::H2).await;
@@ -269,7 +281,8 @@ async fn a_host_killed_between_commit_and_evaluation_has_its_batch_evaluated_by_
         "hot-1",
         vec![point("meter.1.temperature", json!(99), now_ms() - MINUTE)],
     );
-    let in_flight = tokio::spawn(async move { client.send_json(Method::POST, "/v1/submit", &hot).await });
+    let in_flight =
+        tokio::spawn(async move { client.send_json(Method::POST, "/v1/submit", &hot).await });
     eventually(
         "the batch committed by the doomed host",
         SETTLES_WITHIN,

@@ -622,7 +622,11 @@ async fn invalid_parameters_are_400_with_their_code() {
     ] {
         let answer = get(&host, &request, token).await;
         answer.assert_error(StatusCode::BAD_REQUEST, code);
-        assert_eq!(answer.header(CACHE_CONTROL), "private, no-store", "{request}");
+        assert_eq!(
+            answer.header(CACHE_CONTROL),
+            "private, no-store",
+            "{request}"
+        );
     }
     let answer = request(&host, Method::POST, "/v1/devices", token).await;
     answer.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");

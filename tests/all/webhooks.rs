@@ -1,7 +1,10 @@
 //! Alert webhooks end to end: devices submit, the real alerter raises and clears, the events and
 //! their deliveries are recorded in the real PostgreSQL, and the host's delivery worker POSTs
 //! them to a small HTTP server of the test's own, which records every request and checks its
-//! `Weir-Signature` with an HMAC-SHA256 computed here, independently of the host's code.
+//! `Weir-Signature` with an HMAC-SHA256 computed here, independently of the host's code. Also
+//! the outbox's limits: a webhook that never answers holds only its own slots, old deliveries
+//! are given up and re-driven (`weir webhooks list` and `redrive`, the real binary), delivered
+//! ones purged, and private destinations refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -18,7 +21,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value as Json, json};
 use sha2::Sha256;
 use tokio::net::TcpListener;
-use weir_storage::{AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter};
+use weir_storage::{
+    AlertChange, AlertChangeKind, AlertEvent, AlertEventFilter, DueDelivery, Storage,
+};
 use weir_tests::poll::eventually;
 
 use crate::alerting::{ACME_RULES, call, host_with_rule_files, next_messages, send};
@@ -36,11 +41,15 @@ keys = "tank.level"
 severity = { minor = "value < 10" }
 "#;
 
-/// A host with acme's and globex's rules, more configuration from `tweak`.
+/// A host with acme's and globex's rules, more configuration from `tweak`. Its webhooks may
+/// POST to private addresses: the receivers are on 127.0.0.1.
 async fn host_with_rules(tweak: impl FnOnce(&mut weir::Config)) -> (TestHost, tempfile::TempDir) {
     host_with_rule_files(
         &[("acme.toml", ACME_RULES), ("globex.toml", GLOBEX_RULES)],
-        tweak,
+        |config| {
+            config.alerting.webhook_allow_private = true;
+            tweak(config);
+        },
     )
     .await
 }
@@ -814,22 +823,15 @@ async fn the_outbox_hands_each_delivery_to_one_worker_until_its_lease_ends() {
 
     // Two workers claiming together never get the same delivery.
     let lease = Duration::from_secs(60);
-    let (a, b) = tokio::join!(
-        storage.claim_webhook_deliveries(4, lease),
-        storage.claim_webhook_deliveries(4, lease)
-    );
-    let (a, b) = (a.unwrap(), b.unwrap());
-    let claimed: BTreeSet<i64> = a.iter().chain(&b).map(|d| d.id).collect();
-    assert_eq!((claimed.len(), a.len() + b.len()), (6, 6), "{a:?} {b:?}");
-    assert!(a.iter().chain(&b).all(|d| d.attempts == 1));
-    assert!(
-        storage
-            .claim_webhook_deliveries(10, lease)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let globex = a.iter().chain(&b).find(|d| d.url.ends_with("/d")).unwrap();
+    let (a, b) = tokio::join!(claim(storage, 4, lease), claim(storage, 4, lease));
+    let rest = claim(storage, 10, lease).await;
+    let all: Vec<&DueDelivery> = a.iter().chain(&b).chain(&rest).collect();
+    let claimed: BTreeSet<i64> = all.iter().map(|d| d.id).collect();
+    assert_eq!((claimed.len(), all.len()), (6, 6), "{a:?} {b:?} {rest:?}");
+    assert!(a.len() <= 4 && b.len() <= 4, "{a:?} {b:?}");
+    assert!(all.iter().all(|d| d.attempts == 1));
+    assert!(claim(storage, 10, lease).await.is_empty());
+    let globex = *all.iter().find(|d| d.url.ends_with("/d")).unwrap();
     assert_eq!(globex.secret, SECRET);
     let payload: Json = serde_json::from_str(&globex.payload).unwrap();
     assert_eq!(
@@ -839,14 +841,18 @@ async fn the_outbox_hands_each_delivery_to_one_worker_until_its_lease_ends() {
     assert_eq!(globex.event_id, ids[2].unwrap());
 
     // Failed: due again after its backoff. Delivered: done.
-    storage
-        .mark_webhook_failed(globex.id, Duration::ZERO, "answered 503")
-        .await
-        .unwrap();
-    let again = storage.claim_webhook_deliveries(10, lease).await.unwrap();
+    assert!(
+        storage
+            .mark_webhook_failed(globex.id, 1, Duration::ZERO, "answered 503", false)
+            .await
+            .unwrap()
+    );
+    let again = claim(storage, 10, lease).await;
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].attempts), (globex.id, 2));
-    storage.mark_webhook_delivered(globex.id).await.unwrap();
+    // A report under the first claim comes too late: the second claim holds the delivery.
+    assert!(!storage.mark_webhook_delivered(globex.id, 1).await.unwrap());
+    assert!(storage.mark_webhook_delivered(globex.id, 2).await.unwrap());
     assert_eq!(storage.pending_webhook_deliveries().await.unwrap(), 5);
 
     // A worker that never reports: its deliveries are due again when the lease ends.
@@ -855,14 +861,11 @@ async fn the_outbox_hands_each_delivery_to_one_worker_until_its_lease_ends() {
     assert!(!storage.remove_webhook(second_id).await.unwrap());
     assert_eq!(storage.pending_webhook_deliveries().await.unwrap(), 3);
     expire_leases(&host).await;
-    let lapsed = storage
-        .claim_webhook_deliveries(10, Duration::from_millis(100))
-        .await
-        .unwrap();
+    let lapsed = claim(storage, 10, Duration::from_millis(100)).await;
     assert_eq!(lapsed.len(), 3);
     assert!(lapsed.iter().all(|d| d.attempts == 2));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let reclaimed = storage.claim_webhook_deliveries(10, lease).await.unwrap();
+    let reclaimed = claim(storage, 10, lease).await;
     assert_eq!(
         reclaimed
             .iter()
@@ -870,6 +873,14 @@ async fn the_outbox_hands_each_delivery_to_one_worker_until_its_lease_ends() {
             .collect::<Vec<_>>(),
         lapsed.iter().map(|d| (d.id, 3)).collect::<Vec<_>>()
     );
+}
+
+/// Claims at most `limit` due deliveries for `lease`, up to 100 per webhook, none expired.
+async fn claim(storage: &Storage, limit: i64, lease: Duration) -> Vec<DueDelivery> {
+    storage
+        .claim_webhook_deliveries(limit, 100, lease, Duration::from_secs(3600))
+        .await
+        .unwrap()
 }
 
 /// Ends every lease now, as if an hour had passed.
@@ -881,7 +892,8 @@ async fn expire_leases(host: &TestHost) {
     tokio::spawn(connection);
     client
         .execute(
-            "UPDATE webhook_deliveries SET next_attempt_at = now() WHERE delivered_at IS NULL",
+            "UPDATE webhook_deliveries SET next_attempt_at = now(), leased_until = now() \
+             WHERE delivered_at IS NULL",
             &[],
         )
         .await
@@ -947,4 +959,658 @@ async fn a_raise_reported_again_is_recorded_and_delivered_once() {
     let replaced = storage.record_alert_changes(&[later]).await.unwrap();
     assert_ne!(replaced, first);
     assert_eq!(storage.pending_webhook_deliveries().await.unwrap(), 2);
+}
+
+/// A client of the host's database, for checks behind the storage layer's back.
+async fn database(host: &TestHost) -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(&host.stack().postgres.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// `org`'s raises of `count` distinct rules, recorded as the alerter records them.
+async fn raise(host: &TestHost, org: &str, prefix: &str, count: usize) -> Vec<i64> {
+    let changes: Vec<AlertChange> = (0..count)
+        .map(|i| change(org, &format!("{prefix}-{i}"), AlertChangeKind::Raise))
+        .collect();
+    host.storage()
+        .record_alert_changes(&changes)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|id| id.expect("a new event"))
+        .collect()
+}
+
+/// Runs the `weir` binary on the host's database; its success, stdout and stderr.
+async fn weir_cli(host: &TestHost, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut command = tokio::process::Command::new(weir_services::weir_binary().unwrap());
+    command
+        .args(args)
+        .env_remove("WEIR_CONFIG")
+        .env_remove("WEIR_WEBHOOK_ALLOW_PRIVATE")
+        .env("WEIR_DATABASE_URL", host.stack().postgres.url())
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null());
+    let output = command.output().await.unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `(pending, dead)` of webhook `id` as `weir webhooks list` prints them.
+async fn listed(host: &TestHost, id: i64) -> (i64, i64) {
+    let (ok, stdout, stderr) = weir_cli(host, &["webhooks", "list"], &[]).await;
+    assert!(ok, "{stdout}{stderr}");
+    let mut lines = stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "ORG", "RULE", "CREATED", "PENDING", "DEAD", "URL"]
+    );
+    let row: Vec<&str> = lines
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|row| row[0] == id.to_string())
+        .unwrap_or_else(|| panic!("no webhook {id} in {stdout}"));
+    (row[4].parse().unwrap(), row[5].parse().unwrap())
+}
+
+/// The value of the unlabelled metric `name` in the host's `/metrics`.
+async fn metric(host: &TestHost, name: &str) -> Option<f64> {
+    let (_, metrics) = host.api_get("/metrics").await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().unwrap())
+}
+
+/// A webhook that accepts connections and reads requests but never answers. It records the
+/// delivery id of each request on an open connection, and any id requested on two open
+/// connections at once.
+struct Blackhole {
+    addr: SocketAddr,
+    open: Arc<Mutex<Vec<i64>>>,
+    most_open: Arc<Mutex<usize>>,
+    requests: Arc<AtomicU16>,
+    concurrent_duplicates: Arc<Mutex<Vec<i64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Blackhole {
+    async fn start() -> Blackhole {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let most_open = Arc::new(Mutex::new(0));
+        let requests = Arc::new(AtomicU16::new(0));
+        let concurrent_duplicates = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let (open, most_open, requests, duplicates) = (
+                open.clone(),
+                most_open.clone(),
+                requests.clone(),
+                concurrent_duplicates.clone(),
+            );
+            async move {
+                loop {
+                    let Ok((mut stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (open, most_open, requests, duplicates) = (
+                        open.clone(),
+                        most_open.clone(),
+                        requests.clone(),
+                        duplicates.clone(),
+                    );
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncReadExt as _;
+                        let mut head = Vec::new();
+                        let mut buffer = [0u8; 4096];
+                        let mut id = None;
+                        loop {
+                            match stream.read(&mut buffer).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => head.extend_from_slice(&buffer[..n]),
+                            }
+                            if id.is_none() {
+                                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                                if let Some(value) = text
+                                    .lines()
+                                    .find_map(|line| line.strip_prefix("weir-delivery-id:"))
+                                    .and_then(|value| value.trim().parse::<i64>().ok())
+                                {
+                                    requests.fetch_add(1, Ordering::SeqCst);
+                                    let mut open = open.lock().unwrap();
+                                    if open.contains(&value) {
+                                        duplicates.lock().unwrap().push(value);
+                                    }
+                                    open.push(value);
+                                    let mut most = most_open.lock().unwrap();
+                                    *most = (*most).max(open.len());
+                                    id = Some(value);
+                                }
+                            }
+                        }
+                        if let Some(id) = id {
+                            let mut open = open.lock().unwrap();
+                            let at = open.iter().position(|&open| open == id).unwrap();
+                            open.remove(at);
+                        }
+                    });
+                }
+            }
+        });
+        Blackhole {
+            addr,
+            open,
+            most_open,
+            requests,
+            concurrent_duplicates,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blackholed_webhook_does_not_delay_another_organisations_webhook() {
+    let (host, _rules) = host_with_rules(|config| {
+        config.alerting.webhook_timeout_ms = 3000;
+        config.alerting.webhook_concurrency_per_webhook = 4;
+    })
+    .await;
+    let blackhole = Blackhole::start().await;
+    let healthy = Receiver::start().await;
+    let storage = host.storage();
+    storage
+        .add_webhook("acme", None, &blackhole.url(), Some(SECRET))
+        .await
+        .unwrap();
+    storage
+        .add_webhook("globex", None, &healthy.url(), Some(SECRET))
+        .await
+        .unwrap();
+
+    raise(&host, "acme", "stuck", 500).await;
+    eventually(
+        "the blackhole holds its four requests",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        async || blackhole.open.lock().unwrap().len() == 4,
+    )
+    .await;
+
+    // While acme's webhook swallows requests, globex's events arrive at once, one by one.
+    let mut delays = Vec::new();
+    for round in 0..12 {
+        let event = raise(&host, "globex", &format!("healthy-{round}"), 1).await[0];
+        let started = std::time::Instant::now();
+        eventually(
+            &format!("globex's event {event}"),
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            async || {
+                healthy
+                    .delivered()
+                    .iter()
+                    .any(|r| r.payload()["event_id"] == event)
+            },
+        )
+        .await;
+        delays.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Across at least one timeout of the blackholed requests.
+    let worst = delays.iter().max().unwrap();
+    assert!(*worst < Duration::from_secs(2), "{delays:?}");
+
+    let delivered = healthy.delivered();
+    let ids: Vec<i64> = delivered.iter().map(Received::delivery_id).collect();
+    let distinct: BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(
+        (ids.len(), distinct.len()),
+        (12, 12),
+        "each delivery sent once"
+    );
+    for request in &delivered {
+        assert_well_formed(request, SECRET);
+    }
+    assert!(
+        blackhole.requests.load(Ordering::SeqCst) > 4,
+        "the timed-out requests were followed by others"
+    );
+    assert!(
+        *blackhole.most_open.lock().unwrap() <= 4,
+        "at most the webhook's concurrency in flight"
+    );
+    assert!(
+        blackhole.concurrent_duplicates.lock().unwrap().is_empty(),
+        "a delivery sent twice at once: {:?}",
+        blackhole.concurrent_duplicates.lock().unwrap()
+    );
+    let pending = storage.list_webhooks(Some("acme")).await.unwrap()[0].pending;
+    assert!(pending > 400, "{pending}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_webhook_has_at_most_its_concurrency_in_flight_across_workers() {
+    // No alerter, so no delivery worker of the host's own takes the deliveries.
+    let host = TestHost::start_with(|config| config.alerting.component = "none.wasm".into()).await;
+    let storage = host.storage();
+    let busy = storage
+        .add_webhook("acme", None, "http://127.0.0.1:9/busy", Some(SECRET))
+        .await
+        .unwrap()
+        .webhook;
+    let quiet = storage
+        .add_webhook("globex", None, "http://127.0.0.1:9/quiet", Some(SECRET))
+        .await
+        .unwrap()
+        .webhook;
+    raise(&host, "acme", "r", 5).await;
+    raise(&host, "globex", "r", 1).await;
+
+    let lease = Duration::from_secs(60);
+    let age = Duration::from_secs(3600);
+    let (a, b) = tokio::join!(
+        storage.claim_webhook_deliveries(10, 2, lease, age),
+        storage.claim_webhook_deliveries(10, 2, lease, age)
+    );
+    let mut claimed: Vec<DueDelivery> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    claimed.extend(
+        storage
+            .claim_webhook_deliveries(10, 2, lease, age)
+            .await
+            .unwrap(),
+    );
+    let of = |claimed: &[DueDelivery], webhook: i64| {
+        claimed.iter().filter(|d| d.webhook_id == webhook).count()
+    };
+    assert_eq!(
+        (of(&claimed, busy.id), of(&claimed, quiet.id)),
+        (2, 1),
+        "{claimed:?}"
+    );
+
+    // A slot freed: one more of the busy webhook's.
+    let first = claimed.iter().find(|d| d.webhook_id == busy.id).unwrap();
+    assert!(
+        storage
+            .mark_webhook_delivered(first.id, first.attempts)
+            .await
+            .unwrap()
+    );
+    let next = storage
+        .claim_webhook_deliveries(10, 2, lease, age)
+        .await
+        .unwrap();
+    assert_eq!(of(&next, busy.id), 1, "{next:?}");
+    assert!(
+        storage
+            .claim_webhook_deliveries(10, 2, lease, age)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_delivery_is_given_up_listed_counted_and_redriven() {
+    let (host, _rules) = host_with_rules(|config| {
+        config.alerting.webhook_retry_min_ms = 50;
+        config.alerting.webhook_retry_max_s = 1;
+        config.alerting.webhook_max_age_s = 2;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.answer(503);
+    let webhook = host
+        .storage()
+        .add_webhook("acme", None, &receiver.url(), Some(SECRET))
+        .await
+        .unwrap()
+        .webhook;
+    raise(&host, "acme", "old", 1).await;
+
+    eventually(
+        "the delivery given up",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        async || host.storage().list_webhooks(Some("acme")).await.unwrap()[0].dead == 1,
+    )
+    .await;
+    assert!(!receiver.received().is_empty(), "it was attempted first");
+    assert_eq!(listed(&host, webhook.id).await, (0, 1));
+    let rows = database(&host)
+        .await
+        .query("SELECT last_error FROM webhook_deliveries", &[])
+        .await
+        .unwrap();
+    let last_error: String = rows[0].get(0);
+    assert!(
+        last_error.starts_with("max_age: answered 503"),
+        "{last_error}"
+    );
+    eventually(
+        "the metrics count it",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        async || {
+            metric(&host, "weir_webhook_deliveries_dead_total").await == Some(1.0)
+                && metric(&host, "weir_webhook_dead_deliveries").await == Some(1.0)
+        },
+    )
+    .await;
+    // Given up: no more attempts.
+    let attempts = receiver.received().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), attempts);
+
+    receiver.answer(200);
+    let (ok, stdout, stderr) = weir_cli(
+        &host,
+        &["webhooks", "redrive", &webhook.id.to_string()],
+        &[],
+    )
+    .await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("queued 1 dead deliveries"), "{stdout}");
+    eventually(
+        "the re-driven delivery made",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        async || receiver.delivered().len() == 1,
+    )
+    .await;
+    assert_well_formed(&receiver.delivered()[0], SECRET);
+    eventually(
+        "nothing pending nor dead",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        async || listed(&host, webhook.id).await == (0, 0),
+    )
+    .await;
+    let (ok, _, stderr) = weir_cli(&host, &["webhooks", "redrive", "999999"], &[]).await;
+    assert!(!ok && stderr.contains("no webhook 999999"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_failing_its_last_attempt_is_given_up() {
+    let (host, _rules) = host_with_rules(|config| {
+        config.alerting.webhook_retry_min_ms = 50;
+        config.alerting.webhook_retry_max_s = 1;
+        config.alerting.webhook_max_attempts = 3;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.answer(500);
+    host.storage()
+        .add_webhook("acme", None, &receiver.url(), Some(SECRET))
+        .await
+        .unwrap();
+    raise(&host, "acme", "flaky", 1).await;
+    eventually(
+        "the delivery given up",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        async || host.storage().list_webhooks(Some("acme")).await.unwrap()[0].dead == 1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), 3, "three attempts, no more");
+    let rows = database(&host)
+        .await
+        .query("SELECT last_error, attempts FROM webhook_deliveries", &[])
+        .await
+        .unwrap();
+    let (last_error, attempts): (String, i32) = (rows[0].get(0), rows[0].get(1));
+    assert_eq!(
+        (last_error.as_str(), attempts),
+        ("max_attempts: answered 500 Internal Server Error", 3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_at_a_private_address_is_refused_unless_allowed() {
+    let (host, _rules) =
+        host_with_rules(|config| config.alerting.webhook_allow_private = false).await;
+    let receiver = Receiver::start().await;
+    let storage = host.storage();
+    // Behind the command line's back: the worker checks every delivery, by address.
+    let literal = storage
+        .add_webhook("acme", None, &receiver.url(), Some(SECRET))
+        .await
+        .unwrap()
+        .webhook;
+    let by_name = format!("http://localhost:{}/hook", receiver.addr.port());
+    let named = storage
+        .add_webhook("globex", None, &by_name, Some(SECRET))
+        .await
+        .unwrap()
+        .webhook;
+    raise(&host, "acme", "r", 1).await;
+    raise(&host, "globex", "r", 1).await;
+    eventually(
+        "both deliveries refused and given up",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        async || {
+            storage
+                .list_webhooks(None)
+                .await
+                .unwrap()
+                .iter()
+                .map(|w| (w.pending, w.dead))
+                .collect::<Vec<_>>()
+                == [(0, 1), (0, 1)]
+        },
+    )
+    .await;
+    assert!(receiver.received().is_empty(), "nothing reached 127.0.0.1");
+    let rows = database(&host)
+        .await
+        .query(
+            "SELECT webhook_id, last_error FROM webhook_deliveries ORDER BY webhook_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let errors: Vec<(i64, String)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(
+        errors[0],
+        (
+            literal.id,
+            "destination_refused: 127.0.0.1 is a loopback address".to_owned()
+        )
+    );
+    assert_eq!(errors[1].0, named.id);
+    assert!(
+        errors[1]
+            .1
+            .starts_with("destination_refused: localhost resolves to "),
+        "{errors:?}"
+    );
+    let (_, metrics) = host.api_get("/metrics").await;
+    assert!(
+        metrics.contains("weir_webhook_deliveries_total{outcome=\"refused\"} 2"),
+        "{metrics}"
+    );
+
+    // The command line refuses such a URL, unless the configuration allows it.
+    let url = receiver.url();
+    let add = ["webhooks", "add", "--org", "initech", "--url", url.as_str()];
+    let (ok, _, stderr) = weir_cli(&host, &add, &[]).await;
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("destination_refused: 127.0.0.1 is a loopback address"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) =
+        weir_cli(&host, &add, &[("WEIR_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim().len(), 64, "the secret made: {stdout}");
+
+    // A host that allows private destinations delivers to both.
+    let (allowing, _rules) = host_with_rules(|_| {}).await;
+    allowing
+        .storage()
+        .add_webhook("acme", None, &receiver.url(), Some(SECRET))
+        .await
+        .unwrap();
+    allowing
+        .storage()
+        .add_webhook("globex", None, &by_name, Some(SECRET))
+        .await
+        .unwrap();
+    raise(&allowing, "acme", "r", 1).await;
+    raise(&allowing, "globex", "r", 1).await;
+    eventually(
+        "both delivered",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        async || receiver.delivered().len() == 2,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_secret_is_read_from_a_file_or_standard_input_never_the_command_line() {
+    let host = TestHost::start_with(|config| config.alerting.component = "none.wasm".into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let url = "https://hooks.example.com/weir";
+    let (ok, stdout, stderr) = weir_cli(
+        &host,
+        &[
+            "webhooks",
+            "add",
+            "--org",
+            "acme",
+            "--url",
+            url,
+            "--secret-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains(SECRET), "the secret given is not echoed");
+
+    let mut child = tokio::process::Command::new(weir_services::weir_binary().unwrap())
+        .args([
+            "webhooks",
+            "add",
+            "--org",
+            "globex",
+            "--url",
+            url,
+            "--secret-stdin",
+        ])
+        .env_remove("WEIR_CONFIG")
+        .env("WEIR_DATABASE_URL", host.stack().postgres.url())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"globex-secret-0123456789\n")
+            .await
+            .unwrap();
+    }
+    let output = child.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let rows = database(&host)
+        .await
+        .query("SELECT org, secret FROM webhooks ORDER BY id", &[])
+        .await
+        .unwrap();
+    let secrets: Vec<(String, String)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(
+        secrets,
+        [
+            ("acme".to_owned(), SECRET.to_owned()),
+            ("globex".to_owned(), "globex-secret-0123456789".to_owned())
+        ]
+    );
+    let (ok, _, stderr) = weir_cli(
+        &host,
+        &[
+            "webhooks", "add", "--org", "acme", "--url", url, "--secret", SECRET,
+        ],
+        &[],
+    )
+    .await;
+    assert!(!ok && stderr.contains("--secret"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivered_rows_are_purged_after_the_retention() {
+    let (host, _rules) = host_with_rules(|config| {
+        config.alerting.webhook_delivered_retention_s = 1;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let refusing = Receiver::start().await;
+    refusing.answer(503);
+    host.storage()
+        .add_webhook("acme", None, &receiver.url(), Some(SECRET))
+        .await
+        .unwrap();
+    host.storage()
+        .add_webhook("acme", None, &refusing.url(), Some(SECRET))
+        .await
+        .unwrap();
+    raise(&host, "acme", "r", 3).await;
+    eventually(
+        "three delivered",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        async || receiver.delivered().len() == 3,
+    )
+    .await;
+    let client = database(&host).await;
+    let rows = async || -> (i64, i64) {
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE delivered_at IS NOT NULL), \
+                 count(*) FILTER (WHERE delivered_at IS NULL) FROM webhook_deliveries",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    eventually(
+        "the delivered rows purged, the pending ones kept",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        async || rows().await == (0, 3),
+    )
+    .await;
+    assert_eq!(receiver.received().len(), 3, "purged, not sent again");
 }

@@ -1,7 +1,8 @@
 //! The stable codes of rejected points: why one point of a batch was not stored. The validator
-//! gives the first ten, storage the last ([`Reason::Conflict`]); the host reports each in the
-//! batch receipt and counts it in its metrics. Codes never change: devices and dashboards match
-//! on them. [`TABLE`] is the one list of them.
+//! gives the first ten, storage the last two ([`Reason::Conflict`],
+//! [`Reason::KeyLimitExceeded`]); the host reports each in the batch receipt and counts it in
+//! its metrics. Codes never change: devices and dashboards match on them. [`TABLE`] is the one
+//! list of them.
 
 /// Why one point of a batch was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,6 +29,8 @@ pub enum Reason {
     AncientTimestamp,
     /// A different value is already stored for the point's series and timestamp.
     Conflict,
+    /// The key is new and its device or organisation already has as many keys as allowed.
+    KeyLimitExceeded,
 }
 
 /// One row of [`TABLE`]: a reason, its code and what it means.
@@ -42,7 +45,7 @@ pub struct Entry {
 }
 
 /// Every reason, in declaration order (`TABLE[r as usize].reason == r`).
-pub const TABLE: [Entry; 11] = [
+pub const TABLE: [Entry; 12] = [
     entry(
         Reason::InvalidKey,
         "invalid_key",
@@ -97,6 +100,11 @@ pub const TABLE: [Entry; 11] = [
         Reason::Conflict,
         "conflict",
         "a different value is already stored for this series and timestamp",
+    ),
+    entry(
+        Reason::KeyLimitExceeded,
+        "key_limit_exceeded",
+        "the key is new and its device or organisation already has as many keys as the server allows",
     ),
 ];
 
@@ -158,6 +166,7 @@ mod tests {
             (Reason::FutureTimestamp, "future_timestamp"),
             (Reason::AncientTimestamp, "ancient_timestamp"),
             (Reason::Conflict, "conflict"),
+            (Reason::KeyLimitExceeded, "key_limit_exceeded"),
         ];
         assert_eq!(codes.len(), TABLE.len());
         for (reason, code) in codes {

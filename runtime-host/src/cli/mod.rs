@@ -80,12 +80,13 @@ enum Command {
     /// Manage the query API's bearer tokens: create, list, revoke.
     #[command(subcommand)]
     Token(token::TokenCommand),
-    /// Manage the webhooks alert events are POSTed to: add, list, remove.
+    /// Manage the webhooks alert events are POSTed to: add, list, redrive, remove.
     ///
     /// Every event of the organisation (or of one rule) is POSTed as JSON, signed with the
     /// webhook's secret (`Weir-Signature: t=<unix s>,v1=<hex HMAC-SHA256 of "<t>.<body>">`),
     /// and retried with backoff until the webhook answers 2xx: at least once, so receivers
-    /// deduplicate by `Weir-Delivery-Id`.
+    /// deduplicate by `Weir-Delivery-Id`. A delivery too old or tried too often is given up
+    /// (dead) until `weir webhooks redrive`.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
 }

@@ -157,3 +157,90 @@ async fn ingest_rate_limits_each_device_with_retry_after() {
     );
     ok(&neighbour.submit(&body(4)).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_over_the_device_and_organisation_limits_are_rejected_and_the_rest_stored() {
+    let host = TestHost::start_with(|config| {
+        config.ingest.max_keys_per_device = 3;
+        config.ingest.max_keys_per_org = 5;
+    })
+    .await;
+    let mut first = host.device("m1", ORG).await;
+    let t = now_ms();
+
+    // Three keys fit the device; the fourth new one, in batch order, does not.
+    let receipt = ok(&first
+        .submit(&batch(
+            "k1",
+            vec![
+                point("k.a", 1, t),
+                point("k.b", 2, t),
+                point("k.c", 3, t),
+                point("k.d", 4, t),
+                point("k.a", 5, t + 1),
+            ],
+        ))
+        .await);
+    assert_eq!(receipt["accepted"], json!(4), "{receipt}");
+    assert_eq!(
+        super::harness::rejections(&receipt),
+        [(3, "k.d".to_owned(), "key_limit_exceeded".to_owned())]
+    );
+    // Known keys go on; the new one is still refused.
+    let receipt = ok(&first
+        .submit(&batch(
+            "k2",
+            vec![point("k.d", 1, t), point("k.b", 6, t + 1)],
+        ))
+        .await);
+    assert_eq!(receipt["accepted"], json!(1), "{receipt}");
+    assert_eq!(host.count(first.id()).await, 5);
+    let latest = host.latest_in_postgres(first.id()).await;
+    assert!(!latest.contains_key("k.d"), "{latest:?}");
+
+    // The organisation has room for two more keys, whichever device takes them.
+    let mut second = host.device("m2", ORG).await;
+    let receipt = ok(&second
+        .submit(&batch(
+            "k3",
+            vec![point("k.x", 1, t), point("k.y", 1, t), point("k.z", 1, t)],
+        ))
+        .await);
+    assert_eq!(receipt["accepted"], json!(2), "{receipt}");
+    assert_eq!(
+        super::harness::rejections(&receipt),
+        [(2, "k.z".to_owned(), "key_limit_exceeded".to_owned())]
+    );
+    let mut third = host.device("m3", "globex").await;
+    let receipt = ok(&third.submit(&batch("k4", vec![point("k.z", 1, t)])).await);
+    assert_eq!(
+        receipt["accepted"],
+        json!(1),
+        "another organisation has its own limit"
+    );
+
+    // Declaring metadata cannot create keys past the limit either; existing keys may be
+    // described.
+    let refused = first
+        .send_json(
+            Method::PUT,
+            "/v1/metadata",
+            &json!([{"key": "k.new", "type": "f64"}]),
+        )
+        .await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "key_limit_exceeded");
+    let described = ok(&first
+        .send_json(
+            Method::PUT,
+            "/v1/metadata",
+            &json!([{"key": "k.a", "type": "f64", "unit": "W"}]),
+        )
+        .await);
+    assert_eq!(described["stored"], json!(1), "{described}");
+
+    let (_, metrics) = host.api_get("/metrics").await;
+    assert!(
+        metrics.contains("weir_points_rejected_total{code=\"key_limit_exceeded\"} 3"),
+        "{metrics}"
+    );
+}

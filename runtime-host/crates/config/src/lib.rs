@@ -150,6 +150,21 @@ pub struct AlertingConfig {
     /// Longest wait between two attempts of a webhook delivery, in seconds
     /// (`WEIR_WEBHOOK_RETRY_MAX_S`).
     pub webhook_retry_max_s: u64,
+    /// Requests in flight to one webhook, every host's together
+    /// (`WEIR_WEBHOOK_CONCURRENCY_PER_WEBHOOK`).
+    pub webhook_concurrency_per_webhook: u32,
+    /// Age, in seconds from its queueing (or re-drive), after which a delivery is given up
+    /// (dead-lettered) (`WEIR_WEBHOOK_MAX_AGE_S`).
+    pub webhook_max_age_s: u64,
+    /// Attempts after which a failing delivery is given up; 0: no limit but the age
+    /// (`WEIR_WEBHOOK_MAX_ATTEMPTS`).
+    pub webhook_max_attempts: u32,
+    /// Seconds a delivered delivery is kept before it is purged
+    /// (`WEIR_WEBHOOK_DELIVERED_RETENTION_S`).
+    pub webhook_delivered_retention_s: u64,
+    /// Whether webhooks may point at loopback, private, link-local and other non-public
+    /// addresses (`WEIR_WEBHOOK_ALLOW_PRIVATE`); off, such a delivery is refused and given up.
+    pub webhook_allow_private: bool,
 }
 
 /// The query API: a Spin HTTP component serving `/v1/` on the API listener, and its grants
@@ -246,6 +261,20 @@ pub struct IngestConfig {
     /// Seconds after which a batch's follow-up that keeps failing is given up: counted in
     /// `weir_followups_failed_total` and logged with its batch id (`WEIR_FOLLOWUP_MAX_AGE_S`).
     pub followup_max_age_s: u64,
+    /// Keys (series) one device may have; the points of further new keys are rejected with
+    /// `key_limit_exceeded`, the rest of their batch stored (`WEIR_MAX_KEYS_PER_DEVICE`).
+    pub max_keys_per_device: i64,
+    /// Keys (series) all devices of one organisation may have together
+    /// (`WEIR_MAX_KEYS_PER_ORG`).
+    pub max_keys_per_org: i64,
+    /// Longest one SQL statement of the host's PostgreSQL pool may run before it is cancelled
+    /// and its request answered 503 (`WEIR_STATEMENT_TIMEOUT_MS`): a stalled database holds
+    /// an in-flight slot that long at most.
+    pub statement_timeout_ms: u64,
+    /// Times the alerter may fail (trap, deadline, memory, invalid answer) on one batch before
+    /// that batch's evaluation is given up, so that a poison batch holds up its device's
+    /// later batches only briefly (`WEIR_FOLLOWUP_EVALUATION_ATTEMPTS`).
+    pub followup_evaluation_attempts: u32,
 }
 
 /// Sandbox limits of function calls.
@@ -320,6 +349,11 @@ impl Default for AlertingConfig {
             webhook_timeout_ms: 5000,
             webhook_retry_min_ms: 1000,
             webhook_retry_max_s: 300,
+            webhook_concurrency_per_webhook: 4,
+            webhook_max_age_s: 86_400,
+            webhook_max_attempts: 0,
+            webhook_delivered_retention_s: 7 * 86_400,
+            webhook_allow_private: false,
         }
     }
 }
@@ -369,6 +403,10 @@ impl Default for IngestConfig {
             batch_retention_hours: 24 * 7,
             followup_takeover_s: 30,
             followup_max_age_s: 24 * 3600,
+            followup_evaluation_attempts: 3,
+            statement_timeout_ms: 10_000,
+            max_keys_per_device: 10_000,
+            max_keys_per_org: 1_000_000,
         }
     }
 }
@@ -474,6 +512,14 @@ impl Config {
         if self.ingest.followup_takeover_s == 0 || self.ingest.followup_max_age_s == 0 {
             bail!("ingest.followup_takeover_s and ingest.followup_max_age_s must be at least 1");
         }
+        if self.ingest.followup_evaluation_attempts == 0 || self.ingest.statement_timeout_ms == 0 {
+            bail!(
+                "ingest.followup_evaluation_attempts and ingest.statement_timeout_ms must be at least 1"
+            );
+        }
+        if self.ingest.max_keys_per_device < 1 || self.ingest.max_keys_per_org < 1 {
+            bail!("ingest.max_keys_per_device and ingest.max_keys_per_org must be at least 1");
+        }
         if self.ingest.database_pool == 0 || self.ingest.max_inflight_batches == 0 {
             bail!("ingest.database_pool and ingest.max_inflight_batches must be at least 1");
         }
@@ -511,6 +557,15 @@ impl Config {
             bail!(
                 "alerting.webhook_timeout_ms and alerting.webhook_retry_min_ms must be at least 1, \
                  and webhook_retry_min_ms at most webhook_retry_max_s (in ms)"
+            );
+        }
+        if !(1..=1000).contains(&webhooks.webhook_concurrency_per_webhook) {
+            bail!("alerting.webhook_concurrency_per_webhook must be between 1 and 1000");
+        }
+        if webhooks.webhook_max_age_s == 0 || webhooks.webhook_delivered_retention_s == 0 {
+            bail!(
+                "alerting.webhook_max_age_s and alerting.webhook_delivered_retention_s must be \
+                 at least 1"
             );
         }
         if self.query.database_connections == 0 {
@@ -747,6 +802,10 @@ const ENV_VARS: &[EnvVar] = &[
     ("WEIR_BATCH_RETENTION_HOURS", "ingest.batch_retention_hours",  Number),
     ("WEIR_FOLLOWUP_TAKEOVER_S",   "ingest.followup_takeover_s",    Number),
     ("WEIR_FOLLOWUP_MAX_AGE_S",    "ingest.followup_max_age_s",     Number),
+    ("WEIR_FOLLOWUP_EVALUATION_ATTEMPTS", "ingest.followup_evaluation_attempts", Number),
+    ("WEIR_STATEMENT_TIMEOUT_MS",  "ingest.statement_timeout_ms",   Number),
+    ("WEIR_MAX_KEYS_PER_DEVICE",   "ingest.max_keys_per_device",    Number),
+    ("WEIR_MAX_KEYS_PER_ORG",      "ingest.max_keys_per_org",       Number),
     ("WEIR_FUNCTION_DEADLINE_MS",  "functions.deadline_ms",         Number),
     ("WEIR_FUNCTION_MEMORY_MB",    "functions.memory_mb",           Number),
     ("WEIR_FUNCTION_INSTANCES",    "functions.max_instances",       Number),
@@ -769,12 +828,17 @@ const ENV_VARS: &[EnvVar] = &[
     ("WEIR_WEBHOOK_TIMEOUT_MS",    "alerting.webhook_timeout_ms",   Number),
     ("WEIR_WEBHOOK_RETRY_MIN_MS",  "alerting.webhook_retry_min_ms", Number),
     ("WEIR_WEBHOOK_RETRY_MAX_S",   "alerting.webhook_retry_max_s",  Number),
+    ("WEIR_WEBHOOK_CONCURRENCY_PER_WEBHOOK", "alerting.webhook_concurrency_per_webhook", Number),
+    ("WEIR_WEBHOOK_MAX_AGE_S",     "alerting.webhook_max_age_s",    Number),
+    ("WEIR_WEBHOOK_MAX_ATTEMPTS",  "alerting.webhook_max_attempts", Number),
+    ("WEIR_WEBHOOK_DELIVERED_RETENTION_S", "alerting.webhook_delivered_retention_s", Number),
+    ("WEIR_WEBHOOK_ALLOW_PRIVATE", "alerting.webhook_allow_private", Bool),
 ];
 
 /// A row of [`ENV_VARS`]: the variable, the field path it sets, how its text is read.
 type EnvVar = (&'static str, &'static str, EnvText);
 
-use EnvText::{List, Number, Text};
+use EnvText::{Bool, List, Number, Text};
 
 /// How a variable's text becomes the value of its field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -787,6 +851,9 @@ enum EnvText {
     Number,
     /// Comma-separated entries, trimmed, empty ones dropped.
     List,
+    /// `true` or `false` (also `1`/`0`, `yes`/`no`, `on`/`off`, any case); other text stays
+    /// text, so the field's type refuses it and the message names the variable.
+    Bool,
 }
 
 impl EnvText {
@@ -797,6 +864,11 @@ impl EnvText {
                 .or_else(|| text.parse::<i64>().ok().map(Value::from))
                 .or_else(|| text.parse::<f64>().ok().map(Value::from))
                 .unwrap_or_else(|| text.into()),
+            Bool => match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Value::from(true),
+                "false" | "0" | "no" | "off" => Value::from(false),
+                _ => text.into(),
+            },
             List => text
                 .split(',')
                 .map(str::trim)
@@ -905,6 +977,8 @@ mod tests {
         match (name, read) {
             ("WEIR_UNKNOWN_KEYS", _) => "reject",
             ("WEIR_EXPIRED_CRL", _) => "keep",
+            // Its default is the generic sample.
+            ("WEIR_FOLLOWUP_EVALUATION_ATTEMPTS", _) => "5",
             // 64 decimal digits: hex to the signing key, text to the config, not a number.
             ("WEIR_SIGNING_PUBLIC_KEY", _) => {
                 "1111111111111111111111111111111111111111111111111111111111111111"
@@ -912,6 +986,7 @@ mod tests {
             (_, Text) => "sample",
             (_, Number) => "3",
             (_, List) => "postgres://db:5432, redis://cache:6379",
+            (_, Bool) => "true",
         }
     }
 

@@ -3,7 +3,9 @@
 //! Devices deliver at least once, so the same batch, and the same points, arrive again after a
 //! lost acknowledgement. [`Storage::store_batch`] turns that into exactly-once storage:
 //!
-//! 1. create the `series` rows of new keys (ids cached after commit);
+//! 1. create the `series` rows of new keys (ids cached after commit) as far as the
+//!    [`KeyLimits`](crate::KeyLimits) allow; the points of refused keys are left out
+//!    ([`OverKeyLimit`]);
 //! 2. insert all points in one statement from arrays, skipping `(series, ts)` already stored;
 //! 3. in a second statement (which sees rows committed meanwhile by other transactions), compare
 //!    each skipped point with the stored value: the same value is an idempotent duplicate, a
@@ -27,7 +29,9 @@ use tracing::warn;
 
 use crate::error::{Result, StorageError};
 use crate::followups::{Followup, record_followup};
-use crate::model::{BatchOutcome, BatchWrite, Conflict, DeviceRef, NewPoint, StoredValue};
+use crate::model::{
+    BatchOutcome, BatchWrite, Conflict, DeviceRef, NewPoint, OverKeyLimit, StoredValue,
+};
 use crate::postgres::Storage;
 use crate::series::create_series;
 use crate::timestamp::{Month, from_system_time, timestamp_in_range, to_system_time};
@@ -144,17 +148,45 @@ impl Storage {
             .copied()
             .filter(|key| !ids.contains_key(*key))
             .collect();
-        let created = if uncached.is_empty() {
-            HashMap::new()
+        let (created, refused) = if uncached.is_empty() {
+            (HashMap::new(), Vec::new())
         } else {
-            create_series(&tx, device, &uncached).await?
+            let series = create_series(&tx, device, &uncached, self.key_limits).await?;
+            (series.ids, series.refused)
         };
         ids.extend(created.iter().map(|(key, id)| (key.clone(), *id)));
 
-        let Some(outcome) = insert_points(&tx, points, &ids).await? else {
+        // Points of refused keys are left out; the rest of the batch is stored.
+        let kept: Vec<NewPoint>;
+        let mut over_key_limit = Vec::new();
+        let points = if refused.is_empty() {
+            points
+        } else {
+            let refused: HashSet<&str> = refused.iter().map(String::as_str).collect();
+            let (out, keep): (Vec<&NewPoint>, Vec<&NewPoint>) = points
+                .iter()
+                .partition(|point| refused.contains(point.key.as_str()));
+            over_key_limit = out
+                .into_iter()
+                .map(|point| OverKeyLimit {
+                    index: point.index,
+                    key: point.key.clone(),
+                    message: format!(
+                        "{} is a new key and {device} or its organisation has as many keys as \
+                         allowed ({} per device, {} per organisation)",
+                        point.key, self.key_limits.per_device, self.key_limits.per_org
+                    ),
+                })
+                .collect();
+            kept = keep.into_iter().cloned().collect();
+            &kept
+        };
+
+        let Some(mut outcome) = insert_points(&tx, points, &ids).await? else {
             tx.rollback().await?;
             return Ok(Attempt::MissingPartition);
         };
+        outcome.over_key_limit = over_key_limit;
 
         let build_receipt = receipt.take().ok_or_else(|| {
             StorageError::Query("internal: the batch receipt was built twice".into())
@@ -189,11 +221,13 @@ impl Storage {
             stored,
             idempotent,
             conflicts,
+            over_key_limit,
         } = outcome;
         Ok(Attempt::Done(BatchWrite::Stored {
             stored,
             idempotent,
             conflicts,
+            over_key_limit,
             moved_from,
             followup,
         }))

@@ -36,6 +36,10 @@ pub enum StorageError {
         /// The rejected timestamp, in milliseconds since the Unix epoch.
         ts_ms: i64,
     },
+    /// Keys the request would create are over the device's or organisation's limit
+    /// ([`KeyLimits`](crate::KeyLimits)); nothing was stored. The text is about the request.
+    #[error("key limit exceeded: {0}")]
+    KeyLimitExceeded(String),
     /// Stored data could not be decoded (written by something other than this crate).
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
@@ -56,6 +60,7 @@ impl StorageError {
             StorageError::Contention(_) => "storage_contention",
             StorageError::Cache(_) => "cache_failed",
             StorageError::TimestampOutOfRange { .. } => "timestamp_out_of_range",
+            StorageError::KeyLimitExceeded(_) => "key_limit_exceeded",
             StorageError::Corrupt(_) => "storage_corrupt",
             StorageError::Config(_) => "storage_config",
         }
@@ -86,7 +91,10 @@ impl From<tokio_postgres::Error> for StorageError {
         {
             // The pool's statement timeout: the database is stalled (a lock held, an overload);
             // the caller answers 503 and the client retries later.
-            StorageError::Unavailable(format!("PostgreSQL statement timed out: {}", describe(&err)))
+            StorageError::Unavailable(format!(
+                "PostgreSQL statement timed out: {}",
+                describe(&err)
+            ))
         } else if err.code().is_some_and(|code| {
             *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
         }) {

@@ -169,7 +169,12 @@ impl Storage {
     /// Records that the alerter failed (with `error`, a stable code) on the batch of follow-up
     /// `id` evaluated alone; at the `give_up_after`-th failure its evaluation is given up
     /// (its points cleared). Returns whether it was given up.
-    pub async fn evaluation_failed(&self, id: i64, error: &str, give_up_after: u32) -> Result<bool> {
+    pub async fn evaluation_failed(
+        &self,
+        id: i64,
+        error: &str,
+        give_up_after: u32,
+    ) -> Result<bool> {
         let client = self.client().await?;
         let update = client
             .prepare_cached(

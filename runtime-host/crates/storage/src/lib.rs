@@ -68,8 +68,8 @@ pub use followups::{ClaimedFollowup, Followup, FollowupCounts, PendingEvaluation
 pub use latest::LatestCache;
 pub use maintenance::MaintenanceReport;
 pub use model::{
-    BatchOutcome, BatchWrite, Conflict, DeviceRef, KeyMetadataRecord, LatestValue, NewPoint,
-    NewToken, StoredValue, TokenInfo,
+    BatchOutcome, BatchWrite, Conflict, DeviceRef, KeyLimits, KeyMetadataRecord, LatestValue,
+    NewPoint, NewToken, OverKeyLimit, StoredValue, TokenInfo,
 };
 pub use notify::{MetadataChange, MetadataListener, listen_metadata_changes};
 pub use pki::{

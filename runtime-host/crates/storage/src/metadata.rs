@@ -45,6 +45,22 @@ impl Storage {
 
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let existing = crate::series::series_ids(&tx, device, &keys).await?;
+        let new = keys
+            .iter()
+            .filter(|key| !existing.contains_key(**key))
+            .count();
+        if new > 0 {
+            let room = crate::series::key_room(&tx, device, self.key_limits).await?;
+            if new > room {
+                tx.rollback().await?;
+                return Err(StorageError::KeyLimitExceeded(format!(
+                    "{new} new keys, room for {room}: a device may have {} keys and an \
+                     organisation {}",
+                    self.key_limits.per_device, self.key_limits.per_org
+                )));
+            }
+        }
         let upsert = tx
             .prepare_cached(
                 "INSERT INTO series (org, device, key, data_type, name, unit, description, \
@@ -57,25 +73,30 @@ impl Storage {
                      data_type = EXCLUDED.data_type, name = EXCLUDED.name, \
                      unit = EXCLUDED.unit, description = EXCLUDED.description, \
                      value_map = EXCLUDED.value_map, min = EXCLUDED.min, max = EXCLUDED.max, \
-                     metadata_updated_at = EXCLUDED.metadata_updated_at",
+                     metadata_updated_at = EXCLUDED.metadata_updated_at \
+                 RETURNING (xmax = 0)",
             )
             .await?;
-        tx.execute(
-            &upsert,
-            &[
-                &device.org,
-                &device.device,
-                &keys,
-                &types,
-                &names,
-                &units,
-                &descriptions,
-                &value_maps,
-                &mins,
-                &maxs,
-            ],
-        )
-        .await?;
+        let written = tx
+            .query(
+                &upsert,
+                &[
+                    &device.org,
+                    &device.device,
+                    &keys,
+                    &types,
+                    &names,
+                    &units,
+                    &descriptions,
+                    &value_maps,
+                    &mins,
+                    &maxs,
+                ],
+            )
+            .await?;
+        // `xmax = 0`: the row was inserted, not updated.
+        let created = written.iter().filter(|row| row.get::<_, bool>(0)).count();
+        crate::series::keys_created(&tx, &device.org, created).await?;
         let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
         tx.execute(&notify, &[&METADATA_CHANNEL, &notification_payload(device)])
             .await?;

@@ -118,6 +118,42 @@ impl Conflict {
     pub const CODE: &'static str = weir_contract::reasons::Reason::Conflict.code();
 }
 
+/// A point refused because its key is new and its device or organisation already has as many
+/// keys as [`KeyLimits`] allow; the rest of its batch is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverKeyLimit {
+    /// The point's position in its batch.
+    pub index: usize,
+    /// The point's key.
+    pub key: String,
+    /// A message naming the limit.
+    pub message: String,
+}
+
+impl OverKeyLimit {
+    /// The error code (`"key_limit_exceeded"`, from `weir_contract::reasons`).
+    pub const CODE: &'static str = weir_contract::reasons::Reason::KeyLimitExceeded.code();
+}
+
+/// How many keys (series) one device and one organisation may have; new keys beyond them are
+/// refused ([`OverKeyLimit`]). Unlimited by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// Keys of one device.
+    pub per_device: i64,
+    /// Keys of all devices of one organisation.
+    pub per_org: i64,
+}
+
+impl Default for KeyLimits {
+    fn default() -> Self {
+        KeyLimits {
+            per_device: i64::MAX,
+            per_org: i64::MAX,
+        }
+    }
+}
+
 /// What storing one batch did, handed to the receipt builder before commit.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BatchOutcome {
@@ -127,6 +163,8 @@ pub struct BatchOutcome {
     pub idempotent: usize,
     /// Points refused because a different value is stored for their series and timestamp.
     pub conflicts: Vec<Conflict>,
+    /// Points refused because their key is new and over a [`KeyLimits`] limit.
+    pub over_key_limit: Vec<OverKeyLimit>,
 }
 
 /// The result of [`Storage::store_batch`](crate::Storage::store_batch).
@@ -140,6 +178,8 @@ pub enum BatchWrite {
         idempotent: usize,
         /// Points refused because a different value is stored for their series and timestamp.
         conflicts: Vec<Conflict>,
+        /// Points refused because their key is new and over a [`KeyLimits`] limit.
+        over_key_limit: Vec<OverKeyLimit>,
         /// The region the device wrote through before, when this batch moved it to this
         /// storage's region ([`Storage::in_region`](crate::Storage::in_region)); `None` when it
         /// stayed, on its first batch, or when no region is set.

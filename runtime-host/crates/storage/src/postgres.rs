@@ -14,6 +14,7 @@ use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod, R
 use tokio_postgres::NoTls;
 
 use crate::error::{Result, StorageError};
+use crate::model::KeyLimits;
 use crate::partitions::KnownPartitions;
 use crate::schema;
 use crate::series::SeriesIds;
@@ -37,6 +38,8 @@ pub struct Storage {
     /// The region this host serves, once set with [`Storage::in_region`]: batches then record
     /// where each device writes, and announce a device's move between regions.
     pub(crate) region: Option<Arc<str>>,
+    /// How many keys a device and an organisation may have ([`Storage::with_key_limits`]).
+    pub(crate) key_limits: KeyLimits,
 }
 
 pub(crate) struct Inner {
@@ -82,7 +85,10 @@ impl Storage {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|err| StorageError::Config(format!("invalid PostgreSQL URL: {err}")))?;
-        let timeout = format!("-c statement_timeout={}", statement_timeout.as_millis().max(1));
+        let timeout = format!(
+            "-c statement_timeout={}",
+            statement_timeout.as_millis().max(1)
+        );
         let options = match config.get_options() {
             Some(options) => format!("{options} {timeout}"),
             None => timeout,
@@ -122,6 +128,7 @@ impl Storage {
                 series: SeriesIds::default(),
             }),
             region: None,
+            key_limits: KeyLimits::default(),
         };
         drop(storage.client().await?);
         Ok(storage)
@@ -131,6 +138,12 @@ impl Storage {
     /// [`BatchWrite::Stored::moved_from`](crate::BatchWrite::Stored)).
     pub fn in_region(mut self, region: &str) -> Storage {
         self.region = Some(Arc::from(region));
+        self
+    }
+
+    /// This storage, refusing the new keys of a batch beyond `limits`.
+    pub fn with_key_limits(mut self, limits: KeyLimits) -> Storage {
+        self.key_limits = limits;
         self
     }
 

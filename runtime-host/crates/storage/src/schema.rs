@@ -23,6 +23,10 @@
 //! - `webhooks`: where an organisation's alert events are POSTed (all its rules, or one), with
 //!   the signing secret; `webhook_deliveries`: the outbox, one row per event and webhook,
 //!   written in the transaction that records the event, until delivered (see `webhooks`).
+//! - `batch_followups`: what a stored batch still owes after its commit (latest values, alert
+//!   evaluation), written in the batch's transaction and deleted once done (see `followups`).
+//! - `org_key_counts`: the number of series of each organisation, kept by the transactions that
+//!   create series, for the key limits (see `series`).
 //!
 //! Role `weir_query` is what query components log in as: `SELECT` on `series` and `points`
 //! (partitions are read through the parent, which is all that is checked), nothing else. The
@@ -362,7 +366,8 @@ CREATE INDEX pki_renewals_pending ON pki_renewals (id) WHERE answered_at IS NULL
 -- evaluation of those points). The host that took the batch does it at once and deletes the
 -- row; should it fail or die, a host of the same region takes the row over once `retry_at`
 -- passed. `alert_points` is set to NULL in the transaction that stores the evaluation's
--- events and states, so a batch is evaluated exactly once.
+-- events and states, so a batch is evaluated exactly once, or when the alerter failed on the
+-- batch alone `evaluation_failures` times (then `last_error` says why).
 CREATE TABLE batch_followups (
     id           bigserial PRIMARY KEY,
     region       text NOT NULL,
@@ -373,12 +378,50 @@ CREATE TABLE batch_followups (
     created_at   timestamptz NOT NULL DEFAULT now(),
     retry_at     timestamptz NOT NULL,
     attempts     integer NOT NULL DEFAULT 0,
+    evaluation_failures integer NOT NULL DEFAULT 0,
     last_error   text,
     failed_at    timestamptz
 );
 CREATE INDEX batch_followups_due ON batch_followups (region, retry_at) WHERE failed_at IS NULL;
 CREATE INDEX batch_followups_device ON batch_followups (org, device, id)
     WHERE alert_points IS NOT NULL AND failed_at IS NULL;
+"#,
+    },
+    Migration {
+        version: 12,
+        name: "webhook deliveries: leases, dead letters, per-webhook claims",
+        sql: r#"
+-- queued_at: when the delivery entered the outbox, or was last re-driven; its age (for
+-- alerting.webhook_max_age_s) counts from it. leased_until: set while a worker holds the row
+-- (the rows of a webhook with a live lease are its requests in flight, which
+-- alerting.webhook_concurrency_per_webhook caps). dead_at: given up (too old, too many
+-- attempts, or a refused destination) until `weir webhooks redrive`.
+ALTER TABLE webhook_deliveries
+    ADD COLUMN queued_at    timestamptz NOT NULL DEFAULT now(),
+    ADD COLUMN leased_until timestamptz,
+    ADD COLUMN dead_at      timestamptz;
+UPDATE webhook_deliveries SET queued_at = created_at;
+-- Claims go webhook by webhook; pending means neither delivered nor dead.
+DROP INDEX webhook_deliveries_due;
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (webhook_id, next_attempt_at)
+    WHERE delivered_at IS NULL AND dead_at IS NULL;
+-- Delivered rows are purged after alerting.webhook_delivered_retention_s.
+CREATE INDEX webhook_deliveries_delivered ON webhook_deliveries (delivered_at)
+    WHERE delivered_at IS NOT NULL;
+"#,
+    },
+    Migration {
+        version: 13,
+        name: "key limits: series per organisation, counted",
+        sql: r#"
+-- How many series (keys) each organisation has, kept by the transactions that create series:
+-- they take the organisation's row first, so `ingest.max_keys_per_org` and
+-- `ingest.max_keys_per_device` hold under concurrent batches. Series are never deleted.
+CREATE TABLE org_key_counts (
+    org  text PRIMARY KEY,
+    keys bigint NOT NULL
+);
+INSERT INTO org_key_counts (org, keys) SELECT org, count(*) FROM series GROUP BY org;
 "#,
     },
 ];
@@ -388,6 +431,8 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<usize> {
     let mut applied = 0;
     for migration in MIGRATIONS {
         let tx = client.transaction().await?;
+        // A migration may rewrite a large table: the pool's statement timeout is for traffic.
+        tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
         tx.batch_execute(

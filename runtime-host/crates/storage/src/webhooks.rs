@@ -8,11 +8,20 @@
 //! afterwards.
 //!
 //! Delivery is at least once. A worker (any host, several at a time) claims due rows with
-//! [`Storage::claim_webhook_deliveries`]: `FOR UPDATE SKIP LOCKED`, so two workers never claim
-//! the same row together, and a lease (the row's `next_attempt_at` pushed forward), so a row
-//! whose worker died is claimed again once the lease ends. Then it marks the row delivered, or
-//! failed with the time of its next attempt. A delivery whose success was not recorded (the
-//! worker died between the POST and the mark) is sent again: receivers deduplicate.
+//! [`Storage::claim_webhook_deliveries`], webhook by webhook: it locks the webhooks it claims for
+//! (`FOR NO KEY UPDATE SKIP LOCKED`, so two workers never count one webhook's requests in flight
+//! together), takes at most as many of each one's due rows as its cap leaves free (the rows with
+//! a live lease are its requests in flight, every host's), and leases them (`leased_until`, and
+//! `next_attempt_at` pushed to the same time), so a row whose worker died is claimed again once
+//! the lease ends. `attempts`, counted at the claim, is the claim's fencing token: the worker
+//! marks the row delivered, failed (with the time of its next attempt) or dead only while no
+//! later claim took it over. A delivery whose success was not recorded (the worker died between
+//! the POST and the mark) is sent again: receivers deduplicate.
+//!
+//! A delivery is given up (dead-lettered, `dead_at`) when it is older than the maximum age
+//! (counted from `queued_at`), after the maximum number of attempts, or when its destination is
+//! refused; `weir webhooks redrive` queues a webhook's dead deliveries again. Delivered rows are
+//! purged after a retention.
 //!
 //! The secret is kept in clear (it signs, so it must be read back), which is why it is never
 //! listed and `weir_query` has no grant on these tables.
@@ -42,8 +51,10 @@ pub struct Webhook {
     pub url: String,
     /// When it was added, unix milliseconds.
     pub created_at_ms: i64,
-    /// Deliveries not yet made (queued, or waiting for a retry).
+    /// Deliveries not yet made (queued, or waiting for a retry), dead ones excepted.
     pub pending: i64,
+    /// Deliveries given up (see `weir webhooks redrive`).
+    pub dead: i64,
 }
 
 /// A webhook just added, with its secret (shown this once).
@@ -66,13 +77,26 @@ pub struct DueDelivery {
     pub event_id: i64,
     /// The JSON document to POST.
     pub payload: String,
-    /// Attempts so far, this one included.
+    /// Attempts so far, this one included; also the claim's fencing token (see
+    /// [`Storage::mark_webhook_delivered`]).
     pub attempts: i32,
     /// The webhook's URL.
     pub url: String,
     /// The webhook's signing secret.
     pub secret: String,
 }
+
+/// The outbox at a glance, every webhook's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookOutbox {
+    /// Deliveries not made yet and not given up.
+    pub pending: i64,
+    /// Deliveries given up, waiting for a re-drive.
+    pub dead: i64,
+}
+
+/// Rows a purge deletes per statement, so that one purge never holds a long transaction.
+const PURGE_BATCH: i64 = 10_000;
 
 /// Notifications that deliveries were queued. Stops listening when dropped.
 pub struct WebhookListener {
@@ -147,6 +171,7 @@ impl Storage {
                 url: url.to_owned(),
                 created_at_ms: from_system_time(created_at),
                 pending: 0,
+                dead: 0,
             },
             secret,
         })
@@ -159,7 +184,9 @@ impl Storage {
             .prepare_cached(
                 "SELECT w.id, w.org, w.rule_id, w.url, w.created_at, \
                  (SELECT count(*) FROM webhook_deliveries d \
-                  WHERE d.webhook_id = w.id AND d.delivered_at IS NULL) \
+                  WHERE d.webhook_id = w.id AND d.delivered_at IS NULL AND d.dead_at IS NULL), \
+                 (SELECT count(*) FROM webhook_deliveries d \
+                  WHERE d.webhook_id = w.id AND d.delivered_at IS NULL AND d.dead_at IS NOT NULL) \
                  FROM webhooks w WHERE $1::text IS NULL OR w.org = $1 ORDER BY w.id",
             )
             .await?;
@@ -174,6 +201,7 @@ impl Storage {
                     url: row.try_get(3)?,
                     created_at_ms: from_system_time(created_at),
                     pending: row.try_get(5)?,
+                    dead: row.try_get(6)?,
                 })
             })
             .collect()
@@ -188,24 +216,68 @@ impl Storage {
         Ok(client.execute(&delete, &[&id]).await? == 1)
     }
 
-    /// Claims at most `limit` due deliveries, oldest first, for `lease`: each one's attempt is
-    /// counted now, and no other worker claims it before the lease ends (then it is due again,
-    /// should this worker never report).
+    /// Claims due deliveries for `lease`, at most `limit` in all and, per webhook, at most
+    /// `per_webhook` in flight counting every worker's live leases; the webhooks waiting longest
+    /// first, each one's deliveries oldest first. Deliveries queued more than `max_age` ago are
+    /// not claimed (see [`Storage::dead_letter_expired_webhook_deliveries`]). Each claimed
+    /// delivery's attempt is counted now, and no other worker claims it before the lease ends
+    /// (then it is due again, should this worker never report).
     pub async fn claim_webhook_deliveries(
         &self,
         limit: i64,
+        per_webhook: i64,
         lease: Duration,
+        max_age: Duration,
     ) -> Result<Vec<DueDelivery>> {
-        let client = self.client().await?;
-        let claim = client
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // First the webhooks, locked, so that no other worker claims for them until this
+        // transaction ends; the second statement then sees every lease committed before.
+        let hooks = tx
             .prepare_cached(
-                "WITH due AS ( \
-                     SELECT id FROM webhook_deliveries \
-                     WHERE delivered_at IS NULL AND next_attempt_at <= now() \
-                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED \
+                "SELECT w.id FROM webhooks w \
+                 WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.webhook_id = w.id \
+                     AND d.delivered_at IS NULL AND d.dead_at IS NULL AND d.next_attempt_at <= now()) \
+                 AND (SELECT count(*) FROM webhook_deliveries l WHERE l.webhook_id = w.id \
+                     AND l.delivered_at IS NULL AND l.dead_at IS NULL AND l.leased_until > now()) < $2 \
+                 ORDER BY (SELECT min(d.next_attempt_at) FROM webhook_deliveries d \
+                     WHERE d.webhook_id = w.id AND d.delivered_at IS NULL AND d.dead_at IS NULL), w.id \
+                 LIMIT $1 FOR NO KEY UPDATE OF w SKIP LOCKED",
+            )
+            .await?;
+        let hooks: Vec<i64> = tx
+            .query(&hooks, &[&limit, &per_webhook])
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<std::result::Result<_, _>>()?;
+        if hooks.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let claim = tx
+            .prepare_cached(
+                "WITH hooks AS ( \
+                     SELECT h.id, h.n, $2::bigint - (SELECT count(*) FROM webhook_deliveries l \
+                         WHERE l.webhook_id = h.id AND l.delivered_at IS NULL \
+                         AND l.dead_at IS NULL AND l.leased_until > now()) AS free \
+                     FROM unnest($1::bigint[]) WITH ORDINALITY AS h(id, n) \
+                 ), due AS ( \
+                     SELECT d.id FROM hooks h CROSS JOIN LATERAL ( \
+                         SELECT d.id FROM webhook_deliveries d \
+                         WHERE d.webhook_id = h.id AND d.delivered_at IS NULL \
+                         AND d.dead_at IS NULL AND d.next_attempt_at <= now() \
+                         AND d.queued_at > now() - $4::bigint * interval '1 millisecond' \
+                         ORDER BY d.id LIMIT greatest(h.free, 0) \
+                         FOR UPDATE SKIP LOCKED \
+                     ) d ORDER BY h.n LIMIT $3 \
                  ), claimed AS ( \
                      UPDATE webhook_deliveries d SET attempts = d.attempts + 1, \
-                     next_attempt_at = now() + $2::bigint * interval '1 millisecond' \
+                     leased_until = now() + $5::bigint * interval '1 millisecond', \
+                     next_attempt_at = now() + $5::bigint * interval '1 millisecond' \
                      FROM due WHERE d.id = due.id \
                      RETURNING d.id, d.webhook_id, d.event_id, d.payload::text, d.attempts \
                  ) \
@@ -213,7 +285,19 @@ impl Storage {
                  FROM claimed c JOIN webhooks w ON w.id = c.webhook_id ORDER BY c.id",
             )
             .await?;
-        let rows = client.query(&claim, &[&limit, &millis(lease)]).await?;
+        let rows = tx
+            .query(
+                &claim,
+                &[
+                    &hooks,
+                    &per_webhook,
+                    &limit,
+                    &millis(max_age),
+                    &millis(lease),
+                ],
+            )
+            .await?;
+        tx.commit().await?;
         rows.iter()
             .map(|row| {
                 Ok(DueDelivery {
@@ -229,46 +313,121 @@ impl Storage {
             .collect()
     }
 
-    /// Records that delivery `id` was accepted by its webhook.
-    pub async fn mark_webhook_delivered(&self, id: i64) -> Result<()> {
+    /// Records that delivery `id`, claimed at attempt `attempts`, was accepted by its webhook;
+    /// `false` (and nothing recorded) when a later claim took it over or it is settled.
+    pub async fn mark_webhook_delivered(&self, id: i64, attempts: i32) -> Result<bool> {
         let client = self.client().await?;
         let update = client
             .prepare_cached(
-                "UPDATE webhook_deliveries SET delivered_at = now(), last_error = NULL \
-                 WHERE id = $1 AND delivered_at IS NULL",
+                "UPDATE webhook_deliveries SET delivered_at = now(), last_error = NULL, \
+                 leased_until = NULL \
+                 WHERE id = $1 AND attempts = $2 AND delivered_at IS NULL AND dead_at IS NULL",
             )
             .await?;
-        client.execute(&update, &[&id]).await?;
-        Ok(())
+        Ok(client.execute(&update, &[&id, &attempts]).await? == 1)
     }
 
-    /// Records that delivery `id` failed with `error`; it is due again after `retry_in`.
+    /// Records that delivery `id`, claimed at attempt `attempts`, failed with `error`: due again
+    /// after `retry_in`, or given up when `give_up` (then `error` should say why). `false` (and
+    /// nothing recorded) when a later claim took it over or it is settled.
     pub async fn mark_webhook_failed(
         &self,
         id: i64,
+        attempts: i32,
         retry_in: Duration,
         error: &str,
-    ) -> Result<()> {
+        give_up: bool,
+    ) -> Result<bool> {
         let client = self.client().await?;
         let update = client
             .prepare_cached(
-                "UPDATE webhook_deliveries SET last_error = $3, \
-                 next_attempt_at = now() + $2::bigint * interval '1 millisecond' \
-                 WHERE id = $1 AND delivered_at IS NULL",
+                "UPDATE webhook_deliveries SET last_error = $4, leased_until = NULL, \
+                 next_attempt_at = now() + $3::bigint * interval '1 millisecond', \
+                 dead_at = CASE WHEN $5 THEN now() END \
+                 WHERE id = $1 AND attempts = $2 AND delivered_at IS NULL AND dead_at IS NULL",
             )
             .await?;
-        client
-            .execute(&update, &[&id, &millis(retry_in), &error])
-            .await?;
-        Ok(())
+        Ok(client
+            .execute(
+                &update,
+                &[&id, &attempts, &millis(retry_in), &error, &give_up],
+            )
+            .await?
+            == 1)
     }
 
-    /// Deliveries not made yet, every webhook's.
+    /// Gives up the deliveries queued more than `max_age` ago that no worker holds; returns how
+    /// many. Their `last_error` says so, after the last attempt's error.
+    pub async fn dead_letter_expired_webhook_deliveries(&self, max_age: Duration) -> Result<u64> {
+        let client = self.client().await?;
+        let update = client
+            .prepare_cached(
+                "UPDATE webhook_deliveries SET dead_at = now(), \
+                 last_error = 'max_age: ' || coalesce(last_error, 'never attempted') \
+                 WHERE delivered_at IS NULL AND dead_at IS NULL \
+                 AND queued_at <= now() - $1::bigint * interval '1 millisecond' \
+                 AND (leased_until IS NULL OR leased_until <= now())",
+            )
+            .await?;
+        Ok(client.execute(&update, &[&millis(max_age)]).await?)
+    }
+
+    /// Queues webhook `webhook_id`'s dead deliveries again: due now, their attempts and age
+    /// counted afresh. Returns how many.
+    pub async fn redrive_webhook_deliveries(&self, webhook_id: i64) -> Result<u64> {
+        let client = self.client().await?;
+        let update = client
+            .prepare_cached(
+                "UPDATE webhook_deliveries SET dead_at = NULL, attempts = 0, leased_until = NULL, \
+                 next_attempt_at = now(), queued_at = now() \
+                 WHERE webhook_id = $1 AND delivered_at IS NULL AND dead_at IS NOT NULL",
+            )
+            .await?;
+        Ok(client.execute(&update, &[&webhook_id]).await?)
+    }
+
+    /// Deletes the deliveries delivered more than `retention` ago; returns how many.
+    pub async fn purge_delivered_webhook_deliveries(&self, retention: Duration) -> Result<u64> {
+        let client = self.client().await?;
+        let delete = client
+            .prepare_cached(
+                "DELETE FROM webhook_deliveries WHERE id IN ( \
+                     SELECT id FROM webhook_deliveries \
+                     WHERE delivered_at < now() - $1::bigint * interval '1 millisecond' \
+                     LIMIT $2)",
+            )
+            .await?;
+        let mut purged = 0;
+        loop {
+            let deleted = client
+                .execute(&delete, &[&millis(retention), &PURGE_BATCH])
+                .await?;
+            purged += deleted;
+            if deleted < PURGE_BATCH as u64 {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// Deliveries not made yet, every webhook's, dead ones excepted.
     pub async fn pending_webhook_deliveries(&self) -> Result<i64> {
+        Ok(self.webhook_outbox().await?.pending)
+    }
+
+    /// Deliveries pending and dead, every webhook's.
+    pub async fn webhook_outbox(&self) -> Result<WebhookOutbox> {
         let client = self.client().await?;
         let count = client
-            .prepare_cached("SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL")
+            .prepare_cached(
+                "SELECT count(*) FILTER (WHERE dead_at IS NULL), \
+                 count(*) FILTER (WHERE dead_at IS NOT NULL) \
+                 FROM webhook_deliveries WHERE delivered_at IS NULL",
+            )
             .await?;
-        Ok(client.query_one(&count, &[]).await?.try_get(0)?)
+        let row = client.query_one(&count, &[]).await?;
+        Ok(WebhookOutbox {
+            pending: row.try_get(0)?,
+            dead: row.try_get(1)?,
+        })
     }
 }

@@ -231,7 +231,10 @@ impl Alerting {
         let oldest = &pending[0];
         let error = if pending.len() > 1 {
             self.failed(&error);
-            match self.evaluate_and_settle(device, function, &pending[..1]).await {
+            match self
+                .evaluate_and_settle(device, function, &pending[..1])
+                .await
+            {
                 Ok(()) => return Ok(1),
                 Err(error) if error.is_alerter_fault() => error,
                 Err(error) => return Err(error),

@@ -71,7 +71,8 @@ impl IngestError {
     /// stored. The storage error's own text is logged, never returned.
     pub fn storage(error: &StorageError) -> Self {
         tracing::warn!(code = error.code(), %error, "storage error");
-        if let StorageError::TimestampOutOfRange { .. } = error {
+        if let StorageError::TimestampOutOfRange { .. } | StorageError::KeyLimitExceeded(_) = error
+        {
             // About the device's input, not the host: its text is safe and useful.
             return Self::invalid(error.code(), error.to_string());
         }

@@ -282,8 +282,7 @@ impl Ingest {
                 let built = build_receipt(&request.batch, outcome, &rejected);
                 let stored = serde_json::to_value(&built).expect("a receipt serialises");
                 receipt = Some(built);
-                let conflicted: HashSet<usize> =
-                    outcome.conflicts.iter().map(|c| c.index).collect();
+                let conflicted = refused_indexes(outcome);
                 let alert_points: Vec<Point> = alert_points
                     .into_iter()
                     .filter(|(index, _)| !conflicted.contains(index))
@@ -313,6 +312,7 @@ impl Ingest {
                 stored,
                 idempotent,
                 conflicts,
+                over_key_limit,
                 moved_from,
                 followup,
             } => {
@@ -327,7 +327,14 @@ impl Ingest {
                 for _ in &conflicts {
                     self.metrics.rejected(weir_storage::Conflict::CODE);
                 }
-                let conflicted: HashSet<usize> = conflicts.iter().map(|c| c.index).collect();
+                for _ in &over_key_limit {
+                    self.metrics.rejected(weir_storage::OverKeyLimit::CODE);
+                }
+                let conflicted: HashSet<usize> = conflicts
+                    .iter()
+                    .map(|c| c.index)
+                    .chain(over_key_limit.iter().map(|o| o.index))
+                    .collect();
                 let followup = followup.expect("store_batch_owing records a follow-up");
                 self.follow_ups
                     .run(AfterCommit {
@@ -335,7 +342,7 @@ impl Ingest {
                         followup,
                         points: follow_up::latest_points(&accepted, &conflicted),
                         moved_from,
-                        evaluate: alerting.is_some() && conflicts.len() < accepted.len(),
+                        evaluate: alerting.is_some() && conflicted.len() < accepted.len(),
                     })
                     .await;
                 Ok(receipt.expect("store_batch builds the receipt of a stored batch"))
@@ -375,6 +382,16 @@ fn stored_value(value: Value) -> StoredValue {
     }
 }
 
+/// The indexes of the points storage refused (conflicts, keys over a limit).
+fn refused_indexes(outcome: &BatchOutcome) -> HashSet<usize> {
+    outcome
+        .conflicts
+        .iter()
+        .map(|c| c.index)
+        .chain(outcome.over_key_limit.iter().map(|o| o.index))
+        .collect()
+}
+
 fn build_receipt(batch: &str, outcome: &BatchOutcome, rejected: &[Rejected]) -> Receipt {
     let mut all: Vec<Rejected> = rejected.to_vec();
     all.extend(outcome.conflicts.iter().map(|c| Rejected {
@@ -382,6 +399,12 @@ fn build_receipt(batch: &str, outcome: &BatchOutcome, rejected: &[Rejected]) -> 
         key: c.key.clone(),
         code: weir_storage::Conflict::CODE.to_owned(),
         message: c.message.clone(),
+    }));
+    all.extend(outcome.over_key_limit.iter().map(|o| Rejected {
+        index: o.index,
+        key: o.key.clone(),
+        code: weir_storage::OverKeyLimit::CODE.to_owned(),
+        message: o.message.clone(),
     }));
     all.sort_by_key(|r| r.index);
     Receipt {

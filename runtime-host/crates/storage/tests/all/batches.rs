@@ -31,6 +31,7 @@ async fn new_batch_is_stored_and_counted() {
             stored: 3,
             idempotent: 0,
             conflicts: vec![],
+            over_key_limit: vec![],
             moved_from: None,
             followup: None,
         }
@@ -143,6 +144,7 @@ async fn identical_point_in_a_new_batch_is_idempotent() {
             stored: 1,
             idempotent: 1,
             conflicts: vec![],
+            over_key_limit: vec![],
             moved_from: None,
             followup: None,
         }
@@ -322,6 +324,7 @@ async fn empty_batch_is_recorded() {
             stored: 0,
             idempotent: 0,
             conflicts: vec![],
+            over_key_limit: vec![],
             moved_from: None,
             followup: None,
         }
@@ -411,6 +414,7 @@ async fn maintenance_forgets_old_batch_ids_and_a_late_resend_stays_idempotent() 
             stored: 0,
             idempotent: 1,
             conflicts: vec![],
+            over_key_limit: vec![],
             moved_from: None,
             followup: None,
         }

@@ -465,6 +465,10 @@ mod tests {
         for n in 0..10 {
             off.points_stored(&series(n), 10, 10);
         }
-        assert_eq!(off.state().series_count(), 0, "a cache that is off keeps nothing");
+        assert_eq!(
+            off.state().series_count(),
+            0,
+            "a cache that is off keeps nothing"
+        );
     }
 }

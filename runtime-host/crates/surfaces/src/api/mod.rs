@@ -158,7 +158,10 @@ mod path_tests {
     #[test]
     fn tenant_answers_are_made_private() {
         let cases = [
-            (Some("public, max-age=31536000, immutable"), "private, max-age=31536000, immutable"),
+            (
+                Some("public, max-age=31536000, immutable"),
+                "private, max-age=31536000, immutable",
+            ),
             (Some("private, max-age=5"), "private, max-age=5"),
             (Some("no-cache"), "private, no-cache"),
             (Some("PUBLIC,max-age=60"), "private, max-age=60"),
