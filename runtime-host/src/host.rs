@@ -85,6 +85,18 @@ impl Host {
             )
         })?;
         let applied = storage.migrate().await.context("migrating the database")?;
+        if let Some(password) = config.query_database_password()? {
+            let set = storage
+                .set_role_password(weir_config::QUERY_ROLE, &password)
+                .await
+                .context("setting the query role's password")?;
+            if !set {
+                tracing::warn!(
+                    role = weir_config::QUERY_ROLE,
+                    "the query role's password was not set: the database user may not alter roles (an administrator sets it)"
+                );
+            }
+        }
         let storage = storage
             .in_region(&config.region)
             .with_key_limits(weir_storage::KeyLimits {
@@ -424,8 +436,10 @@ fn query_api(
 ) -> anyhow::Result<QueryApi> {
     // A store the capabilities cannot address (a Unix socket, TLS Redis) is left out: the
     // component then gets errors from `open`, and the rest of the query API still works.
+    let password = config.query_database_password()?;
     let postgres = PostgresBackend::read_only(
         &config.query_database_url(),
+        password.as_deref(),
         config.query.database_connections,
         config.query_deadline(),
     )

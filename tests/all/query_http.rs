@@ -216,3 +216,46 @@ async fn with_a_certificate_the_api_listener_speaks_https() {
     };
     assert!(!answered, "no plain HTTP answer from the HTTPS listener");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_query_role_logs_in_with_its_password_only() {
+    const PASSWORD: &str = "a-long-password-for-weir-query";
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), format!("{PASSWORD}\n")).unwrap();
+    let file = secret.path().to_owned();
+    let host =
+        TestHost::start_with(move |config| config.query.database_password_file = Some(file)).await;
+    // From now on the role needs the password the host set at start.
+    host.stack()
+        .postgres
+        .require_password("weir_query")
+        .unwrap();
+    let mut meter = host.device("m1", "acme").await;
+    ok(&meter
+        .submit(&batch("p1", vec![point("power", 2.5, now_ms() - 1000)]))
+        .await);
+    let token = host.api_token("acme").await;
+    let (status, _, body) = get(&host, "/v1/devices", &token, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("\"m1\""), "{body}");
+
+    let url = host
+        .stack()
+        .postgres
+        .url()
+        .replacen("postgres@", "weir_query@", 1);
+    let connects = async |url: String| {
+        tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .is_ok()
+    };
+    assert!(!connects(url.clone()).await, "no password, no login");
+    assert!(
+        !connects(url.replacen("weir_query@", "weir_query:wrong@", 1)).await,
+        "a wrong password, no login"
+    );
+    assert!(
+        connects(url.replacen("weir_query@", &format!("weir_query:{PASSWORD}@"), 1)).await,
+        "the password the host set"
+    );
+}

@@ -198,6 +198,42 @@ impl PostgresServer {
         )
     }
 
+    /// Makes `role` log in over TCP with its password only (`scram-sha-256`, ahead of the
+    /// cluster's trust lines in `pg_hba.conf`), and reloads the configuration: new connections
+    /// of `role` without the right password are refused from now on.
+    pub fn require_password(&self, role: &str) -> Result<()> {
+        let hba = self.data_dir.join("pg_hba.conf");
+        let current = std::fs::read_to_string(&hba)
+            .with_context(|| format!("cannot read {}", hba.display()))?;
+        let lines = format!(
+            "host all {role} 127.0.0.1/32 scram-sha-256\nhost all {role} ::1/128 scram-sha-256\n"
+        );
+        std::fs::write(&hba, lines + &current)
+            .with_context(|| format!("cannot write {}", hba.display()))?;
+        let output = Command::new(self.bin_dir.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "postgres", "-At", "-c", "SELECT pg_reload_conf()"])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run psql")?;
+        if !output.status.success() {
+            bail!(
+                "cannot reload the configuration on port {}: {}",
+                self.port,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Whether the server process is running.
     pub fn is_running(&self) -> bool {
         self.process.as_ref().is_some_and(ServerProcess::is_alive)

@@ -189,6 +189,10 @@ pub struct QueryConfig {
     /// (`WEIR_QUERY_DATABASE_URL`). Unset: the host's `database_url` with user `weir_query`
     /// and no password, the role the migrations create when they may.
     pub database_url: Option<String>,
+    /// A file holding the read-only role's password (`WEIR_QUERY_DATABASE_PASSWORD_FILE`): the
+    /// query pool logs in with it, and a host whose database user may alter roles sets it on
+    /// `weir_query` at start. The password never appears in a URL, a variable or a log.
+    pub database_password_file: Option<PathBuf>,
     /// Connections of the query components' read-only pool (`WEIR_QUERY_DB_CONNECTIONS`).
     pub database_connections: usize,
     /// How late points may still arrive, in seconds: a history or trend range that closed
@@ -366,6 +370,7 @@ impl Default for QueryConfig {
             allowed_outbound_hosts: None,
             variables: BTreeMap::new(),
             database_url: None,
+            database_password_file: None,
             database_connections: 8,
             lateness_window_s: 24 * 3600,
             answer_cache_entries: 4096,
@@ -677,6 +682,28 @@ impl Config {
         }
     }
 
+    /// The read-only role's password, read from `query.database_password_file` (trailing
+    /// newline trimmed); `None` when no file is configured.
+    pub fn query_database_password(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.query.database_password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading query.database_password_file {} (WEIR_QUERY_DATABASE_PASSWORD_FILE)",
+                path.display()
+            )
+        })?;
+        let password = text.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            bail!(
+                "query.database_password_file {} is empty (WEIR_QUERY_DATABASE_PASSWORD_FILE)",
+                path.display()
+            );
+        }
+        Ok(Some(password.to_owned()))
+    }
+
     /// The alerter component's file (`alerting.component` inside `functions_dir`).
     pub fn alert_component(&self) -> PathBuf {
         self.functions_dir.join(&self.alerting.component)
@@ -818,6 +845,7 @@ const ENV_VARS: &[EnvVar] = &[
     ("WEIR_QUERY_DEADLINE_MS",     "query.deadline_ms",             Number),
     ("WEIR_QUERY_ALLOWED_HOSTS",   "query.allowed_outbound_hosts",  List),
     ("WEIR_QUERY_DATABASE_URL",    "query.database_url",            Text),
+    ("WEIR_QUERY_DATABASE_PASSWORD_FILE", "query.database_password_file", Text),
     ("WEIR_QUERY_DB_CONNECTIONS",  "query.database_connections",    Number),
     ("WEIR_LATENESS_WINDOW_S",     "query.lateness_window_s",       Number),
     ("WEIR_ANSWER_CACHE",          "query.answer_cache_entries",    Number),

@@ -189,6 +189,35 @@ impl Storage {
         Ok(applied)
     }
 
+    /// Sets the login password of `role` when this connection's user may alter roles (a
+    /// superuser or `CREATEROLE`); returns whether it did. The statement is built by the server
+    /// (`format` with `%I`/`%L`), never from text spliced here.
+    pub async fn set_role_password(&self, role: &str, password: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let may = client
+            .query_one(
+                "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+            .await?
+            .is_some();
+        if !may.try_get::<_, bool>(0)? || !exists {
+            return Ok(false);
+        }
+        let statement: String = client
+            .query_one(
+                "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)",
+                &[&role, &password],
+            )
+            .await?
+            .try_get(0)?;
+        client.batch_execute(&statement).await?;
+        Ok(true)
+    }
+
     /// Creates the partitions from last month to three months ahead ("created ahead", so the
     /// write path rarely does DDL).
     pub(crate) async fn ensure_partitions_around_now(&self) -> Result<()> {

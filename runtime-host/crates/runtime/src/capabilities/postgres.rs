@@ -93,16 +93,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESET_SESSION: &str = "ROLLBACK; RESET ALL";
 
 impl PostgresBackend {
-    /// The database at `url` (the host's database, with the read-only role's credentials),
-    /// through a pool of at most `max_size` connections whose statements stop after
-    /// `statement_timeout`. Nothing is connected until a guest opens.
+    /// The database at `url` (the host's database, with the read-only role's user and
+    /// `password`, if any), through a pool of at most `max_size` connections whose statements
+    /// stop after `statement_timeout`. Nothing is connected until a guest opens.
     pub fn read_only(
         url: &str,
+        password: Option<&str>,
         max_size: usize,
         statement_timeout: Duration,
     ) -> anyhow::Result<Self> {
         let target = PostgresTarget::parse(url).map_err(anyhow::Error::msg)?;
         let mut config: tokio_postgres::Config = url.parse()?;
+        if let Some(password) = password {
+            config.password(password);
+        }
         let options = format!(
             "{} -c default_transaction_read_only=on -c statement_timeout={}",
             config.get_options().unwrap_or_default(),
@@ -412,7 +416,8 @@ mod tests {
                 .expect("migrating (creates weir_query)");
             let url = server.url().replacen("postgres@", "weir_query@", 1);
             assert!(url.contains("weir_query@"), "{url}");
-            let backend = PostgresBackend::read_only(&url, 2, Duration::from_secs(5)).unwrap();
+            let backend =
+                PostgresBackend::read_only(&url, None, 2, Duration::from_secs(5)).unwrap();
             let allowed = AllowedHosts::parse(&[backend.allowed_host()]).unwrap();
             Fixture {
                 _server: server,
