@@ -1,5 +1,5 @@
-//! Periodic upkeep for a timer task: partitions created ahead of time, and old batch ids
-//! forgotten.
+//! Periodic upkeep for a timer task: partitions created ahead of time, and old batch ids (with
+//! the follow-ups given up for them) forgotten.
 //!
 //! A batch id only needs to be remembered for as long as a device may re-send that batch. Once
 //! forgotten, a very late resend is stored as a new batch, which is still harmless: its points
@@ -24,12 +24,14 @@ pub struct MaintenanceReport {
     pub batches_deleted: u64,
     /// Renewal requests forgotten (older than a day).
     pub renewals_deleted: u64,
+    /// Follow-ups given up longer ago than the batch retention, forgotten with their batch ids.
+    pub followups_deleted: u64,
 }
 
 impl Storage {
     /// Creates the partitions from last month to three months ahead, and deletes the `batches`
-    /// rows received more than `batch_retention` ago (in chunks), and renewal requests older than a
-    /// day.
+    /// rows received more than `batch_retention` ago (in chunks), the follow-ups given up that
+    /// long ago, and renewal requests older than a day.
     pub async fn maintain(&self, batch_retention: Duration) -> Result<MaintenanceReport> {
         self.ensure_partitions_around_now().await?;
         let client = self.client().await?;
@@ -52,6 +54,13 @@ impl Storage {
                 break;
             }
         }
+        let forget_failed = client
+            .prepare_cached(
+                "DELETE FROM batch_followups \
+                 WHERE failed_at < now() - make_interval(secs => $1::float8)",
+            )
+            .await?;
+        report.followups_deleted = client.execute(&forget_failed, &[&retention_secs]).await?;
         report.renewals_deleted = self.forget_renewals(RENEWAL_RETENTION).await?;
         if report.batches_deleted > 0 {
             info!(

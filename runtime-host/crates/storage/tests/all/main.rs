@@ -3,6 +3,7 @@
 //! own, so tests run in parallel and may stop and restart their servers.
 
 mod batches;
+mod followups;
 mod latest;
 mod metadata;
 mod outages;
