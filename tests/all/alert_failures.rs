@@ -89,20 +89,7 @@ async fn poison_is_given_up_and_the_next_batch_evaluated(poison: serde_json::Val
     let receipt = ok(&meter.submit(&calm).await);
     assert_eq!(receipt["accepted"], json!(1), "{receipt}");
     assert_eq!(host.count(meter.id()).await, points as i64 + 1);
-    eventually(
-        "every follow-up done",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        async || {
-            host.storage()
-                .followup_counts("test")
-                .await
-                .unwrap()
-                .pending
-                == 0
-        },
-    )
-    .await;
+    crate::followups::all_followups_done(&host).await;
     assert_eq!(alert_failures(&host, code).await, attempts);
 }
 

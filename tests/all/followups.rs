@@ -3,11 +3,13 @@
 //! Redis outage, an alerter that traps, and a host that dies. Real PostgreSQL, Redis, alerter
 //! component and, for the crash, a real `weir serve` process killed with SIGKILL.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Method;
 use serde_json::{Value as Json, json};
 use weir::device_client::DeviceClient;
+use weir_pipeline::alerting::Alerting;
 use weir_runtime::AlerterFunction;
 use weir_services::{WeirHost, WeirHostOptions, weir_binary};
 use weir_storage::DeviceRef;
@@ -29,8 +31,19 @@ async fn host_with_acme_rules(
     host_with_rule_files(&[("acme.toml", ACME_RULES)], tweak).await
 }
 
+/// Makes the hostile alerter (which traps on a batch whose first key is `hostile.trap`) the
+/// host's; returns the host's alerting and the real alerter, to swap back.
+fn swap_in_the_hostile_alerter(host: &TestHost) -> (Arc<Alerting>, AlerterFunction) {
+    let alerting = host.host().alerting().unwrap().clone();
+    let engine = engine(Duration::from_secs(1), 64);
+    let load = |file| AlerterFunction::load_file(&engine, &component_path(file)).unwrap();
+    let real = load("alert.wasm");
+    alerting.function.replace(load("test/hostile-alerter.wasm"));
+    (alerting, real)
+}
+
 /// Waits until the region `test` has no follow-up left to do.
-async fn all_followups_done(host: &TestHost) {
+pub(crate) async fn all_followups_done(host: &TestHost) {
     eventually(
         "every batch follow-up done",
         SETTLES_WITHIN,
@@ -110,10 +123,13 @@ async fn a_stream_reset_after_the_commit_still_updates_latest_and_raises_the_ale
         "the latest value in Redis",
         SETTLES_WITHIN,
         Duration::from_millis(100),
+        // Redis answers errors while it is paused.
         async || {
-            host.latest_in_redis(meter.id())
+            host.host()
+                .latest()
+                .get(meter.id())
                 .await
-                .contains_key("meter.1.temperature")
+                .is_ok_and(|latest| latest.contains_key("meter.1.temperature"))
         },
     )
     .await;
@@ -159,20 +175,17 @@ async fn alerts_outlast_a_held_lock_a_redis_outage_and_a_trapping_alerter_each_r
         SETTLES_WITHIN,
         Duration::from_millis(200),
         async || {
-            host.latest_in_redis(&device)
+            host.host()
+                .latest()
+                .get(&device)
                 .await
-                .contains_key("meter.2.temperature")
+                .is_ok_and(|latest| latest.contains_key("meter.2.temperature"))
         },
     )
     .await;
 
     // The alerter traps on the next batch until it is swapped back.
-    let alerting = host.host().alerting().unwrap().clone();
-    let engine = engine(Duration::from_secs(1), 64);
-    let hostile =
-        AlerterFunction::load_file(&engine, &component_path("test/hostile-alerter.wasm")).unwrap();
-    let real = AlerterFunction::load_file(&engine, &component_path("alert.wasm")).unwrap();
-    alerting.function.replace(hostile);
+    let (alerting, real) = swap_in_the_hostile_alerter(&host);
     send(
         &mut meter,
         "b3",
@@ -212,12 +225,7 @@ async fn a_poison_batch_is_given_up_after_its_attempts_and_the_next_ones_are_eva
         host_with_acme_rules(|config| config.ingest.followup_evaluation_attempts = 2).await;
     let token = host.api_token("acme").await;
     let mut meter = host.device("m1", "acme").await;
-    let alerting = host.host().alerting().unwrap().clone();
-    let engine = engine(Duration::from_secs(1), 64);
-    let hostile =
-        AlerterFunction::load_file(&engine, &component_path("test/hostile-alerter.wasm")).unwrap();
-    let real = AlerterFunction::load_file(&engine, &component_path("alert.wasm")).unwrap();
-    alerting.function.replace(hostile);
+    let (alerting, real) = swap_in_the_hostile_alerter(&host);
     let t = now_ms() - MINUTE;
     // The first key makes the hostile alerter trap; the second is one acme's rules watch.
     send(
